@@ -1,0 +1,3 @@
+"""edge: face-recognition attendance daemon for a camera box at the door."""
+
+__version__ = "0.1.0"

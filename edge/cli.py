@@ -1,0 +1,318 @@
+"""The `edge` command: thin click wrappers over the library; an EdgeError becomes one line and exit code 1."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import click
+
+from edge import __version__
+from edge.errors import EdgeError
+
+EXIT_USER_ERROR = 1
+
+
+class EdgeGroup(click.Group):
+    """Turns the library's errors into one clear line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class AppContext:
+    """What commands share: the config, and components built on first use (models load only when needed)."""
+
+    def __init__(self, config_path: Optional[Path], db: Optional[Path]) -> None:
+        from edge.config import load_config
+
+        self.config = load_config(config_path)
+        self.db_path = db or self.config.storage.database
+        self.stack = ExitStack()
+
+    def gallery(self) -> Any:
+        from edge.gallery import Gallery
+
+        return self.stack.enter_context(Gallery(self.db_path))
+
+    def recognizer(self) -> Any:
+        from edge.detect import FaceDetector
+        from edge.embed import Embedder
+        from edge.recognize import Recognizer
+
+        detector = self.stack.enter_context(FaceDetector(self.config.detector))
+        embedder = Embedder(self.config.embedder.models_dir, self.config.embedder.num_threads)
+        return Recognizer(detector, embedder, self.config.quality)
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+@click.group(cls=EdgeGroup)
+@click.version_option(__version__, prog_name="edge")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="EDGE_CONFIG",
+    help="YAML config file (default: built-in defaults). Env: EDGE_CONFIG.",
+)
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="EDGE_DB",
+    help="SQLite database (default: storage.database from the config). Env: EDGE_DB.",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Optional[Path], db: Optional[Path]) -> None:
+    """edge: face-recognition attendance on a camera box."""
+    if ctx.invoked_subcommand == "check-config":
+        return
+    try:
+        app = AppContext(config_path, db)
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj = app
+    ctx.call_on_close(app.stack.close)
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(path_type=Path))
+def check_config(file: Path) -> None:
+    """Validate a config FILE; print OK or the first error with its key path and line."""
+    from edge.config import load_config
+
+    load_config(file)
+    click.echo(f"{file}: OK")
+
+
+# enrollment ----------------------------------------------------------------------------------------------------
+def _report_photo(result: Any) -> str:
+    mark = "ok " if result.outcome.value == "enrolled" else "-- "
+    detail = f" ({result.detail})" if result.detail else ""
+    return f"  {mark}{result.outcome.value:<14}{result.path}{detail}"
+
+
+@main.command()
+@click.option("--person-id", help="Id of the person to enroll (letters, digits, _ . @ -).")
+@click.option("--name", help="Display name (default: the person id).")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Free metadata, repeatable (e.g. group=3A).")
+@click.option("--tree", type=click.Path(path_type=Path, file_okay=False), help="Enroll a folder tree person_id/*.jpg.")
+@click.option("--replace", is_flag=True, help="Replace a person's existing embeddings instead of adding to them.")
+@click.argument("photos", nargs=-1, type=click.Path(path_type=Path))
+@pass_app
+def enroll(
+    app: AppContext,
+    person_id: Optional[str],
+    name: Optional[str],
+    meta: Sequence[str],
+    tree: Optional[Path],
+    replace: bool,
+    photos: Sequence[Path],
+) -> None:
+    """Enroll one person from PHOTOS, or every person of a --tree. A person is written all at once or not at all."""
+    from edge.enroll import enroll_person, enroll_tree, photos_in, scan_tree
+
+    if tree and (person_id or photos):
+        raise click.UsageError("use either --tree DIR or --person-id ID PHOTO..., not both")
+    if not tree and not person_id:
+        raise click.UsageError("give --person-id ID and photos, or --tree DIR")
+    if person_id and not photos:
+        raise click.UsageError("give at least one photo for --person-id")
+    metadata: Dict[str, str] = {}
+    for item in meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--meta expects KEY=VALUE, got {item!r}")
+        metadata[key] = value
+    if tree:
+        total = sum(len(p) for _, p in scan_tree(tree))
+    else:
+        expanded: List[Path] = []
+        for p in photos:
+            expanded.extend(photos_in(p) if p.is_dir() else [p])
+        total = len(expanded)
+    gallery, recognizer = app.gallery(), app.recognizer()
+    lines: List[str] = []
+    with click.progressbar(length=total, label="enrolling", file=sys.stderr) as bar:
+
+        def on_photo(result: Any) -> None:
+            lines.append(_report_photo(result))
+            bar.update(1)
+
+        if tree:
+            results = enroll_tree(gallery, recognizer, tree, replace=replace, on_photo=on_photo)
+        else:
+            assert person_id is not None
+            results = [
+                enroll_person(gallery, recognizer, person_id, name or person_id, expanded, metadata, replace, on_photo)
+            ]
+    for line in lines:
+        click.echo(line)
+    failed = [r for r in results if not r.written]
+    for r in results:
+        state = f"written ({r.enrolled} embeddings)" if r.written else "NOT written (no usable photo)"
+        click.echo(f"{r.person_id}: {state}")
+    click.echo(f"gallery version {gallery.version}: {len(results) - len(failed)} of {len(results)} people written")
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} people could not be enrolled: {', '.join(r.person_id for r in failed)}"
+        )
+
+
+# gallery -------------------------------------------------------------------------------------------------------
+@main.group()
+def gallery() -> None:
+    """List, show, remove, export and import enrolled people."""
+
+
+@gallery.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_app
+def gallery_list(app: AppContext, as_json: bool) -> None:
+    """List enrolled people with their number of embeddings."""
+    g = app.gallery()
+    people = g.people()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "gallery_version": g.version,
+                    "people": [
+                        {"person_id": p.person_id, "name": p.name, "metadata": p.metadata, "embeddings": p.embeddings}
+                        for p in people
+                    ],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    for p in people:
+        click.echo(f"{p.person_id}\t{p.name}\t{p.embeddings} embeddings")
+    click.echo(f"{len(people)} people, gallery version {g.version}")
+
+
+@gallery.command("show")
+@click.argument("person_id")
+@pass_app
+def gallery_show(app: AppContext, person_id: str) -> None:
+    """Show one person: name, metadata, and each embedding's model, quality and source."""
+    g = app.gallery()
+    person = g.person(person_id)
+    click.echo(f"{person.person_id}: {person.name}")
+    click.echo(f"metadata: {json.dumps(person.metadata, ensure_ascii=False)}")
+    for e in g.embeddings_of(person_id):
+        click.echo(f"  #{e['id']} {e['model_id']} quality {e['quality']:.2f} from {e['source']} at {e['created_at']}")
+
+
+@gallery.command("remove")
+@click.argument("person_id")
+@pass_app
+def gallery_remove(app: AppContext, person_id: str) -> None:
+    """Erase a person and all their embeddings."""
+    version = app.gallery().remove_person(person_id)
+    click.echo(f"removed {person_id}; gallery version {version}")
+
+
+@gallery.command("export")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+@pass_app
+def gallery_export(app: AppContext, file: Path) -> None:
+    """Write the gallery to FILE (- for stdout) in the edge-gallery JSON format (see README)."""
+    from edge.gallery_json import export_document
+
+    text = json.dumps(export_document(app.gallery()), ensure_ascii=False)
+    if str(file) == "-":
+        click.echo(text)
+    else:
+        tmp = file.with_name(file.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(file)
+        click.echo(f"exported to {file}", err=True)
+
+
+@gallery.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--replace-all", is_flag=True, help="Make the gallery exactly the file's people (others are erased).")
+@pass_app
+def gallery_import(app: AppContext, file: Path, replace_all: bool) -> None:
+    """Import people from an edge-gallery JSON FILE, all at once or not at all."""
+    from edge.gallery_json import parse_people, read_document
+    from edge.manifest import load_manifest
+
+    model_id = load_manifest(app.config.embedder.models_dir).id
+    records = parse_people(read_document(file), model_id, str(file))
+    version = app.gallery().put_people(records, replace_all=replace_all)
+    click.echo(f"imported {len(records)} people; gallery version {version}")
+
+
+# identification ------------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("photos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per photo.")
+@pass_app
+def identify(app: AppContext, photos: Sequence[Path], as_json: bool) -> None:
+    """Find every face in PHOTOS and say who it is (or unknown), with box, quality and best matches."""
+    from edge.identify import identify_photo
+
+    gallery, recognizer = app.gallery(), app.recognizer()
+    errors = 0
+    for photo in photos:
+        report = identify_photo(gallery, recognizer, app.config.matcher, photo)
+        errors += 1 if report.get("error") else 0
+        if as_json:
+            click.echo(json.dumps(report, ensure_ascii=False))
+            continue
+        if report.get("error"):
+            click.echo(f"{photo}: ERROR {report['error']}")
+            continue
+        click.echo(f"{photo}: {len(report['faces'])} faces")
+        for face in report["faces"]:
+            box = face["box"]
+            who = face["person_id"] or ("unknown" if face["rejection"] is None else f"not used: {face['rejection']}")
+            cands = ", ".join(f"{c['person_id']} {c['score']:.3f}" for c in face["candidates"])
+            click.echo(
+                f"  [{box[0]:.0f},{box[1]:.0f} {box[2]:.0f}x{box[3]:.0f}] {who}"
+                f" (quality {face['quality']:.2f}; best: {cands or 'gallery empty'})"
+            )
+    if errors:
+        raise click.ClickException(f"{errors} of {len(photos)} photos could not be read")
+
+
+# evaluation ----------------------------------------------------------------------------------------------------
+@main.group("eval")
+def eval_group() -> None:
+    """Measure recognition accuracy on standard protocols."""
+
+
+@eval_group.command("lfw")
+@click.option(
+    "--pairs", required=True, type=click.Path(path_type=Path, dir_okay=False), help="LFW pairs file to report on."
+)
+@click.option(
+    "--images", required=True, type=click.Path(path_type=Path, file_okay=False), help="lfw folder: Name/Name_NNNN.jpg."
+)
+@click.option("--train-pairs", type=click.Path(path_type=Path, dir_okay=False), help="Pick the threshold on this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def eval_lfw(app: AppContext, pairs: Path, images: Path, train_pairs: Optional[Path], as_json: bool) -> None:
+    """LFW verification: accuracy (threshold from --train-pairs, or 10-fold), TAR at FAR=1e-3, faces not found."""
+    from edge.evaluate import run_lfw
+
+    if not images.is_dir():
+        raise click.ClickException(f"{images}: images folder not found")
+    recognizer = app.recognizer()
+    result = run_lfw(recognizer, pairs, images, train_pairs, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        from edge.evaluate import format_result
+
+        click.echo(format_result(result))

@@ -1,0 +1,70 @@
+"""The box's configuration: one YAML file, validated once into a frozen tree; each stage gets its own section."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from edge.configtree import load_yaml_tree
+from edge.detect import DetectorConfig
+from edge.errors import ConfigError
+from edge.manifest import DEFAULT_MODELS_DIR
+from edge.match import MatcherConfig
+from edge.quality import QualityConfig
+
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Who this box is: ids used in event ids and MQTT topics."""
+
+    id: str = "edge-1"
+    site: str = "default"
+
+    def __post_init__(self) -> None:
+        for name in ("id", "site"):
+            if not DEVICE_ID_PATTERN.match(getattr(self, name)):
+                raise ValueError(f"{name} must be 1-64 letters, digits, '_' or '-', got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the box keeps its data."""
+
+    database: Path = Path("var/edge.db")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """The embedding model and its CPU threads."""
+
+    models_dir: Path = DEFAULT_MODELS_DIR
+    num_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_threads <= 16:
+            raise ValueError(f"num_threads must be within 1..16, got {self.num_threads}")
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+
+
+def load_config(path: Optional[Path]) -> Config:
+    """Load and validate `path`; None gives the built-in defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    return load_yaml_tree(Config, text, str(path))

@@ -1,0 +1,155 @@
+"""Build a frozen dataclass tree from YAML, validated once: unknown keys, wrong types and bad values are
+errors that name the key path and the line."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from pathlib import Path
+from typing import Any, Dict, Type, TypeVar
+
+import yaml
+
+from edge.errors import ConfigError
+
+T = TypeVar("T")
+
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "true/false",
+    "tag:yaml.org,2002:str": "a string",
+    "tag:yaml.org,2002:null": "null",
+}
+
+
+def _where(path: str, node: yaml.Node) -> str:
+    return f"{path or '<top>'} (line {node.start_mark.line + 1})"
+
+
+def _describe(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return f"{_SCALAR_TAGS.get(node.tag, node.tag)} ({node.value!r})"
+
+
+def _scalar(node: yaml.Node, path: str) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        raise ConfigError(f"{_where(path, node)}: expected a single value, got {_describe(node)}")
+    return _construct(node)
+
+
+def _construct(node: yaml.Node) -> Any:
+    """Turn a YAML node into plain Python values with the safe loader's rules."""
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _convert(tp: Any, node: yaml.Node, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:
+        if type(None) in args and isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], node, path)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, node, path)  # type: ignore[arg-type]
+    if origin in (tuple, list):
+        if not isinstance(node, yaml.SequenceNode):
+            raise ConfigError(f"{_where(path, node)}: expected a list, got {_describe(node)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(node.value) != len(args):
+                raise ConfigError(f"{_where(path, node)}: expected a list of {len(args)} values")
+            return tuple(_convert(a, n, f"{path}[{i}]") for i, (a, n) in enumerate(zip(args, node.value)))
+        item = args[0] if args else Any
+        values = [_convert(item, n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+        return tuple(values) if origin is tuple else values
+    if origin is dict:
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(f"{_where(path, node)}: expected a mapping, got {_describe(node)}")
+        return {
+            str(_scalar(k, path)): _convert(args[1] if args else Any, v, f"{path}.{k.value}") for k, v in node.value
+        }
+    if origin is typing.Literal:
+        value = _scalar(node, path)
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{_where(path, node)}: must be one of {choices}, got {value!r}")
+        return value
+    if tp is Any:
+        return _construct(node)
+    value = _scalar(node, path)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in tp)
+            raise ConfigError(f"{_where(path, node)}: must be one of {choices}, got {value!r}") from None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{_where(path, node)}: expected true/false, got {_describe(node)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{_where(path, node)}: expected an integer, got {_describe(node)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{_where(path, node)}: expected a number, got {_describe(node)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{_where(path, node)}: expected a string, got {_describe(node)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{_where(path, node)}: expected a path, got {_describe(node)}")
+        return Path(value)
+    raise TypeError(f"config field {path} has an unsupported type {tp!r}")
+
+
+def build(cls: Type[T], node: yaml.Node, path: str = "") -> T:
+    """Construct dataclass `cls` from a YAML mapping node; every error names `path.key` and its line."""
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{_where(path, node)}: expected a mapping, got {_describe(node)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs: Dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        key_path = f"{path}.{key}" if path else key
+        if key not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(f"{_where(key_path, key_node)}: unknown key; known keys here: {known}")
+        if key in kwargs:
+            raise ConfigError(f"{_where(key_path, key_node)}: key given twice")
+        kwargs[key] = _convert(hints[key], value_node, key_path)
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        first = f"{path}.{missing[0]}" if path else missing[0]
+        raise ConfigError(f"{_where(first, node)}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{_where(path, node)}: {exc}") from None
+
+
+def load_yaml_tree(cls: Type[T], text: str, source: str) -> T:
+    """Parse YAML text (keeping line numbers) and build `cls` from it; an empty document gives the defaults."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if node is None:
+        return cls()
+    try:
+        return build(cls, node)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

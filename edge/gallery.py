@@ -1,0 +1,275 @@
+"""The gallery of enrolled people in SQLite (sqlite-utils, migrations, a version that changes on every write)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from edge.errors import GalleryError
+from edge.match import GalleryIndex
+
+migrations = Migrations("edge.gallery")
+
+PERSON_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+
+
+@migrations()
+def m001_gallery(db: Database) -> None:
+    db["people"].create(  # type: ignore[union-attr]
+        {"person_id": str, "name": str, "metadata": str, "created_at": str, "updated_at": str}, pk="person_id"
+    )
+    db["embeddings"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "person_id": str,
+            "model_id": str,
+            "dim": int,
+            "vector": bytes,
+            "quality": float,
+            "source": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("person_id", "people", "person_id")],
+    )
+    db["embeddings"].create_index(["model_id", "person_id"])  # type: ignore[union-attr]
+    db["gallery_state"].create({"id": int, "version": int, "updated_at": str}, pk="id")  # type: ignore[union-attr]
+    db["gallery_state"].insert({"id": 1, "version": 0, "updated_at": _now()})  # type: ignore[union-attr]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class NewEmbedding:
+    """An embedding about to be stored: vector (unit length), model id, quality 0..1, and where it came from."""
+
+    vector: np.ndarray
+    model_id: str
+    quality: float
+    source: str
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """A person to be written with their embeddings (enrollment, import, sync)."""
+
+    person_id: str
+    name: str
+    embeddings: Tuple[NewEmbedding, ...]
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Person:
+    person_id: str
+    name: str
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    embeddings: int = 0
+
+
+def check_person_id(person_id: str) -> str:
+    if not isinstance(person_id, str) or not PERSON_ID_PATTERN.match(person_id):
+        raise GalleryError(
+            f"invalid person id {person_id!r}: use 1-128 letters, digits, '_', '.', '@' or '-', starting with a "
+            "letter or digit"
+        )
+    return person_id
+
+
+class Gallery:
+    """People and their embeddings in one SQLite file. Every write bumps the gallery version in one transaction."""
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(path), timeout=10.0)
+            self.db = Database(conn)
+            if str(path) != ":memory:":
+                self.db.enable_wal()
+            self.db.execute("PRAGMA foreign_keys = ON")
+            migrations.apply(self.db)
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(f"{path}: cannot open the gallery database ({exc})") from exc
+        self._index: Optional[Tuple[str, GalleryIndex]] = None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # reading -------------------------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        row = self.db.execute("SELECT version FROM gallery_state WHERE id = 1").fetchone()
+        return int(row[0])
+
+    def people(self) -> List[Person]:
+        rows = self.db.execute(
+            "SELECT p.person_id, p.name, p.metadata, COUNT(e.id) FROM people p "
+            "LEFT JOIN embeddings e ON e.person_id = p.person_id GROUP BY p.person_id ORDER BY p.person_id"
+        ).fetchall()
+        return [Person(r[0], r[1], json.loads(r[2] or "{}"), int(r[3])) for r in rows]
+
+    def person(self, person_id: str) -> Person:
+        rows = [p for p in self.people() if p.person_id == person_id]
+        if not rows:
+            raise GalleryError(f"no person with id {person_id!r} in the gallery")
+        return rows[0]
+
+    def embeddings_of(self, person_id: str) -> List[Dict[str, Any]]:
+        self.person(person_id)
+        rows = self.db.execute(
+            "SELECT id, model_id, dim, vector, quality, source, created_at FROM embeddings WHERE person_id = ? "
+            "ORDER BY id",
+            [person_id],
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "model_id": r[1],
+                "vector": np.frombuffer(r[3], dtype=np.float32, count=r[2]).copy(),
+                "quality": r[4],
+                "source": r[5],
+                "created_at": r[6],
+            }
+            for r in rows
+        ]
+
+    def index(self, model_id: str) -> GalleryIndex:
+        """The matching index for one model, rebuilt only when the gallery version changed."""
+        version = self.version
+        if self._index and self._index[0] == model_id and self._index[1].version == version:
+            return self._index[1]
+        rows = self.db.execute(
+            "SELECT person_id, dim, vector FROM embeddings WHERE model_id = ?", [model_id]
+        ).fetchall()
+        dims = {r[1] for r in rows}
+        if len(dims) > 1:
+            raise GalleryError(f"embeddings of model {model_id} have mixed sizes {sorted(dims)}")
+        dim = dims.pop() if dims else 0
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        index = GalleryIndex([r[0] for r in rows], vectors, version=version)
+        self._index = (model_id, index)
+        return index
+
+    # writing -------------------------------------------------------------------------------------------------
+    def _bump(self) -> None:
+        self.db.execute("UPDATE gallery_state SET version = version + 1, updated_at = ? WHERE id = 1", [_now()])
+
+    def put_person(
+        self,
+        person_id: str,
+        name: str,
+        embeddings: Sequence[NewEmbedding],
+        metadata: Optional[Dict[str, Any]] = None,
+        replace: bool = False,
+    ) -> int:
+        """Add a person (or add to / replace one) with their embeddings, all at once. Returns the new version."""
+        with self.db.atomic():
+            self._write_person(person_id, name, embeddings, metadata, replace)
+            self._bump()
+        return self.version
+
+    def put_people(self, people: Sequence[PersonRecord], replace_all: bool = False) -> int:
+        """Write many people in one transaction (an import); with `replace_all` the gallery becomes exactly them."""
+        with self.db.atomic():
+            if replace_all:
+                self.db.execute("DELETE FROM embeddings")
+                self.db.execute("DELETE FROM people")
+            for rec in people:
+                self._write_person(rec.person_id, rec.name, rec.embeddings, rec.metadata, replace=True)
+            self._bump()
+        return self.version
+
+    def _write_person(
+        self,
+        person_id: str,
+        name: str,
+        embeddings: Sequence[NewEmbedding],
+        metadata: Optional[Dict[str, Any]],
+        replace: bool,
+    ) -> None:
+        check_person_id(person_id)
+        if not embeddings:
+            raise GalleryError(f"person {person_id!r}: no embeddings to store; nothing was written")
+        for emb in embeddings:
+            vec = np.asarray(emb.vector, dtype=np.float32)
+            if vec.ndim != 1 or not np.all(np.isfinite(vec)) or not 0.5 < float(np.linalg.norm(vec)) < 1.5:
+                raise GalleryError(f"person {person_id!r}: an embedding is not a finite unit-length vector")
+        now = _now()
+        existing = self.db.execute("SELECT metadata FROM people WHERE person_id = ?", [person_id]).fetchone()
+        if existing and replace:
+            self.db.execute("DELETE FROM embeddings WHERE person_id = ?", [person_id])
+        merged = dict(json.loads(existing[0] or "{}")) if existing and not replace else {}
+        merged.update(metadata or {})
+        meta_json = json.dumps(merged, ensure_ascii=False)
+        if existing:
+            self.db.execute(
+                "UPDATE people SET name = ?, metadata = ?, updated_at = ? WHERE person_id = ?",
+                [name, meta_json, now, person_id],
+            )
+        else:
+            self.db.execute(
+                "INSERT INTO people (person_id, name, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                [person_id, name, meta_json, now, now],
+            )
+        self.db.conn.executemany(
+            "INSERT INTO embeddings (person_id, model_id, dim, vector, quality, source, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    person_id,
+                    e.model_id,
+                    int(np.asarray(e.vector).size),
+                    np.asarray(e.vector, dtype=np.float32).tobytes(),
+                    float(e.quality),
+                    e.source,
+                    now,
+                )
+                for e in embeddings
+            ],
+        )
+
+    def remove_person(self, person_id: str) -> int:
+        """Erase a person and every embedding of theirs. Returns the new version."""
+        with self.db.atomic():
+            if not self.db.execute("SELECT 1 FROM people WHERE person_id = ?", [person_id]).fetchone():
+                raise GalleryError(f"no person with id {person_id!r} in the gallery")
+            self.db.execute("DELETE FROM embeddings WHERE person_id = ?", [person_id])
+            self.db.execute("DELETE FROM people WHERE person_id = ?", [person_id])
+            self._bump()
+        return self.version
+
+    def iter_export(self) -> Iterator[Dict[str, Any]]:
+        for person in self.people():
+            yield {
+                "person_id": person.person_id,
+                "name": person.name,
+                "metadata": person.metadata,
+                "embeddings": [
+                    {
+                        "model_id": e["model_id"],
+                        "vector": [round(float(x), 7) for x in e["vector"]],
+                        "quality": e["quality"],
+                        "source": e["source"],
+                    }
+                    for e in self.embeddings_of(person.person_id)
+                ],
+            }

@@ -1,0 +1,112 @@
+"""Quality gates for a detected face: every rejection carries a reason (pure functions)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from edge.faces import Detection
+
+
+class Rejection(str, enum.Enum):
+    """Why a face was not used for recognition."""
+
+    TOO_SMALL = "too_small"
+    BLURRED = "blurred"
+    PROFILE = "profile"
+    LOW_SCORE = "low_score"
+    SEVERAL_FACES = "several_faces"
+    NO_FACE = "no_face"
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Thresholds of the quality gates."""
+
+    min_face_px: float = 24.0
+    """Smallest accepted face, as the larger side of the detector box in source pixels."""
+    min_sharpness: float = 15.0
+    """Smallest accepted variance of the Laplacian of the grey 112x112 aligned crop."""
+    max_yaw_deg: float = 50.0
+    """Largest accepted head turn, estimated from the keypoints."""
+    min_score: float = 0.5
+    """Smallest accepted detector confidence."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_face_px", "min_sharpness"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.max_yaw_deg <= 90:
+            raise ValueError(f"max_yaw_deg must be within 0..90, got {self.max_yaw_deg}")
+        if not 0 <= self.min_score <= 1:
+            raise ValueError(f"min_score must be within 0..1, got {self.min_score}")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Measured quality of one face and the verdict of the gates."""
+
+    face_px: float
+    sharpness: float
+    yaw_deg: float
+    score: float
+    rejection: Optional[Rejection]
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejection is None
+
+    @property
+    def value(self) -> float:
+        """A 0..1 summary used to weight votes and rank enrollment photos (higher is better)."""
+        size = min(1.0, self.face_px / 112.0)
+        sharp = min(1.0, self.sharpness / 200.0)
+        frontal = max(0.0, math.cos(math.radians(self.yaw_deg)))
+        return float(self.score * (0.4 * size + 0.3 * sharp + 0.3 * frontal))
+
+
+def estimate_yaw(keypoints: np.ndarray) -> float:
+    """Head turn in degrees (0 = frontal, sign = direction) from where the nose sits between the ears and eyes.
+
+    Ear tragions are the widest pair of keypoints, so the nose's position between them is the most sensitive
+    cue; when the ears collapse (profile) the eyes give the fallback.
+    """
+    r_eye, l_eye, nose = keypoints[0], keypoints[1], keypoints[2]
+    r_ear, l_ear = keypoints[4], keypoints[5]
+    span = float(l_ear[0] - r_ear[0])
+    eyes = float(l_eye[0] - r_eye[0])
+    if abs(span) > 1e-6 and abs(span) >= abs(eyes):
+        ratio = (float(nose[0]) - float(r_ear[0])) / span
+    elif abs(eyes) > 1e-6:
+        ratio = (float(nose[0]) - float(r_eye[0])) / eyes
+    else:
+        return 90.0
+    return math.degrees(math.asin(float(np.clip(2.0 * ratio - 1.0, -1.0, 1.0))))
+
+
+def sharpness(aligned_bgr: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey aligned crop: low means blurred or flat."""
+    grey = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2GRAY) if aligned_bgr.ndim == 3 else aligned_bgr
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def assess(detection: Detection, aligned_bgr: np.ndarray, config: QualityConfig) -> Quality:
+    """Measure a face and apply the gates in a fixed order (score, size, pose, blur)."""
+    face_px = max(detection.box.w, detection.box.h)
+    yaw = estimate_yaw(detection.keypoints)
+    sharp = sharpness(aligned_bgr)
+    rejection: Optional[Rejection] = None
+    if detection.score < config.min_score:
+        rejection = Rejection.LOW_SCORE
+    elif face_px < config.min_face_px:
+        rejection = Rejection.TOO_SMALL
+    elif abs(yaw) > config.max_yaw_deg:
+        rejection = Rejection.PROFILE
+    elif sharp < config.min_sharpness:
+        rejection = Rejection.BLURRED
+    return Quality(face_px=face_px, sharpness=sharp, yaw_deg=yaw, score=detection.score, rejection=rejection)

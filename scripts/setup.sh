@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for development and tests: a virtualenv in .venv with edge and its dev tools.
+# Idempotent; needs Python 3.10+ with venv, and the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    echo "setup: $PYTHON is $("$PYTHON" --version 2>&1); edge needs Python 3.10 or newer" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -c "import cv2, mediapipe, numpy; from ai_edge_litert.interpreter import Interpreter" \
+    || { echo "setup: the runtime packages do not import; see the pip output above" >&2; exit 1; }
+echo "setup: ready (.venv, $(.venv/bin/python --version))"

@@ -1,0 +1,23 @@
+"""Shared fixtures. Real face data is found through one setting, EDGE_TEST_DATA (default ../shared/data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("EDGE_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    """The real face data folder; tests that need it skip with a clear reason when it is absent."""
+    root = data_root()
+    if not (root / "README.md").is_file():
+        pytest.skip(f"face data not found at {root}: set EDGE_TEST_DATA to the shared data folder")
+    return root
