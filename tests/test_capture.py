@@ -1,0 +1,475 @@
+"""Camera sources: pure parts with fakes, a recorded file on its own timeline, and a real RTSP server that is
+killed and restarted under a live camera (scripts/rtsp_server.py on the system python with gst-rtsp-server)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import selectors
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import numpy as np
+import pytest
+import yaml
+
+from edge.capture import (
+    Backoff,
+    BackoffConfig,
+    CameraConfig,
+    CameraSet,
+    CameraState,
+    CaptureError,
+    FileSource,
+    Frame,
+    LatestSlot,
+    LiveCamera,
+    RateLimiter,
+    RawFrame,
+    open_video,
+    redact,
+)
+from edge.configtree import build
+from edge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = "/usr/bin/python3"
+CLIP_FRAMES = 275  # short_hamilton_clip.mp4: H.264 640x360, 29.97 fps, 9.2 s
+
+
+class FakeClock:
+    """Advances by `step` seconds on every reading, so stamps are known in advance."""
+
+    def __init__(self, wall: float = 1_700_000_000.0, step: float = 1 / 30) -> None:
+        self._wall = wall
+        self._mono = 100.0
+        self.step = step
+        self._lock = threading.Lock()
+
+    def wall(self) -> float:
+        with self._lock:
+            return self._wall + (self._mono - 100.0)
+
+    def mono(self) -> float:
+        with self._lock:
+            self._mono += self.step
+            return self._mono
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return predicate()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def frame(seq: int, mono: float = 0.0) -> Frame:
+    return Frame("cam", seq, np.zeros((2, 2, 3), np.uint8), wall_time=1000.0 + mono, mono=mono)
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_config_infers_kind_and_rtsp_defaults_to_tcp() -> None:
+    assert CameraConfig("door", "rtsp://10.0.0.5/stream").source_kind == "rtsp"
+    assert CameraConfig("door", "rtsp://10.0.0.5/s").effective_ffmpeg_options == "rtsp_transport;tcp"
+    assert CameraConfig("usb", "/dev/video0").source_kind == "usb"
+    assert CameraConfig("usb", "1").source_kind == "usb"
+    assert CameraConfig("rec", "/data/door.mp4").source_kind == "file"
+    assert CameraConfig("rec", "/data/door.mp4").effective_ffmpeg_options is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"id": "front door"}, "id must"),
+        ({"url": " "}, "url must not be empty"),
+        ({"kind": "rtsp", "url": "http://x/y"}, "url must start with rtsp://"),
+        ({"kind": "usb", "url": "/dev/sda"}, "url must be /dev/videoN"),
+        ({"pipeline": "videotestsrc ! appsink", "backend": "ffmpeg"}, "pipeline must"),
+        ({"max_fps": -1.0}, "max_fps must"),
+        ({"open_timeout_s": 0.0}, "open_timeout_s must"),
+        ({"read_timeout_s": -2.0}, "read_timeout_s must"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs: dict, message: str) -> None:
+    args = {"id": "door", "url": "rtsp://cam/stream", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        CameraConfig(**args)
+
+
+def test_backoff_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="^max_s must"):
+        BackoffConfig(initial_s=2.0, max_s=1.0)
+    with pytest.raises(ValueError, match="^factor must"):
+        BackoffConfig(factor=0.5)
+
+
+def yaml_node(text: str) -> yaml.Node:
+    node = yaml.compose(text)
+    assert node is not None
+    return node
+
+
+def test_config_loads_from_yaml_with_nested_backoff() -> None:
+    text = "id: door\nurl: rtsp://user:secret@cam/s\nmax_fps: 5\nbackoff:\n  initial_s: 0.2\n  max_s: 4\n"
+    config = build(CameraConfig, yaml_node(text))
+    assert config.backoff == BackoffConfig(initial_s=0.2, max_s=4.0)
+    assert config.max_fps == 5.0 and config.kind == "auto"
+    with pytest.raises(ConfigError, match=r"backend \(line 3\): must be one of"):
+        build(CameraConfig, yaml_node("id: door\nurl: rtsp://cam/s\nbackend: vlc\n"))
+
+
+def test_redact_hides_the_password() -> None:
+    assert redact("rtsp://admin:hunter2@10.0.0.5:554/s") == "rtsp://admin:***@10.0.0.5:554/s"
+    assert redact("rtsp://10.0.0.5/s") == "rtsp://10.0.0.5/s"
+
+
+# ------------------------------------------------------------------------------------------------ pure parts
+
+
+def test_backoff_grows_is_capped_and_resets() -> None:
+    backoff = Backoff(BackoffConfig(initial_s=1.0, max_s=8.0, factor=2.0, jitter=0.0))
+    assert [backoff.next_delay() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    backoff.reset()
+    assert backoff.next_delay() == 1.0
+
+
+def test_backoff_jitter_stays_within_its_spread() -> None:
+    backoff = Backoff(BackoffConfig(initial_s=1.0, max_s=4.0, jitter=0.1), rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(5)]
+    for delay, base in zip(delays, [1.0, 2.0, 4.0, 4.0, 4.0]):
+        assert base * 0.9 <= delay <= base * 1.1
+    assert len(set(delays)) == 5
+
+
+def test_rate_limiter_admits_every_third_frame_of_30fps_at_10fps() -> None:
+    limiter = RateLimiter(10.0)
+    admitted = [i for i in range(30) if limiter.admit(i / 30)]
+    assert admitted == list(range(0, 30, 3))
+    ntsc = RateLimiter(10.0)
+    assert [i for i in range(30) if ntsc.admit(i * 1001 / 30000)] == list(range(0, 30, 3))
+    assert all(RateLimiter(0.0).admit(0.0) for _ in range(3))
+
+
+def test_latest_slot_keeps_the_newest_and_counts_the_overwritten() -> None:
+    slot = LatestSlot()
+    for seq in range(3):
+        slot.put(frame(seq))
+    taken = slot.take()
+    assert taken is not None and taken.seq == 2
+    assert slot.dropped == 2
+    assert slot.take() is None
+    assert slot.take(timeout=0.01) is None
+
+
+class ListReader:
+    """A fake stream: returns the given images at once, then fails (None)."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.released = threading.Event()
+
+    def read(self) -> Optional[RawFrame]:
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        return RawFrame(np.full((4, 4, 3), self.left, np.uint8), pts=None)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def test_live_camera_drops_old_frames_and_stamps_from_the_clock() -> None:
+    reader = ListReader(50)
+    opened: List[int] = []
+
+    def opener(_config: CameraConfig) -> ListReader:
+        if opened:
+            raise CaptureError("gone")
+        opened.append(1)
+        return reader
+
+    clock = FakeClock(step=0.5)
+    config = CameraConfig("fake", "rtsp://fake/x", max_fps=0.0, backoff=BackoffConfig(initial_s=10.0, max_s=10.0))
+    with LiveCamera(config, clock=clock, opener=opener) as camera:
+        assert wait_until(lambda: camera.state is CameraState.RECONNECTING, 5.0)
+        got = camera.next_frame(1.0)
+        stats = camera.stats()
+    assert got is not None and got.seq == 49  # only the newest survives in the slot
+    assert stats.frames_read == 50 and stats.frames_delivered == 1 and stats.frames_dropped == 49
+    assert got.wall_time - 1_700_000_000.0 == pytest.approx(got.mono - 100.0)  # stamped from the fake clock
+    assert reader.released.is_set()
+    assert camera.state is CameraState.STOPPED
+
+
+def test_live_camera_backs_off_longer_after_each_failure(caplog: pytest.LogCaptureFixture) -> None:
+    def opener(_config: CameraConfig) -> ListReader:
+        raise CaptureError("camera refuses")
+
+    config = CameraConfig("bad", "rtsp://bad/x", backoff=BackoffConfig(initial_s=0.01, max_s=0.08, jitter=0.0))
+    seen: List[float] = []
+    with caplog.at_level(logging.DEBUG, logger="edge.capture"), LiveCamera(config, opener=opener) as camera:
+
+        def record() -> bool:
+            delay = camera.stats().backoff_s
+            if delay and (not seen or seen[-1] != delay):
+                seen.append(delay)
+            return camera.stats().failures >= 6
+
+        assert wait_until(record, 5.0, poll=0.001)
+        assert camera.state is CameraState.RECONNECTING and camera.stats().last_error == "camera refuses"
+    assert seen[:1] == [0.01] and seen[-1] == 0.08 and seen == sorted(seen)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "edge.capture"]
+    assert len(warnings) == 1, "one warning per state change, not per attempt"
+    assert "connecting -> reconnecting: camera refuses" in warnings[0].getMessage()
+
+
+def test_disabled_camera_never_opens() -> None:
+    def opener(_config: CameraConfig) -> ListReader:
+        raise AssertionError("must not open")
+
+    with LiveCamera(CameraConfig("off", "rtsp://x/y", enabled=False), opener=opener) as camera:
+        assert camera.state is CameraState.DISABLED and camera.finished
+        assert camera.next_frame(0.01) is None
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+@pytest.fixture(scope="module")
+def clip(data: Path) -> Path:
+    path = data / "hamilton" / "short_hamilton_clip.mp4"
+    if not path.is_file():
+        pytest.skip(f"test clip not found: {path}")
+    return path
+
+
+def file_frames(path: Path, max_fps: float, start_wall: float = 1_700_000_000.0) -> List[Frame]:
+    with FileSource(CameraConfig("rec", str(path), max_fps=max_fps), start_wall=start_wall) as source:
+        frames = list(source.frames())
+        stats = source.stats()
+    assert stats.state is CameraState.STOPPED and stats.reason == "end of file"
+    assert stats.frames_read == CLIP_FRAMES
+    assert stats.frames_delivered + stats.frames_dropped == CLIP_FRAMES
+    return frames
+
+
+def test_file_source_gives_every_frame_on_media_time(clip: Path) -> None:
+    frames = file_frames(clip, max_fps=0.0)
+    assert len(frames) == CLIP_FRAMES
+    assert [f.seq for f in frames] == list(range(CLIP_FRAMES))
+    monos = np.array([f.mono for f in frames])
+    assert monos[0] == 0.0 and np.all(np.diff(monos) > 0)
+    assert np.allclose(np.diff(monos), 1001 / 30000, atol=1e-3)  # 29.97 fps media time, not the wall clock
+    assert all(f.source_pts == f.mono for f in frames)
+    assert all(f.wall_time == pytest.approx(1_700_000_000.0 + f.mono) for f in frames)
+    assert frames[0].image.shape == (360, 640, 3) and frames[0].image.dtype == np.uint8
+
+
+def test_file_source_max_fps_subsamples_in_media_time_deterministically(clip: Path) -> None:
+    first = file_frames(clip, max_fps=10.0)
+    second = file_frames(clip, max_fps=10.0)
+    assert [f.seq for f in first] == list(range(0, CLIP_FRAMES, 3))
+    assert [f.seq for f in second] == [f.seq for f in first]
+    assert [f.wall_time for f in second] == [f.wall_time for f in first]
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError, match="no such video file"):
+        FileSource(CameraConfig("rec", str(tmp_path / "nope.mp4")))
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CaptureError, match="camera rec: cannot"):
+        FileSource(CameraConfig("rec", str(bad)))
+
+
+def test_camera_set_alternates_between_sources(clip: Path) -> None:
+    a = FileSource(CameraConfig("a", str(clip), max_fps=0.0), start_wall=0.0)
+    b = FileSource(CameraConfig("b", str(clip), max_fps=0.0), start_wall=0.0)
+    with CameraSet([a, b]) as cameras:
+        ids = [cameras.next_frame(0.0) for _ in range(6)]
+        assert [f.camera_id for f in ids if f is not None] == ["a", "b"] * 3
+
+
+# ------------------------------------------------------------------------------------------------ real RTSP
+
+
+def _has_rtsp_server() -> Optional[str]:
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    try:
+        done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{SYSTEM_PYTHON} unusable: {exc}"
+    if done.returncode:
+        return f"{SYSTEM_PYTHON} lacks PyGObject/gst-rtsp-server; run scripts/install_system_deps.sh as root"
+    return None
+
+
+class RtspServer:
+    """scripts/rtsp_server.py as a child process on a fixed port, so it can be killed and restarted."""
+
+    def __init__(self, clip: Path, port: int, loop: bool = True) -> None:
+        self.clip = clip
+        self.port = port
+        self.loop = loop
+        self.url = f"rtsp://127.0.0.1:{port}/cam"
+        self.proc: Optional[subprocess.Popen[str]] = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        cmd = [SYSTEM_PYTHON, str(REPO / "scripts" / "rtsp_server.py"), "--file", str(self.clip)]
+        cmd += ["--port", str(self.port), "--mount", "cam"] + (["--loop"] if self.loop else [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                self.kill()
+                raise RuntimeError("rtsp_server.py did not print READY in time")
+        line = self.proc.stdout.readline().strip()
+        if line != f"READY {self.url}":
+            err = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
+            self.kill()
+            raise RuntimeError(f"rtsp_server.py said {line!r} {err}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        code = self.proc.wait(5)
+        self.proc = None
+        return code
+
+
+@pytest.fixture(scope="module")
+def rtsp_ready() -> None:
+    reason = _has_rtsp_server()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def rtsp_server(rtsp_ready: None, clip: Path) -> Iterator[RtspServer]:
+    server = RtspServer(clip, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def live_config(camera_id: str, url: str, **kwargs: object) -> CameraConfig:
+    options = {
+        "max_fps": 0.0,
+        "open_timeout_s": 3.0,
+        "read_timeout_s": 2.0,
+        "backoff": BackoffConfig(initial_s=0.1, max_s=0.8, factor=2.0, jitter=0.0),
+    }
+    options.update(kwargs)
+    return CameraConfig(camera_id, url, **options)  # type: ignore[arg-type]
+
+
+def test_rtsp_server_sends_the_whole_clip_once(rtsp_ready: None, clip: Path) -> None:
+    server = RtspServer(clip, free_port(), loop=False)
+    server.start()
+    try:
+        reader = open_video(live_config("once", server.url))
+        pts = []
+        while (raw := reader.read()) is not None:
+            pts.append(raw.pts)
+            assert raw.image.shape == (360, 640, 3)
+        reader.release()
+        assert len(pts) >= CLIP_FRAMES - 2, "TCP transport must not lose frames"
+        assert server.terminate() == 0, "SIGTERM ends the server cleanly"
+    finally:
+        server.kill()
+
+
+def test_live_camera_reconnects_after_the_server_restarts(
+    rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="edge.capture"), LiveCamera(live_config("door", rtsp_server.url)) as cam:
+        first = [f for f in (cam.next_frame(5.0) for _ in range(10)) if f is not None]
+        assert len(first) == 10 and cam.state is CameraState.ONLINE
+        assert all(b.seq > a.seq and b.mono > a.mono for a, b in zip(first, first[1:]))
+        assert first[0].image.shape == (360, 640, 3)
+
+        rtsp_server.kill()
+        assert wait_until(lambda: cam.state is CameraState.RECONNECTING, 10.0), cam.stats()
+        read_when_down = cam.stats().frames_read
+        rtsp_server.start()
+        assert wait_until(lambda: cam.state is CameraState.ONLINE, 15.0), cam.stats()
+        again = [f for f in (cam.next_frame(5.0) for _ in range(5)) if f is not None]
+        stats = cam.stats()
+    assert len(again) == 5 and again[0].seq > first[-1].seq
+    assert stats.frames_read > read_when_down and stats.reconnects >= 1
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("online -> reconnecting" in m for m in messages), messages
+    assert any("reconnecting -> online" in m for m in messages), messages
+
+
+def test_unreachable_cameras_back_off_while_a_working_one_keeps_delivering(
+    rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    blackhole = socket.socket()  # accepts TCP connections (kernel backlog) but never says a word
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(8)
+    closed = f"rtsp://127.0.0.1:{free_port()}/x"  # nothing listens: connection refused
+    silent = f"rtsp://127.0.0.1:{blackhole.getsockname()[1]}/x"
+    configs = [
+        live_config("good", rtsp_server.url, max_fps=10.0),
+        live_config("refused", closed),
+        # OpenCV serialises FFmpeg opens process-wide: each silent attempt holds every other open for
+        # open_timeout_s, so this one retries rarely and the refused camera still gets its turns.
+        live_config("silent", silent, open_timeout_s=1.0, backoff=BackoffConfig(initial_s=2.0, max_s=4.0, jitter=0.0)),
+    ]
+    try:
+        with caplog.at_level(logging.WARNING, logger="edge.capture"), CameraSet.open(configs).start() as cameras:
+            refused = cameras.sources[1]
+            backoffs: List[float] = []
+
+            def refused_backs_off() -> bool:
+                stats = refused.stats()
+                if stats.backoff_s and (not backoffs or backoffs[-1] != stats.backoff_s):
+                    backoffs.append(stats.backoff_s)
+                return stats.failures >= 3
+
+            counts = {"good": 0, "refused": 0, "silent": 0}
+            deadline = time.monotonic() + 4.0
+            while time.monotonic() < deadline:
+                got = cameras.next_frame(0.2)
+                if got is not None:
+                    counts[got.camera_id] += 1
+                refused_backs_off()
+            stats = {s.camera_id: s for s in cameras.stats()}
+    finally:
+        blackhole.close()
+    assert counts["good"] >= 20 and counts["refused"] == counts["silent"] == 0, counts
+    assert stats["good"].state is CameraState.ONLINE
+    for name in ("refused", "silent"):
+        assert stats[name].state is CameraState.RECONNECTING, stats[name]
+        assert "cannot open" in (stats[name].last_error or "")
+    assert stats["refused"].failures >= 3 and backoffs[:3] == [0.1, 0.2, 0.4], backoffs
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("camera refused:" in m for m in warned) == 1, warned
+    assert sum("camera silent:" in m for m in warned) == 1, warned
