@@ -47,7 +47,7 @@ class AppContext:
         from edge.recognize import Recognizer
 
         detector = self.stack.enter_context(FaceDetector(self.config.detector))
-        embedder = Embedder(self.config.embedder.models_dir, self.config.embedder.num_threads)
+        embedder = Embedder(self.config.embedder.models_path, self.config.embedder.num_threads)
         return Recognizer(detector, embedder, self.config.quality)
 
 
@@ -247,7 +247,7 @@ def gallery_import(app: AppContext, file: Path, replace_all: bool) -> None:
     from edge.gallery_json import parse_people, read_document
     from edge.manifest import load_manifest
 
-    model_id = load_manifest(app.config.embedder.models_dir).id
+    model_id = load_manifest(app.config.embedder.models_path).id
     records = parse_people(read_document(file), model_id, str(file))
     version = app.gallery().put_people(records, replace_all=replace_all)
     click.echo(f"imported {len(records)} people; gallery version {version}")

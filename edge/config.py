@@ -41,8 +41,13 @@ class StorageConfig:
 class EmbedderConfig:
     """The embedding model and its CPU threads."""
 
-    models_dir: Path = DEFAULT_MODELS_DIR
+    models_dir: Optional[Path] = None
+    """Folder with manifest.yml and the model; None means the models/ folder shipped with edge."""
     num_threads: int = 2
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir if self.models_dir is not None else DEFAULT_MODELS_DIR
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_threads <= 16:

@@ -1,0 +1,82 @@
+"""CLI: every user mistake is one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import main
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def run(args: List[str], tmp_path: Path) -> click.testing.Result:
+    return CliRunner().invoke(main, ["--db", str(tmp_path / "edge.db"), *args], catch_exceptions=False)
+
+
+def all_commands(group: click.Group, prefix: str = "") -> List[tuple]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((f"{prefix}{name}", cmd))
+        if isinstance(cmd, click.Group):
+            out.extend(all_commands(cmd, f"{prefix}{name} "))
+    return out
+
+
+@pytest.mark.parametrize("name, command", all_commands(main))
+def test_every_command_has_help_and_is_in_the_readme(name: str, command: click.Command) -> None:
+    assert command.help, f"edge {name} has no help text"
+    assert f"edge {name}" in README, f"README does not mention `edge {name}`"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["enroll"], "give --person-id ID and photos, or --tree DIR"),
+        (["enroll", "--person-id", "p1"], "give at least one photo"),
+        (["enroll", "--tree", "x", "--person-id", "p1"], "not both"),
+        (["enroll", "--person-id", "p1", "--meta", "novalue", "a.jpg"], "--meta expects KEY=VALUE"),
+        (["gallery", "show", "nobody"], "no person with id 'nobody'"),
+        (["gallery", "remove", "nobody"], "no person with id 'nobody'"),
+    ],
+)
+def test_user_mistakes_are_one_line(tmp_path: Path, args: List[str], message: str) -> None:
+    result = run(args, tmp_path)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.yml"
+    cfg.write_text("matcher:\n  threshhold: 0.3\n")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "gallery", "list"])
+    assert result.exit_code == 1
+    assert "matcher.threshhold (line 2): unknown key" in result.output
+    checked = CliRunner().invoke(main, ["check-config", str(cfg)])
+    assert checked.exit_code == 1 and "matcher.threshhold (line 2)" in checked.output
+
+
+def test_check_config_accepts_the_example() -> None:
+    example = Path(__file__).resolve().parent.parent / "config" / "edge.example.yml"
+    result = CliRunner().invoke(main, ["check-config", str(example)])
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
+
+
+def test_import_of_a_broken_file_changes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = run(["gallery", "import", str(bad)], tmp_path)
+    assert result.exit_code == 1 and "not valid JSON" in result.output
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"format": "edge-gallery", "format_version": 1, "people": [{"person_id": "a"}]}))
+    result = run(["gallery", "import", str(wrong)], tmp_path)
+    assert result.exit_code == 1 and "people[0].embeddings: must be a non-empty list" in result.output
+    listed = run(["gallery", "list", "--json"], tmp_path)
+    assert json.loads(listed.output)["people"] == []
