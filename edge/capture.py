@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator, List, Literal, Optional, Protocol, Sequence
+from typing import Callable, Iterator, List, Literal, Optional, Protocol, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -105,6 +105,12 @@ class CameraConfig:
     """Waits between reconnection attempts."""
     enabled: bool = True
     """False keeps the camera configured but never opened (state DISABLED)."""
+    role: Literal["entrance", "exit", "line"] = "entrance"
+    """What a face seen here means: coming in (entrance), going out (exit), or the direction it crosses `line`."""
+    line: Optional[Tuple[Tuple[float, float], Tuple[float, float]]] = None
+    """For role line: two points [[x1, y1], [x2, y2]] in image fractions (0..1, y down) of the virtual line."""
+    in_side: Literal["left", "right"] = "left"
+    """For role line: crossing onto this side of the line (seen walking from its first to its second point) is 'in'."""
 
     def __post_init__(self) -> None:
         if not _ID_PATTERN.match(self.id):
@@ -124,6 +130,13 @@ class CameraConfig:
             raise ValueError(f"open_timeout_s must be > 0, got {self.open_timeout_s}")
         if self.read_timeout_s <= 0:
             raise ValueError(f"read_timeout_s must be > 0, got {self.read_timeout_s}")
+        if self.role == "line" and self.line is None:
+            raise ValueError("line must be given for a camera with role line: [[x1, y1], [x2, y2]] in 0..1")
+        if self.line is not None:
+            if not all(0.0 <= v <= 1.0 for point in self.line for v in point):
+                raise ValueError(f"line points must be image fractions within 0..1, got {self.line}")
+            if self.line[0] == self.line[1]:
+                raise ValueError("line must join two different points")
 
     @property
     def source_kind(self) -> str:

@@ -316,3 +316,181 @@ def eval_lfw(app: AppContext, pairs: Path, images: Path, train_pairs: Optional[P
         from edge.evaluate import format_result
 
         click.echo(format_result(result))
+
+
+# the daemon ----------------------------------------------------------------------------------------------------
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@pass_app
+def run(app: AppContext, verbose: bool) -> None:
+    """Watch the configured cameras and record attendance until SIGTERM or SIGINT (the daemon)."""
+    import signal
+    import threading
+
+    from edge.daemon import run as run_daemon
+
+    _setup_logging(verbose)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    run_daemon(app.config, stop, app.db_path)
+
+
+@main.command()
+@click.argument("video", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--camera", "camera_id", help="Take this configured camera's role and line (default: the first).")
+@click.option("--start", "start", help="Wall-clock time of the first frame, ISO 8601 (default: now).")
+@click.option(
+    "--every-frame/--camera-rate", default=True, help="Process every frame (default) or the camera's max_fps."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log the pipeline's progress.")
+@pass_app
+def replay(
+    app: AppContext, video: Path, camera_id: Optional[str], start: Optional[str], every_frame: bool, verbose: bool
+) -> None:
+    """Run the whole pipeline on a recording, on its own timeline: events printed as JSON lines and stored."""
+    from datetime import datetime
+
+    from edge.daemon import replay as run_replay
+    from edge.store import event_to_dict
+
+    if verbose:
+        _setup_logging(True)
+    tz = app.config.device.tz
+    try:
+        begin = datetime.fromisoformat(start) if start else datetime.now(tz)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {start!r}", param_hint="--start") from None
+    if begin.tzinfo is None:
+        begin = begin.replace(tzinfo=tz)
+
+    def show(event: Any, latency: float) -> None:
+        record = event_to_dict(event)
+        record["latency_s"] = round(latency, 3)
+        click.echo(json.dumps(record, ensure_ascii=False))
+
+    pipeline = run_replay(app.config, video, camera_id, begin, every_frame, app.db_path, on_event=show)
+    for cam, stats in pipeline.stats.items():
+        frames = max(stats.frames, 1)
+        click.echo(
+            f"replay {cam}: {stats.frames} frames, {stats.faces} faces, {stats.embeddings} embeddings, "
+            f"detect {stats.detect_ms / frames:.1f} ms/frame, rejections {dict(stats.rejections)}",
+            err=True,
+        )
+
+
+# events --------------------------------------------------------------------------------------------------------
+@main.group()
+def events() -> None:
+    """List and export the attendance events stored on this box."""
+
+
+def _event_filters(since: Optional[str], until: Optional[str], tz: Any) -> tuple:  # type: ignore[type-arg]
+    from datetime import datetime, timedelta
+
+    def parse(value: Optional[str], name: str, default: datetime) -> datetime:
+        if not value:
+            return default
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise click.BadParameter(f"not an ISO 8601 date or time: {value!r}", param_hint=name) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+    start = parse(since, "--since", datetime(1970, 1, 2, tzinfo=tz))
+    end = parse(until, "--until", datetime.now(tz) + timedelta(days=3650))
+    if until and len(until) == 10:  # a bare date means the whole day
+        end += timedelta(days=1)
+    return start, end
+
+
+_event_options = [
+    click.option("--since", help="From this date or time (ISO 8601, site time zone)."),
+    click.option("--until", help="Up to this date (inclusive) or time."),
+    click.option("--person", "person_id", help="Only this person."),
+    click.option("--type", "types", multiple=True, help="Only these event types (repeatable): entry, exit, late..."),
+]
+
+
+def event_options(fn: Any) -> Any:
+    for option in reversed(_event_options):
+        fn = option(fn)
+    return fn
+
+
+def _query(
+    app: AppContext, since: Optional[str], until: Optional[str], person_id: Optional[str], types: Sequence[str]
+) -> list:  # type: ignore[type-arg]
+    from edge.attendance import EventType
+    from edge.store import EventStore
+
+    valid = {t.value for t in EventType}
+    bad = [t for t in types if t not in valid]
+    if bad:
+        raise click.BadParameter(f"unknown type {bad[0]!r}; one of {', '.join(sorted(valid))}", param_hint="--type")
+    start, end = _event_filters(since, until, app.config.device.tz)
+    store = app.stack.enter_context(EventStore(app.db_path, app.config.device.id))
+    return store.events_between(start, end, person_id=person_id, types=[EventType(t) for t in types] or None)
+
+
+@events.command("list")
+@event_options
+@pass_app
+def events_list(
+    app: AppContext, since: Optional[str], until: Optional[str], person_id: Optional[str], types: Sequence[str]
+) -> None:
+    """Stored events, oldest first, one line each."""
+    rows = _query(app, since, until, person_id, types)
+    for e in rows:
+        ev = e.event
+        click.echo(
+            f"{e.event_id}  {ev.at.isoformat(timespec='seconds')}  {ev.type.value:<12} "
+            f"{ev.person_id or '-':<16} {ev.camera_id}  score {ev.score:.3f}"
+        )
+    click.echo(f"{len(rows)} events", err=True)
+
+
+@events.command("export")
+@event_options
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default="-",
+    help="File to write (default: stdout).",
+)
+@pass_app
+def events_export(
+    app: AppContext,
+    since: Optional[str],
+    until: Optional[str],
+    person_id: Optional[str],
+    types: Sequence[str],
+    fmt: str,
+    output: Path,
+) -> None:
+    """Export stored events as CSV or JSON (date range, person, type)."""
+    from edge.store import export_csv, export_json
+
+    rows = _query(app, since, until, person_id, types)
+    writer = export_csv if fmt == "csv" else export_json
+    if str(output) == "-":
+        writer(rows, sys.stdout)
+    else:
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            writer(rows, handle)
+        click.echo(f"{len(rows)} events written to {output}", err=True)

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from edge.attendance import AttendanceConfig
+from edge.capture import CameraConfig
 from edge.configtree import load_yaml_tree
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError
 from edge.manifest import DEFAULT_MODELS_DIR
 from edge.match import MatcherConfig
 from edge.quality import QualityConfig
+from edge.track import TrackerConfig
 
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -23,11 +28,23 @@ class DeviceConfig:
 
     id: str = "edge-1"
     site: str = "default"
+    timezone: Optional[str] = None
+    """IANA time zone of the site (e.g. Asia/Seoul) for schedules and event times; None = the system's."""
 
     def __post_init__(self) -> None:
         for name in ("id", "site"):
             if not DEVICE_ID_PATTERN.match(getattr(self, name)):
                 raise ValueError(f"{name} must be 1-64 letters, digits, '_' or '-', got {getattr(self, name)!r}")
+        self.tz  # noqa: B018 - validates the zone name
+
+    @property
+    def tz(self) -> tzinfo:
+        if self.timezone is None:
+            return datetime.now().astimezone().tzinfo or timezone.utc
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone must be an IANA zone name such as Asia/Seoul, got {self.timezone!r}") from None
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,15 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    attendance: AttendanceConfig = field(default_factory=AttendanceConfig)
+    cameras: Tuple[CameraConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.cameras]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"cameras: camera ids must be unique, {', '.join(duplicates)} repeated")
 
 
 def load_config(path: Optional[Path]) -> Config:

@@ -88,7 +88,7 @@ class GalleryIndex:
         if len(scores) > 1:
             second = candidates[1].score if k > 1 else float(np.partition(scores, len(scores) - 2)[-2])
         else:
-            second = -1.0
+            second = 0.0  # no runner-up: measure the lead over an unrelated face (cosine ~0)
         margin = best - second
         known = best >= config.threshold and margin >= config.margin
         return Match(

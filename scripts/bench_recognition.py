@@ -41,7 +41,9 @@ def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("EDGE_TEST_DATA", REPO.parent / "shared/data")))
+    parser.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("EDGE_TEST_DATA", REPO.parent / "shared/data"))
+    )
     args = parser.parse_args()
     photo = args.data / "hamilton" / "obama-1080p.jpg"
     if not photo.is_file():
@@ -81,8 +83,10 @@ def main() -> None:
     print(f"align per face:             {align_ms:7.3f} ms median")
     print(f"embed per face, 1 thread:   {embed_ms[1]:7.2f} ms median")
     print(f"embed per face, 2 threads:  {embed_ms[2]:7.2f} ms median  (speed-up {embed_ms[1] / embed_ms[2]:.2f}x)")
-    print(f"detect+align+embed 640x360 frame with {n_faces} face(s): {whole_ms:.2f} ms median "
-          f"-> {n_faces * 1000.0 / whole_ms:.1f} faces/s")
+    print(
+        f"detect+align+embed 640x360 frame with {n_faces} face(s): {whole_ms:.2f} ms median "
+        f"-> {n_faces * 1000.0 / whole_ms:.1f} faces/s"
+    )
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

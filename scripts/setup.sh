@@ -9,6 +9,15 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
     echo "setup: $PYTHON is $("$PYTHON" --version 2>&1); edge needs Python 3.10 or newer" >&2
     exit 1
 fi
+# System packages for the boundary tests (ffmpeg, gst-rtsp-server, mosquitto): needs root, or sudo.
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/install_system_deps.sh
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo bash scripts/install_system_deps.sh
+else
+    echo "setup: not root and no password-less sudo: run 'sudo bash scripts/install_system_deps.sh' yourself;" \
+         "the RTSP and MQTT tests skip until then" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi

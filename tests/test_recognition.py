@@ -115,10 +115,17 @@ def test_the_installed_command_identifies(tmp_path: Path, data: Path) -> None:
     assert edge, "the `edge` entry point is not installed in this environment"
     db = str(tmp_path / "edge.db")
     ham = data / "hamilton"
-    subprocess.run([edge, "--db", db, "enroll", "--person-id", "obama", "--name", "Barack Obama", str(ham / "obama.jpg")],
-                   check=True, capture_output=True)
-    out = subprocess.run([edge, "--db", db, "identify", "--json", str(ham / "obama2.jpg"), str(ham / "biden.jpg")],
-                         check=True, capture_output=True, text=True).stdout
+    subprocess.run(
+        [edge, "--db", db, "enroll", "--person-id", "obama", "--name", "Barack Obama", str(ham / "obama.jpg")],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [edge, "--db", db, "identify", "--json", str(ham / "obama2.jpg"), str(ham / "biden.jpg")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     reports = [json.loads(line) for line in out.splitlines()]
     assert [f["person_id"] for f in reports[0]["faces"]] == ["obama"]
     assert [f["person_id"] for f in reports[1]["faces"]] == [None]

@@ -1,0 +1,153 @@
+"""The one module that wires the stages: frame -> detect -> track -> (align, gate, embed, match when a track needs
+it) -> vote -> attendance machine -> event store. Used by `edge run` (live cameras) and `edge replay` (a file).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+from edge.align import align
+from edge.attendance import AttendanceConfig, AttendanceEvent, AttendanceMachine, CameraRole
+from edge.capture import CameraConfig, Frame
+from edge.embed import Embedder
+from edge.gallery import Gallery
+from edge.match import MatcherConfig
+from edge.quality import QualityConfig, assess
+from edge.recognize import DetectorLike
+from edge.store import EventContext, EventStore, StoredEvent, StoreError
+from edge.track import Observation, Tracker, TrackerConfig
+
+log = logging.getLogger("edge.pipeline")
+
+
+@dataclass
+class CameraStats:
+    """Running figures of one camera's pipeline work (for logs now, MQTT stats later)."""
+
+    frames: int = 0
+    faces: int = 0
+    embeddings: int = 0
+    detect_ms: float = 0.0
+    embed_ms: float = 0.0
+    rejections: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class PipelineParts:
+    """The stages and stores the pipeline drives (built and closed by the caller)."""
+
+    detector: DetectorLike
+    embedder: Embedder
+    gallery: Gallery
+    store: EventStore
+
+
+class Pipeline:
+    """Turns frames into stored attendance events. Single-threaded: call from the pipeline thread only."""
+
+    def __init__(
+        self,
+        parts: PipelineParts,
+        cameras: Sequence[CameraConfig],
+        quality: QualityConfig,
+        matcher: MatcherConfig,
+        tracker: TrackerConfig,
+        attendance: AttendanceConfig,
+        tz: tzinfo,
+        now: datetime,
+    ) -> None:
+        self.parts = parts
+        self.quality, self.matcher, self.tz = quality, matcher, tz
+        self.cameras = {c.id: c for c in cameras}
+        self.trackers = {c.id: Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side) for c in cameras}
+        roles = {c.id: CameraRole(c.role) for c in cameras}
+        self.machine = AttendanceMachine(attendance, roles, groups_of(parts.gallery))
+        today = parts.store.events_of_day(now.astimezone(tz).date(), tz)
+        self.machine.restore(today)
+        if today:
+            log.info("restored today's attendance from %d stored events", len(today))
+        self.stats: Dict[str, CameraStats] = {c.id: CameraStats() for c in cameras}
+        self._unstored: List[Tuple[List[AttendanceEvent], EventContext]] = []
+        """Decided events the store refused (disk full, locked): kept in order and retried before new ones."""
+        self.first_seen: Dict[str, float] = {}
+        """mono time each track was first seen (for latency figures); pruned with the tracks."""
+
+    def process(self, frame: Frame) -> List[StoredEvent]:
+        """Run one frame through every stage; return the events it caused, already stored."""
+        tracker = self.trackers[frame.camera_id]
+        stats = self.stats[frame.camera_id]
+        at = datetime.fromtimestamp(frame.wall_time, tz=self.tz)
+        height, width = frame.image.shape[:2]
+        tracker.frame_size = (width, height)
+        started = time.perf_counter()
+        detections = self.parts.detector.detect(frame.image)
+        stats.detect_ms += (time.perf_counter() - started) * 1000.0
+        stats.frames += 1
+        stats.faces += len(detections)
+        embedder = self.parts.embedder
+        index = self.parts.gallery.index(embedder.model_id)
+        observations = []
+        for assignment in tracker.assign(frame.mono, detections):
+            if assignment.new:
+                self.first_seen[assignment.track_id] = frame.mono
+            aligned = align(frame.image, assignment.detection, size=embedder.manifest.input_size[0])
+            quality = assess(assignment.detection, aligned.image, self.quality)
+            if quality.rejection is not None:
+                stats.rejections[quality.rejection.value] += 1
+            embedding = match = None
+            if tracker.needs_embedding(assignment.track_id, quality, frame.mono):
+                started = time.perf_counter()
+                embedding = embedder.embed(aligned.image)
+                stats.embed_ms += (time.perf_counter() - started) * 1000.0
+                stats.embeddings += 1
+                match = index.match(embedding, self.matcher)
+            observations.append(Observation(assignment.track_id, assignment.detection, quality, embedding, match))
+        events = []
+        for sighting in tracker.update(frame.mono, at, observations):
+            events.extend(self.machine.step(sighting))
+        events.extend(self.machine.tick(at))
+        if len(self.first_seen) > 10_000:
+            self.first_seen = dict(list(self.first_seen.items())[-1000:])
+        return self._store(events, frame.mono, frame.wall_time, index.version)
+
+    def tick(self, wall_time: float, mono: float) -> List[StoredEvent]:
+        """Let time-based transitions fire with no frames (outing windows, session ends)."""
+        at = datetime.fromtimestamp(wall_time, tz=self.tz)
+        return self._store(self.machine.tick(at), mono, wall_time, self.parts.gallery.version)
+
+    def _store(
+        self, events: List[AttendanceEvent], mono: float, wall_time: float, gallery_version: int
+    ) -> List[StoredEvent]:
+        """Append decided events; when the store fails, keep them (in order) and retry on the next call."""
+        if events:
+            context = EventContext(
+                gallery_version=gallery_version,
+                model_id=self.parts.embedder.model_id,
+                mono_time=mono,
+                wall_time=wall_time,
+            )
+            self._unstored.append((events, context))
+        stored: List[StoredEvent] = []
+        while self._unstored:
+            batch, context = self._unstored[0]
+            try:
+                stored.extend(self.parts.store.append(batch, context))
+            except StoreError as exc:
+                if len(self._unstored) == 1 or len(self._unstored) % 100 == 0:
+                    log.warning("%s; %d event batches kept in memory, retrying", exc, len(self._unstored))
+                break
+            self._unstored.pop(0)
+        for event in stored:
+            ev = event.event
+            log.info("event %s %s %s on %s", event.event_id, ev.type.value, ev.person_id or "-", ev.camera_id)
+        return stored
+
+
+def groups_of(gallery: Gallery) -> Mapping[str, str]:
+    """person id -> group, from each person's `group` metadata (people without one follow the shared sessions)."""
+    return {p.person_id: str(p.metadata["group"]) for p in gallery.people() if p.metadata.get("group")}

@@ -1,0 +1,353 @@
+"""Face tracking on one camera: stable track ids across frames, embedding only when a track needs it, and an
+identity from a quality-weighted vote over several frames (pure: frames' own times in, sightings out).
+
+Per frame the pipeline calls, in order:
+
+    assignments = tracker.assign(mono, detections)          # which track each detection belongs to
+    tracker.needs_embedding(track_id, quality, mono)        # for each accepted face: is an embedding worth it?
+    sightings = tracker.update(mono, at, observations)      # votes in; decided identities / line crossings out
+
+A track is embedded when it is new, when a clearly better face appears, and periodically, up to a cap. Its
+identity is decided when enough votes agree: a known person is then final for the track; an unknown track stays
+unknown unless later votes clearly name someone (the evidence changed). A sighting is emitted once per track and
+identity on entrance/exit cameras, and at each crossing of the virtual line on a line camera.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge.attendance import Sighting
+from edge.faces import Box, Detection
+from edge.match import Match
+from edge.quality import Quality
+
+Point = Tuple[float, float]
+Line = Tuple[Point, Point]
+UNKNOWN = ""  # vote key of "no enrolled person"
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """How faces are followed and how a track's identity is voted."""
+
+    iou_match: float = 0.15
+    """Smallest overlap between a track's predicted box and a detection to continue the track."""
+    max_jump: float = 0.8
+    """Without overlap, a detection whose centre is within this many box widths of the prediction continues it."""
+    max_age_s: float = 1.0
+    """A track not seen for this long has ended."""
+    embed_interval_s: float = 0.4
+    """Re-check a track's identity this often while it is visible and undecided (or unknown)."""
+    better_face: float = 1.25
+    """Embed again when a face's quality is this many times the best embedded so far."""
+    max_embeds: int = 12
+    """Most embeddings per track."""
+    min_votes: int = 2
+    """Fewest embeddings before an identity is decided."""
+    vote_share: float = 0.6
+    """Share of the quality-weighted votes the winner needs."""
+    same_face_min_sim: float = 0.2
+    """An embedding this dissimilar to the track's mean starts a new track (the tracker swapped faces)."""
+    unknown_min_score: float = 0.8
+    """An unknown track is reported only if the detector was this sure at least once (backs of heads are not)."""
+
+    def __post_init__(self) -> None:
+        for name in ("iou_match", "vote_share", "unknown_min_score"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
+        for name in ("max_jump", "max_age_s", "embed_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.better_face < 1.0:
+            raise ValueError(f"better_face must be >= 1, got {self.better_face}")
+        if self.min_votes < 1 or self.max_embeds < self.min_votes:
+            raise ValueError(f"min_votes must be >= 1 and <= max_embeds, got {self.min_votes} and {self.max_embeds}")
+        if not -1.0 <= self.same_face_min_sim <= 1.0:
+            raise ValueError(f"same_face_min_sim must be within -1..1, got {self.same_face_min_sim}")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A detection and the track it belongs to (`new` when the track starts with it)."""
+
+    track_id: str
+    detection: Detection
+    new: bool
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the pipeline learned about an assigned face this frame: its quality, and a match if it was embedded."""
+
+    track_id: str
+    detection: Detection
+    quality: Quality
+    embedding: Optional[np.ndarray] = None
+    match: Optional[Match] = None
+
+
+@dataclass
+class _Vote:
+    weight: float = 0.0
+    score: float = 0.0
+    margin: float = 0.0
+    count: int = 0
+
+
+@dataclass
+class _Track:
+    track_id: str
+    box: Box
+    velocity: Tuple[float, float]
+    first_mono: float
+    last_mono: float
+    hits: int = 1
+    best_score: float = 0.0
+    best_quality: float = 0.0
+    embeds: int = 0
+    last_embed_mono: float = float("-inf")
+    best_embedded_quality: float = 0.0
+    mean_embedding: Optional[np.ndarray] = None
+    votes: Dict[str, _Vote] = field(default_factory=dict)
+    identity: Optional[str] = None
+    """Decided identity: a person id, UNKNOWN, or None while undecided."""
+    reported: Dict[str, bool] = field(default_factory=dict)
+    side: int = 0
+    """Which side of the line the face's centre is on (+1 / -1; 0 = not yet known)."""
+    crossing: Optional[Tuple[str, datetime]] = None
+    """A line crossing ("in"/"out", when) waiting for the identity to be decided."""
+
+
+def predicted(track: _Track, mono: float) -> Box:
+    dt = mono - track.last_mono
+    b = track.box
+    return Box(b.x + track.velocity[0] * dt, b.y + track.velocity[1] * dt, b.w, b.h)
+
+
+def centre(box: Box) -> Point:
+    return (box.x + box.w / 2.0, box.y + box.h / 2.0)
+
+
+def side_of(line: Line, point: Point) -> int:
+    """+1 left of the directed line (image coordinates, y down: 'left' as seen walking from p1 to p2), -1 right."""
+    (x1, y1), (x2, y2) = line
+    cross = (x2 - x1) * (point[1] - y1) - (y2 - y1) * (point[0] - x1)
+    # with y pointing down, a positive cross product is on the walker's right
+    return -1 if cross > 0 else (1 if cross < 0 else 0)
+
+
+def close_enough(track: _Track, det: Detection, mono: float, config: TrackerConfig) -> float:
+    """Association affinity (higher is better; 0 = not this track): IoU, else a small value for a near centre."""
+    guess = predicted(track, mono)
+    iou = guess.iou(det.box)
+    if iou >= config.iou_match:
+        return iou
+    (gx, gy), (dx, dy) = centre(guess), centre(det.box)
+    distance = ((gx - dx) ** 2 + (gy - dy) ** 2) ** 0.5 / max(guess.w, 1.0)
+    return 0.01 * (1.0 - distance / config.max_jump) if distance < config.max_jump else 0.0
+
+
+def tally(votes: Dict[str, _Vote], config: TrackerConfig) -> Optional[str]:
+    """The identity the votes decide, or None while they do not agree enough."""
+    count = sum(v.count for v in votes.values())
+    total = sum(v.weight for v in votes.values())
+    if count < config.min_votes or total <= 0:
+        return None
+    winner = max(votes, key=lambda key: votes[key].weight)
+    return winner if votes[winner].weight / total >= config.vote_share else None
+
+
+class Tracker:
+    """Tracks of one camera. `role` and `line` decide the direction of its sightings."""
+
+    def __init__(
+        self,
+        config: TrackerConfig,
+        camera_id: str,
+        role: Literal["entrance", "exit", "line"] = "entrance",
+        line: Optional[Line] = None,
+        in_side: Literal["left", "right"] = "left",
+        frame_size: Tuple[int, int] = (1, 1),
+    ) -> None:
+        if role == "line" and line is None:
+            raise ValueError("line must be given for a line camera")
+        self.config = config
+        self.camera_id = camera_id
+        self.role = role
+        self._line = line
+        self._in_side = 1 if in_side == "left" else -1
+        self.frame_size = frame_size
+        self._tracks: Dict[str, _Track] = {}
+        self._ids = itertools.count(1)
+        self.stats: Counter[str] = Counter()
+
+    @property
+    def active(self) -> int:
+        return len(self._tracks)
+
+    # -- association -------------------------------------------------------------------------------------------
+    def assign(self, mono: float, detections: Sequence[Detection]) -> List[Assignment]:
+        """Give each detection a track: greedy by affinity against predicted boxes; the rest start new tracks."""
+        pairs = [
+            (close_enough(t, d, mono, self.config), tid, i)
+            for tid, t in self._tracks.items()
+            for i, d in enumerate(detections)
+        ]
+        used_tracks, used_dets, out = set(), set(), []
+        for affinity, tid, i in sorted(pairs, key=lambda p: -p[0]):
+            if affinity <= 0 or tid in used_tracks or i in used_dets:
+                continue
+            used_tracks.add(tid)
+            used_dets.add(i)
+            self._follow(self._tracks[tid], detections[i], mono)
+            out.append(Assignment(tid, detections[i], new=False))
+        for i, det in enumerate(detections):
+            if i not in used_dets:
+                out.append(Assignment(self._start(det, mono).track_id, det, new=True))
+        return out
+
+    def _start(self, det: Detection, mono: float) -> _Track:
+        track = _Track(f"{self.camera_id}-{next(self._ids)}", det.box, (0.0, 0.0), mono, mono, best_score=det.score)
+        track.side = self._side(det.box)
+        self._tracks[track.track_id] = track
+        self.stats["tracks"] += 1
+        return track
+
+    def _follow(self, track: _Track, det: Detection, mono: float) -> None:
+        dt = mono - track.last_mono
+        if dt > 0:
+            (ox, oy), (nx, ny) = centre(track.box), centre(det.box)
+            alpha = 0.5
+            track.velocity = (
+                alpha * (nx - ox) / dt + (1 - alpha) * track.velocity[0],
+                alpha * (ny - oy) / dt + (1 - alpha) * track.velocity[1],
+            )
+        track.box, track.last_mono = det.box, mono
+        track.hits += 1
+        track.best_score = max(track.best_score, det.score)
+
+    # -- embedding policy --------------------------------------------------------------------------------------
+    def needs_embedding(self, track_id: str, quality: Quality, mono: float) -> bool:
+        """New track, a clearly better face, or time for a periodic re-check; never past the cap."""
+        track = self._tracks[track_id]
+        if not quality.accepted or track.embeds >= self.config.max_embeds:
+            return False
+        if track.embeds == 0:
+            return True
+        if (
+            track.identity not in (None, UNKNOWN)
+            and quality.value < track.best_embedded_quality * self.config.better_face
+        ):
+            # a decided known identity needs no routine re-checks, only a clearly better face
+            return False
+        if quality.value >= track.best_embedded_quality * self.config.better_face:
+            return True
+        return mono - track.last_embed_mono >= self.config.embed_interval_s
+
+    # -- votes, decisions and sightings ------------------------------------------------------------------------
+    def update(self, mono: float, at: datetime, observations: Sequence[Observation]) -> List[Sighting]:
+        """Record this frame's observations; return sightings decided now (and end tracks not seen lately)."""
+        sightings: List[Sighting] = []
+        for obs in observations:
+            track = self._tracks.get(obs.track_id)
+            if track is None:
+                continue
+            track.best_quality = max(track.best_quality, obs.quality.value if obs.quality.accepted else 0.0)
+            if obs.quality.rejection is not None:
+                self.stats[f"rejected_{obs.quality.rejection.value}"] += 1
+            if obs.match is not None and obs.embedding is not None:
+                track = self._vote(track, obs, mono)
+            sightings.extend(self._line_crossing(track, obs.detection.box, at))
+            sightings.extend(self._decide(track, at))
+        for tid in [tid for tid, t in self._tracks.items() if mono - t.last_mono > self.config.max_age_s]:
+            del self._tracks[tid]
+            self.stats["tracks_ended"] += 1
+        return sightings
+
+    def _vote(self, track: _Track, obs: Observation, mono: float) -> _Track:
+        assert obs.match is not None and obs.embedding is not None
+        if track.mean_embedding is not None:
+            sim = float(np.dot(track.mean_embedding, obs.embedding) / max(np.linalg.norm(track.mean_embedding), 1e-6))
+            if sim < self.config.same_face_min_sim:
+                # a different face took this track over: the old track ends, the face starts a new one
+                self.stats["track_splits"] += 1
+                del self._tracks[track.track_id]
+                track = self._start(obs.detection, mono)
+        self.stats["embeddings"] += 1
+        track.embeds += 1
+        track.last_embed_mono = mono
+        track.best_embedded_quality = max(track.best_embedded_quality, obs.quality.value)
+        track.mean_embedding = (
+            obs.embedding.copy() if track.mean_embedding is None else track.mean_embedding + obs.embedding
+        )
+        key = obs.match.person_id or UNKNOWN
+        vote = track.votes.setdefault(key, _Vote())
+        weight = max(obs.quality.value, 1e-3)
+        vote.weight += weight
+        vote.count += 1
+        if obs.match.person_id is not None:
+            vote.score += obs.match.score
+            vote.margin += obs.match.margin
+        return track
+
+    def _decide(self, track: _Track, at: datetime) -> List[Sighting]:
+        decided = tally(track.votes, self.config)
+        if decided is None or decided == track.identity:
+            return []
+        if track.identity not in (None, UNKNOWN):
+            return []  # a known identity is final for the track
+        track.identity = decided
+        if decided == UNKNOWN and track.best_score < self.config.unknown_min_score:
+            self.stats["unknown_weak_face"] += 1
+            return []
+        if self.role == "line":
+            if track.crossing is None:
+                return []
+            direction, crossed_at = track.crossing
+            return [self._sighting(track, direction, crossed_at)]
+        return [self._sighting(track, None, at)]
+
+    def _side(self, box: Box) -> int:
+        if self._line is None:
+            return 0
+        cx, cy = centre(box)
+        return side_of(self._line, (cx / self.frame_size[0], cy / self.frame_size[1]))
+
+    def _line_crossing(self, track: _Track, box: Box, at: datetime) -> List[Sighting]:
+        side = self._side(box)
+        if self._line is None or side == 0 or side == track.side:
+            return []
+        previous, track.side = track.side, side
+        if previous == 0:
+            return []
+        direction = "in" if side == self._in_side else "out"
+        track.crossing = (direction, at)
+        self.stats[f"line_{direction}"] += 1
+        if track.identity is None or (track.identity == UNKNOWN and track.best_score < self.config.unknown_min_score):
+            return []
+        return [self._sighting(track, direction, at)]
+
+    def _sighting(self, track: _Track, direction: Optional[str], at: datetime) -> Sighting:
+        assert track.identity is not None
+        person = track.identity or None
+        vote = track.votes[track.identity]
+        count = max(vote.count, 1)
+        self.stats["sightings"] += 1
+        return Sighting(
+            person_id=person,
+            track_id=track.track_id,
+            camera_id=self.camera_id,
+            direction=direction,  # type: ignore[arg-type]
+            at=at,
+            score=vote.score / count if person else 0.0,
+            margin=vote.margin / count if person else 0.0,
+            frames=track.hits,
+            quality=track.best_quality,
+        )
