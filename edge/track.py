@@ -45,6 +45,8 @@ class TrackerConfig:
     """A track not seen for this long has ended."""
     embed_interval_s: float = 0.4
     """Re-check a track's identity this often while it is visible and undecided (or unknown)."""
+    recheck_known_s: float = 2.0
+    """Re-check a track already decided as someone this often (catches a tracker that swapped faces)."""
     better_face: float = 1.25
     """Embed again when a face's quality is this many times the best embedded so far."""
     max_embeds: int = 12
@@ -62,7 +64,7 @@ class TrackerConfig:
         for name in ("iou_match", "vote_share", "unknown_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
-        for name in ("max_jump", "max_age_s", "embed_interval_s"):
+        for name in ("max_jump", "max_age_s", "embed_interval_s", "recheck_known_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.better_face < 1.0:
@@ -241,15 +243,11 @@ class Tracker:
             return False
         if track.embeds == 0:
             return True
-        if (
-            track.identity not in (None, UNKNOWN)
-            and quality.value < track.best_embedded_quality * self.config.better_face
-        ):
-            # a decided known identity needs no routine re-checks, only a clearly better face
-            return False
         if quality.value >= track.best_embedded_quality * self.config.better_face:
             return True
-        return mono - track.last_embed_mono >= self.config.embed_interval_s
+        decided_known = track.identity not in (None, UNKNOWN)
+        interval = self.config.recheck_known_s if decided_known else self.config.embed_interval_s
+        return mono - track.last_embed_mono >= interval
 
     # -- votes, decisions and sightings ------------------------------------------------------------------------
     def update(self, mono: float, at: datetime, observations: Sequence[Observation]) -> List[Sighting]:

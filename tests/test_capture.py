@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import logging
 import random
-import selectors
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 import pytest
 import yaml
+from support import RtspServer, free_port, rtsp_unavailable, wait_until
 
 from edge.capture import (
     Backoff,
@@ -58,21 +57,6 @@ class FakeClock:
         with self._lock:
             self._mono += self.step
             return self._mono
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def frame(seq: int, mono: float = 0.0) -> Frame:
@@ -310,60 +294,9 @@ def test_camera_set_alternates_between_sources(clip: Path) -> None:
 # ------------------------------------------------------------------------------------------------ real RTSP
 
 
-def _has_rtsp_server() -> Optional[str]:
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{SYSTEM_PYTHON} unusable: {exc}"
-    if done.returncode:
-        return f"{SYSTEM_PYTHON} lacks PyGObject/gst-rtsp-server; run scripts/install_system_deps.sh as root"
-    return None
-
-
-class RtspServer:
-    """scripts/rtsp_server.py as a child process on a fixed port, so it can be killed and restarted."""
-
-    def __init__(self, clip: Path, port: int, loop: bool = True) -> None:
-        self.clip = clip
-        self.port = port
-        self.loop = loop
-        self.url = f"rtsp://127.0.0.1:{port}/cam"
-        self.proc: Optional[subprocess.Popen[str]] = None
-
-    def start(self, timeout: float = 15.0) -> None:
-        cmd = [SYSTEM_PYTHON, str(REPO / "scripts" / "rtsp_server.py"), "--file", str(self.clip)]
-        cmd += ["--port", str(self.port), "--mount", "cam"] + (["--loop"] if self.loop else [])
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                self.kill()
-                raise RuntimeError("rtsp_server.py did not print READY in time")
-        line = self.proc.stdout.readline().strip()
-        if line != f"READY {self.url}":
-            err = self.proc.stderr.read() if self.proc.stderr and self.proc.poll() is not None else ""
-            self.kill()
-            raise RuntimeError(f"rtsp_server.py said {line!r} {err}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.terminate()
-        code = self.proc.wait(5)
-        self.proc = None
-        return code
-
-
 @pytest.fixture(scope="module")
 def rtsp_ready() -> None:
-    reason = _has_rtsp_server()
+    reason = rtsp_unavailable()
     if reason:
         pytest.skip(reason)
 

@@ -1,0 +1,165 @@
+"""Tracker: stable ids, the embedding policy, the vote, unknowns and line crossings (fake detections, no video)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import List, Optional
+
+import numpy as np
+import pytest
+
+from edge.faces import Box, Detection
+from edge.match import Candidate, Match
+from edge.quality import Quality, Rejection
+from edge.track import Observation, Tracker, TrackerConfig, side_of
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+GOOD = Quality(face_px=100, sharpness=300, yaw_deg=0, score=0.9, rejection=None)
+
+
+def det(x: float, y: float, size: float = 80, score: float = 0.9) -> Detection:
+    kp = np.array([[x + 0.3 * size, y + 0.4 * size], [x + 0.7 * size, y + 0.4 * size], [x + 0.5 * size, y + 0.6 * size],
+                   [x + 0.5 * size, y + 0.8 * size], [x, y + 0.45 * size], [x + size, y + 0.45 * size]], np.float32)
+    return Detection(Box(x, y, size, size), score, kp)
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def match(person: Optional[str], score: float = 0.7) -> Match:
+    return Match(person, score, 0.3, (Candidate(person or "x", score),))
+
+
+def step(tracker: Tracker, t: float, detections: List[Detection], who: List[Optional[str]], faces: List[np.ndarray],
+         quality: Quality = GOOD) -> list:
+    """One frame: assign, embed where the tracker asks (identity given by `who`), update."""
+    observations = []
+    for a in tracker.assign(t, detections):
+        i = detections.index(a.detection)
+        if tracker.needs_embedding(a.track_id, quality, t):
+            observations.append(Observation(a.track_id, a.detection, quality, faces[i], match(who[i])))
+        else:
+            observations.append(Observation(a.track_id, a.detection, quality))
+    return tracker.update(t, T0 + timedelta(seconds=t), observations)
+
+
+def test_ids_are_stable_while_faces_move() -> None:
+    tracker = Tracker(TrackerConfig(), "cam")
+    ids = set()
+    for i in range(20):
+        assignments = tracker.assign(i * 0.1, [det(100 + 5 * i, 100), det(400 - 5 * i, 120)])
+        ids |= {a.track_id for a in assignments}
+    assert len(ids) == 2
+
+
+def test_a_track_ends_after_max_age_and_a_new_one_starts() -> None:
+    tracker = Tracker(TrackerConfig(max_age_s=0.5), "cam")
+    first = tracker.assign(0.0, [det(100, 100)])[0].track_id
+    tracker.update(0.0, T0, [])
+    tracker.update(1.0, T0, [])
+    assert tracker.active == 0
+    assert tracker.assign(1.0, [det(100, 100)])[0].track_id != first
+
+
+def test_embeds_only_when_needed() -> None:
+    tracker = Tracker(TrackerConfig(embed_interval_s=1.0, better_face=1.25, max_embeds=3), "cam")
+    tid = tracker.assign(0.0, [det(100, 100)])[0].track_id
+    assert tracker.needs_embedding(tid, GOOD, 0.0)  # new track
+    tracker.update(0.0, T0, [Observation(tid, det(100, 100), GOOD, unit(1), match(None))])
+    assert not tracker.needs_embedding(tid, GOOD, 0.5)  # too soon, no better face
+    assert tracker.needs_embedding(tid, GOOD, 1.0)  # periodic re-check
+    weak = Quality(face_px=40, sharpness=40, yaw_deg=40, score=0.6, rejection=None)
+    tracker2 = Tracker(TrackerConfig(embed_interval_s=1.0, better_face=1.25), "cam")
+    tid2 = tracker2.assign(0.0, [det(100, 100)])[0].track_id
+    tracker2.update(0.0, T0, [Observation(tid2, det(100, 100), weak, unit(1), match(None))])
+    assert GOOD.value >= weak.value * 1.25 and tracker2.needs_embedding(tid2, GOOD, 0.1)  # a clearly better face
+    rejected = Quality(face_px=10, sharpness=300, yaw_deg=0, score=0.9, rejection=Rejection.TOO_SMALL)
+    assert not tracker.needs_embedding(tid, rejected, 5.0)
+
+
+def test_identity_comes_from_several_votes_and_is_reported_once() -> None:
+    tracker = Tracker(TrackerConfig(min_votes=2, embed_interval_s=0.2), "cam")
+    sightings = []
+    for i in range(20):
+        sightings += step(tracker, i * 0.1, [det(100, 100)], ["ann"], [unit(1)])
+    assert [s.person_id for s in sightings] == ["ann"]
+    assert sightings[0].frames >= 2 and sightings[0].score == pytest.approx(0.7)
+    assert sightings[0].direction is None and sightings[0].camera_id == "cam"
+
+
+def test_one_wrong_frame_does_not_decide() -> None:
+    tracker = Tracker(TrackerConfig(min_votes=3, vote_share=0.6, embed_interval_s=0.1), "cam")
+    who = ["bob", "ann", "ann", "ann", "ann"]
+    sightings = []
+    for i, person in enumerate(who):
+        sightings += step(tracker, i * 0.1, [det(100, 100)], [person], [unit(1)])
+    assert [s.person_id for s in sightings] == ["ann"]
+
+
+def test_unknown_stays_unknown_unless_the_evidence_changes() -> None:
+    tracker = Tracker(TrackerConfig(min_votes=2, vote_share=0.6, embed_interval_s=0.1), "cam")
+    sightings = []
+    for i in range(4):
+        sightings += step(tracker, i * 0.1, [det(100, 100)], [None], [unit(1)])
+    assert [s.person_id for s in sightings] == [None]
+    for i in range(4, 30):  # the face turns and clearly becomes someone enrolled
+        sightings += step(tracker, i * 0.1, [det(100, 100)], ["ann"], [unit(1)])
+    assert [s.person_id for s in sightings] == [None, "ann"]
+
+
+def test_a_weak_face_is_never_an_unknown_face() -> None:
+    tracker = Tracker(TrackerConfig(min_votes=2, embed_interval_s=0.1, unknown_min_score=0.8), "cam")
+    sightings = []
+    for i in range(10):
+        sightings += step(tracker, i * 0.1, [det(100, 100, score=0.7)], [None], [unit(1)])
+    assert sightings == []
+    assert tracker.stats["unknown_weak_face"] == 1
+
+
+def test_a_different_face_splits_the_track() -> None:
+    config = TrackerConfig(min_votes=1, embed_interval_s=0.1, recheck_known_s=1.0, same_face_min_sim=0.3)
+    tracker = Tracker(config, "cam")
+    sightings = step(tracker, 0.0, [det(100, 100)], ["ann"], [unit(1)])
+    for i in range(1, 12):  # the tracker follows the box; the periodic re-check notices another face
+        sightings += step(tracker, i * 0.2, [det(102, 100)], ["bob"], [unit(2)])
+    assert [s.person_id for s in sightings] == ["ann", "bob"]
+    assert sightings[0].track_id != sightings[1].track_id
+    assert tracker.stats["track_splits"] == 1
+
+
+def test_side_of_a_line() -> None:
+    line = ((0.5, 0.0), (0.5, 1.0))  # walking down the image: left is the image's right half
+    assert side_of(line, (0.8, 0.5)) == 1
+    assert side_of(line, (0.2, 0.5)) == -1
+
+
+@pytest.mark.parametrize("in_side, expected", [("left", "in"), ("right", "out")])
+def test_line_crossing_gives_the_direction(in_side: str, expected: str) -> None:
+    tracker = Tracker(TrackerConfig(min_votes=2, embed_interval_s=0.1), "door", role="line",
+                      line=((0.5, 0.0), (0.5, 1.0)), in_side=in_side, frame_size=(640, 360))  # type: ignore[arg-type]
+    sightings = []
+    for i in range(30):  # from the image's left half to its right half
+        sightings += step(tracker, i * 0.1, [det(100 + 15 * i, 140)], ["ann"], [unit(1)])
+    assert [(s.person_id, s.direction) for s in sightings] == [("ann", expected)]
+    assert tracker.stats[f"line_{expected}"] == 1
+
+
+def test_no_crossing_no_sighting_on_a_line_camera() -> None:
+    tracker = Tracker(TrackerConfig(min_votes=2, embed_interval_s=0.1), "door", role="line",
+                      line=((0.5, 0.0), (0.5, 1.0)), frame_size=(640, 360))
+    sightings = []
+    for i in range(30):
+        sightings += step(tracker, i * 0.1, [det(100 + i, 140)], ["ann"], [unit(1)])
+    assert sightings == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [({"vote_share": 1.5}, "vote_share"), ({"max_age_s": 0}, "max_age_s"), ({"min_votes": 0}, "min_votes"),
+     ({"better_face": 0.5}, "better_face")],
+)
+def test_config_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        TrackerConfig(**kwargs)
