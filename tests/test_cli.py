@@ -80,3 +80,44 @@ def test_import_of_a_broken_file_changes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "people[0].embeddings: must be a non-empty list" in result.output
     listed = run(["gallery", "list", "--json"], tmp_path)
     assert json.loads(listed.output)["people"] == []
+
+
+def test_events_list_and_export_filter_by_date_person_and_type(tmp_path: Path) -> None:
+    import csv
+    import io
+    from datetime import datetime, timedelta, timezone
+
+    from edge.attendance import AttendanceEvent, EventType
+    from edge.store import EventContext, EventStore
+
+    kst = timezone(timedelta(hours=9))
+    db = tmp_path / "edge.db"
+
+    def event(kind: EventType, person: str, day: int, hour: int) -> AttendanceEvent:
+        at = datetime(2026, 11, day, hour, 0, tzinfo=kst)
+        return AttendanceEvent(kind, person, "door", at, at, "morning", "t1", 0.7, 0.2, 9, 0.8)
+
+    with EventStore(db, "box") as store:
+        context = EventContext(gallery_version=3, model_id="m", mono_time=1.0, wall_time=1.0)
+        store.append([event(EventType.ENTRY, "ann", 23, 9), event(EventType.LATE, "ann", 23, 9)], context)
+        store.append([event(EventType.ENTRY, "bob", 23, 10)], context)
+        store.append([event(EventType.ENTRY, "ann", 24, 9)], context)
+    cfg = tmp_path / "edge.yml"
+    cfg.write_text(f"device: {{id: box, timezone: Asia/Seoul}}\nstorage: {{database: {db}}}\n")
+    runner = CliRunner()
+    listed = runner.invoke(main, ["--config", str(cfg), "events", "list", "--since", "2026-11-23", "--until",
+                                  "2026-11-23", "--person", "ann"])
+    assert listed.exit_code == 0, listed.output
+    lines = [ln for ln in listed.output.splitlines() if ln.startswith("box-")]
+    assert [ln.split()[2] for ln in lines] == ["entry", "late"]
+    exported = runner.invoke(main, ["--config", str(cfg), "events", "export", "--type", "entry"])
+    rows = list(csv.DictReader(io.StringIO(exported.output)))
+    assert [(r["person_id"], r["at"][:10]) for r in rows] == [("ann", "2026-11-23"), ("bob", "2026-11-23"),
+                                                             ("ann", "2026-11-24")]
+    as_json = runner.invoke(main, ["--config", str(cfg), "events", "export", "--format", "json", "--since",
+                                   "2026-11-24"])
+    assert [json.loads(line)["event_id"] for line in as_json.output.splitlines()] == ["box-0000000004"]
+    bad = runner.invoke(main, ["--config", str(cfg), "events", "list", "--type", "party"])
+    assert bad.exit_code == 2 and "unknown type 'party'" in bad.output
+    bad_date = runner.invoke(main, ["--config", str(cfg), "events", "list", "--since", "yesterday"])
+    assert bad_date.exit_code == 2 and "not an ISO 8601" in bad_date.output

@@ -55,6 +55,20 @@ def test_values_are_typed(tmp_path: Path) -> None:
         ("device:\n  id: 'has space'\n", r"device \(line 2\): id must be"),
         ("matcher:\n  threshold: 0.5\n  threshold: 0.6\n", r"matcher\.threshold \(line 3\): key given twice"),
         ("matcher: {threshold: [0.5\n", "not valid YAML"),
+        ("cameras:\n  - id: door\n    role: entrance\n", r"cameras\[0\]\.url \(line 2\): required key is missing"),
+        ("cameras:\n  - {id: door, kind: rtsp, url: 'http://x'}\n", r"cameras\[0\] \(line 2\): url must start with rtsp"),
+        ("cameras:\n  - {id: door, url: 'rtsp://x', role: line}\n", r"cameras\[0\] \(line 2\): line must be given"),
+        ("cameras:\n  - {id: door, url: a.mp4, max_fps: fast}\n", r"cameras\[0\]\.max_fps \(line 2\): expected a number"),
+        (
+            "attendance:\n  schedule:\n    sessions:\n      - {name: am, start: '25:00', end: '12:00'}\n",
+            r"attendance\.schedule\.sessions\[0\] \(line 4\): start",
+        ),
+        (
+            "attendance:\n  schedule:\n    sessions:\n      - {name: am, start: '09:00', end: '08:00'}\n",
+            r"attendance\.schedule\.sessions\[0\] \(line 4\): end must be after start",
+        ),
+        ("attendance:\n  cooldown_s: -1\n", r"attendance \(line 2\): cooldown_s must be >= 0"),
+        ("device:\n  timezone: Mars/Olympus\n", r"device \(line 2\): timezone must be an IANA zone"),
     ],
 )
 def test_errors_name_the_key_and_line(tmp_path: Path, text: str, message: str) -> None:

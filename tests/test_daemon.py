@@ -131,12 +131,12 @@ def test_run_on_a_real_rtsp_stream_survives_a_server_restart(
 
         assert wait_until(has_entry, timeout=90, poll=0.5), log_path.read_text()[-3000:]
         # the RTSP server dies and comes back on the same port: the camera reconnects by itself
+        back = "camera door: reconnecting -> online"
         rtsp.kill()
         assert wait_until(lambda: "camera door: online -> reconnecting" in log_path.read_text(), 20, 0.2)
         time.sleep(1.0)
         assert back not in log_path.read_text()
         rtsp.start()
-        back = "camera door: reconnecting -> online"
         assert wait_until(lambda: back in log_path.read_text(), 30, 0.2), log_path.read_text()[-3000:]
         processed_before = len(stored_events(db))
         time.sleep(3.0)  # frames flow again; the person is already present: no second entry
