@@ -77,5 +77,3 @@ class RtspServer:
         code = self.proc.wait(5)
         self.proc = None
         return code
-
-

@@ -105,17 +105,23 @@ def test_events_list_and_export_filter_by_date_person_and_type(tmp_path: Path) -
     cfg = tmp_path / "edge.yml"
     cfg.write_text(f"device: {{id: box, timezone: Asia/Seoul}}\nstorage: {{database: {db}}}\n")
     runner = CliRunner()
-    listed = runner.invoke(main, ["--config", str(cfg), "events", "list", "--since", "2026-11-23", "--until",
-                                  "2026-11-23", "--person", "ann"])
+    listed = runner.invoke(
+        main,
+        ["--config", str(cfg), "events", "list", "--since", "2026-11-23", "--until", "2026-11-23", "--person", "ann"],
+    )
     assert listed.exit_code == 0, listed.output
     lines = [ln for ln in listed.output.splitlines() if ln.startswith("box-")]
     assert [ln.split()[2] for ln in lines] == ["entry", "late"]
     exported = runner.invoke(main, ["--config", str(cfg), "events", "export", "--type", "entry"])
     rows = list(csv.DictReader(io.StringIO(exported.output)))
-    assert [(r["person_id"], r["at"][:10]) for r in rows] == [("ann", "2026-11-23"), ("bob", "2026-11-23"),
-                                                             ("ann", "2026-11-24")]
-    as_json = runner.invoke(main, ["--config", str(cfg), "events", "export", "--format", "json", "--since",
-                                   "2026-11-24"])
+    assert [(r["person_id"], r["at"][:10]) for r in rows] == [
+        ("ann", "2026-11-23"),
+        ("bob", "2026-11-23"),
+        ("ann", "2026-11-24"),
+    ]
+    as_json = runner.invoke(
+        main, ["--config", str(cfg), "events", "export", "--format", "json", "--since", "2026-11-24"]
+    )
     assert [json.loads(line)["event_id"] for line in as_json.output.splitlines()] == ["box-0000000004"]
     bad = runner.invoke(main, ["--config", str(cfg), "events", "list", "--type", "party"])
     assert bad.exit_code == 2 and "unknown type 'party'" in bad.output

@@ -56,9 +56,15 @@ def test_values_are_typed(tmp_path: Path) -> None:
         ("matcher:\n  threshold: 0.5\n  threshold: 0.6\n", r"matcher\.threshold \(line 3\): key given twice"),
         ("matcher: {threshold: [0.5\n", "not valid YAML"),
         ("cameras:\n  - id: door\n    role: entrance\n", r"cameras\[0\]\.url \(line 2\): required key is missing"),
-        ("cameras:\n  - {id: door, kind: rtsp, url: 'http://x'}\n", r"cameras\[0\] \(line 2\): url must start with rtsp"),
+        (
+            "cameras:\n  - {id: door, kind: rtsp, url: 'http://x'}\n",
+            r"cameras\[0\] \(line 2\): url must start with rtsp",
+        ),
         ("cameras:\n  - {id: door, url: 'rtsp://x', role: line}\n", r"cameras\[0\] \(line 2\): line must be given"),
-        ("cameras:\n  - {id: door, url: a.mp4, max_fps: fast}\n", r"cameras\[0\]\.max_fps \(line 2\): expected a number"),
+        (
+            "cameras:\n  - {id: door, url: a.mp4, max_fps: fast}\n",
+            r"cameras\[0\]\.max_fps \(line 2\): expected a number",
+        ),
         (
             "attendance:\n  schedule:\n    sessions:\n      - {name: am, start: '25:00', end: '12:00'}\n",
             r"attendance\.schedule\.sessions\[0\] \(line 4\): start",

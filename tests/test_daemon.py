@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
-
 from support import RtspServer, free_port, rtsp_unavailable, wait_until
 
 EDGE = [sys.executable, "-m", "edge"]
@@ -28,8 +27,16 @@ def edge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:  # ty
 @pytest.fixture(scope="module")
 def enrolled_db(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
     db = tmp_path_factory.mktemp("gallery") / "edge.db"
-    done = edge("--db", str(db), "enroll", "--person-id", "lin-manuel", "--name", "Lin-Manuel Miranda",
-                str(data / "hamilton" / "lin-manuel-miranda.png"))
+    done = edge(
+        "--db",
+        str(db),
+        "enroll",
+        "--person-id",
+        "lin-manuel",
+        "--name",
+        "Lin-Manuel Miranda",
+        str(data / "hamilton" / "lin-manuel-miranda.png"),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return db
 
@@ -50,9 +57,7 @@ def stored_events(db: Path) -> List[Dict[str, object]]:
 
 
 def write_config(path: Path, db: Path, cameras: str) -> Path:
-    path.write_text(
-        f"device:\n  id: door-box\n  timezone: Asia/Seoul\nstorage:\n  database: {db}\ncameras:\n{cameras}"
-    )
+    path.write_text(f"device:\n  id: door-box\n  timezone: Asia/Seoul\nstorage:\n  database: {db}\ncameras:\n{cameras}")
     return path
 
 
@@ -67,8 +72,7 @@ def check_hamilton_events(events: List[Dict[str, object]]) -> None:
 def test_replay_names_lin_manuel_once(tmp_path: Path, data: Path, enrolled_db: Path) -> None:
     db = copy_db(enrolled_db, tmp_path / "edge.db")
     config = write_config(tmp_path / "edge.yml", db, "  - {id: door, url: unused.mp4, role: entrance}\n")
-    done = edge("--config", str(config), "replay", str(data / "hamilton" / "short_hamilton_clip.mp4"),
-                "--start", START)
+    done = edge("--config", str(config), "replay", str(data / "hamilton" / "short_hamilton_clip.mp4"), "--start", START)
     assert done.returncode == 0, done.stderr
     printed = [json.loads(line) for line in done.stdout.splitlines()]
     stored = stored_events(db)
@@ -79,18 +83,36 @@ def test_replay_names_lin_manuel_once(tmp_path: Path, data: Path, enrolled_db: P
     assert str(entry["at"]).startswith("2026-11-23T09:00:0")  # on the clip's own timeline
     assert entry["model_id"] and entry["gallery_version"] == 1 and int(entry["frames"]) >= 3  # type: ignore[call-overload]
     # the same recording again: same decisions, new (never repeated) sequence numbers
-    again = edge("--config", str(config), "replay", str(data / "hamilton" / "short_hamilton_clip.mp4"),
-                 "--start", "2026-11-24T09:00:00+09:00")
+    again = edge(
+        "--config",
+        str(config),
+        "replay",
+        str(data / "hamilton" / "short_hamilton_clip.mp4"),
+        "--start",
+        "2026-11-24T09:00:00+09:00",
+    )
     assert again.returncode == 0, again.stderr
     second = [json.loads(line) for line in again.stdout.splitlines()]
     assert [e["type"] for e in second] == [e["type"] for e in printed]
     assert min(e["seq"] for e in second) > max(e["seq"] for e in printed)
+    # a restart later the same day: the state is rebuilt from SQLite, so Lin-Manuel is already present
+    later = edge(
+        "--config",
+        str(config),
+        "replay",
+        str(data / "hamilton" / "short_hamilton_clip.mp4"),
+        "--start",
+        "2026-11-24T11:00:00+09:00",
+    )
+    assert later.returncode == 0, later.stderr
+    assert "entry" not in [json.loads(line)["type"] for line in later.stdout.splitlines()]
 
 
 def test_replay_of_people_walking_away_is_silent(tmp_path: Path, data: Path, enrolled_db: Path) -> None:
     db = copy_db(enrolled_db, tmp_path / "edge.db")
-    done = edge("--db", str(db), "replay", str(data / "negatives" / "one-by-one-person-detection.mp4"),
-                "--start", START)
+    done = edge(
+        "--db", str(db), "replay", str(data / "negatives" / "one-by-one-person-detection.mp4"), "--start", START
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert stored_events(db) == []
@@ -123,9 +145,11 @@ def test_run_on_a_real_rtsp_stream_survives_a_server_restart(
     config = write_config(tmp_path / "edge.yml", db, cameras)
     log_path = tmp_path / "edge.log"
     with open(log_path, "w") as log:
-        daemon = subprocess.Popen([*EDGE, "--config", str(config), "run"], stdout=log, stderr=subprocess.STDOUT,
-                                  text=True)
+        daemon = subprocess.Popen(
+            [*EDGE, "--config", str(config), "run"], stdout=log, stderr=subprocess.STDOUT, text=True
+        )
     try:
+
         def has_entry() -> bool:
             return any(e["type"] == "entry" for e in stored_events(db))
 

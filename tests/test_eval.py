@@ -17,10 +17,23 @@ from edge.detect import DetectorConfig, FaceDetector
 def test_lfw_view1_accuracy_with_the_shipped_model(data: Path) -> None:
     lfw = data / "lfw-view1"
     done = subprocess.run(
-        [sys.executable, "-m", "edge", "eval", "lfw", "--json",
-         "--train-pairs", str(lfw / "pairsDevTrain.txt"), "--pairs", str(lfw / "pairsDevTest.txt"),
-         "--images", str(lfw / "lfw-deepfunneled")],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "eval",
+            "lfw",
+            "--json",
+            "--train-pairs",
+            str(lfw / "pairsDevTrain.txt"),
+            "--pairs",
+            str(lfw / "pairsDevTest.txt"),
+            "--images",
+            str(lfw / "lfw-deepfunneled"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)

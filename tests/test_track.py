@@ -18,8 +18,17 @@ GOOD = Quality(face_px=100, sharpness=300, yaw_deg=0, score=0.9, rejection=None)
 
 
 def det(x: float, y: float, size: float = 80, score: float = 0.9) -> Detection:
-    kp = np.array([[x + 0.3 * size, y + 0.4 * size], [x + 0.7 * size, y + 0.4 * size], [x + 0.5 * size, y + 0.6 * size],
-                   [x + 0.5 * size, y + 0.8 * size], [x, y + 0.45 * size], [x + size, y + 0.45 * size]], np.float32)
+    kp = np.array(
+        [
+            [x + 0.3 * size, y + 0.4 * size],
+            [x + 0.7 * size, y + 0.4 * size],
+            [x + 0.5 * size, y + 0.6 * size],
+            [x + 0.5 * size, y + 0.8 * size],
+            [x, y + 0.45 * size],
+            [x + size, y + 0.45 * size],
+        ],
+        np.float32,
+    )
     return Detection(Box(x, y, size, size), score, kp)
 
 
@@ -32,8 +41,14 @@ def match(person: Optional[str], score: float = 0.7) -> Match:
     return Match(person, score, 0.3, (Candidate(person or "x", score),))
 
 
-def step(tracker: Tracker, t: float, detections: List[Detection], who: List[Optional[str]], faces: List[np.ndarray],
-         quality: Quality = GOOD) -> list:
+def step(
+    tracker: Tracker,
+    t: float,
+    detections: List[Detection],
+    who: List[Optional[str]],
+    faces: List[np.ndarray],
+    quality: Quality = GOOD,
+) -> list:
     """One frame: assign, embed where the tracker asks (identity given by `who`), update."""
     observations = []
     for a in tracker.assign(t, detections):
@@ -137,8 +152,14 @@ def test_side_of_a_line() -> None:
 
 @pytest.mark.parametrize("in_side, expected", [("left", "in"), ("right", "out")])
 def test_line_crossing_gives_the_direction(in_side: str, expected: str) -> None:
-    tracker = Tracker(TrackerConfig(min_votes=2, embed_interval_s=0.1), "door", role="line",
-                      line=((0.5, 0.0), (0.5, 1.0)), in_side=in_side, frame_size=(640, 360))  # type: ignore[arg-type]
+    tracker = Tracker(
+        TrackerConfig(min_votes=2, embed_interval_s=0.1),
+        "door",
+        role="line",
+        line=((0.5, 0.0), (0.5, 1.0)),
+        in_side=in_side,
+        frame_size=(640, 360),
+    )  # type: ignore[arg-type]
     sightings = []
     for i in range(30):  # from the image's left half to its right half
         sightings += step(tracker, i * 0.1, [det(100 + 15 * i, 140)], ["ann"], [unit(1)])
@@ -147,8 +168,13 @@ def test_line_crossing_gives_the_direction(in_side: str, expected: str) -> None:
 
 
 def test_no_crossing_no_sighting_on_a_line_camera() -> None:
-    tracker = Tracker(TrackerConfig(min_votes=2, embed_interval_s=0.1), "door", role="line",
-                      line=((0.5, 0.0), (0.5, 1.0)), frame_size=(640, 360))
+    tracker = Tracker(
+        TrackerConfig(min_votes=2, embed_interval_s=0.1),
+        "door",
+        role="line",
+        line=((0.5, 0.0), (0.5, 1.0)),
+        frame_size=(640, 360),
+    )
     sightings = []
     for i in range(30):
         sightings += step(tracker, i * 0.1, [det(100 + i, 140)], ["ann"], [unit(1)])
@@ -157,8 +183,12 @@ def test_no_crossing_no_sighting_on_a_line_camera() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"vote_share": 1.5}, "vote_share"), ({"max_age_s": 0}, "max_age_s"), ({"min_votes": 0}, "min_votes"),
-     ({"better_face": 0.5}, "better_face")],
+    [
+        ({"vote_share": 1.5}, "vote_share"),
+        ({"max_age_s": 0}, "max_age_s"),
+        ({"min_votes": 0}, "min_votes"),
+        ({"better_face": 0.5}, "better_face"),
+    ],
 )
 def test_config_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
