@@ -1,8 +1,9 @@
 """Synthetic surgical-style face masks drawn from the detector's keypoints (pure, deterministic).
 
-Used to augment enrollment: a person enrolled from an unmasked photo also gets the embedding of the same photo with
-a mask drawn on it, so that a masked probe at the door has a near neighbour in the gallery
-(see scripts/eval_masked.py for the measurements on LFW View 1 with synthesized masks).
+Used by scripts/eval_masked.py to measure masked-face recognition on LFW View 1 with SYNTHESIZED masks (the mask is
+drawn before detection, as in real life). It was also measured as enrollment augmentation (one extra embedding of
+each enrolled photo with a mask drawn on it): that raised masked genuine scores but raised masked strangers' scores
+as much, so it is not wired into enrollment (see the script's report).
 
 The mask is a filled polygon placed in a face frame built from the keypoints (edge.faces.KEYPOINT_NAMES):
 origin at the midpoint of the eyes, x along the eye line, y perpendicular to it towards the mouth, unit = the

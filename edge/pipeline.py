@@ -75,7 +75,7 @@ class Pipeline:
         self._unstored: List[Tuple[List[AttendanceEvent], EventContext]] = []
         """Decided events the store refused (disk full, locked): kept in order and retried before new ones."""
         self.first_seen: Dict[str, float] = {}
-        """mono time each track was first seen (for latency figures); pruned with the tracks."""
+        """mono time each track first showed a face that passed the quality gates (for latency figures)."""
 
     def process(self, frame: Frame) -> List[StoredEvent]:
         """Run one frame through every stage; return the events it caused, already stored."""
@@ -93,12 +93,12 @@ class Pipeline:
         index = self.parts.gallery.index(embedder.model_id)
         observations = []
         for assignment in tracker.assign(frame.mono, detections):
-            if assignment.new:
-                self.first_seen[assignment.track_id] = frame.mono
             aligned = align(frame.image, assignment.detection, size=embedder.manifest.input_size[0])
             quality = assess(assignment.detection, aligned.image, self.quality)
             if quality.rejection is not None:
                 stats.rejections[quality.rejection.value] += 1
+            else:
+                self.first_seen.setdefault(assignment.track_id, frame.mono)
             embedding = match = None
             if tracker.needs_embedding(assignment.track_id, quality, frame.mono):
                 started = time.perf_counter()

@@ -165,7 +165,7 @@ def main() -> None:
             lat = sorted(all_latencies)
             p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
             print(
-                f"face appears -> event stored (media time, n={len(lat)}): median {statistics.median(lat):.2f} s, "
+                f"first usable face of a track -> event stored (media time, n={len(lat)}): median {statistics.median(lat):.2f} s, "
                 f"p95 {p95:.2f} s, all {[round(x, 2) for x in lat]}"
             )
 
