@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from edge.attendance import AttendanceConfig
 from edge.capture import CameraConfig
 from edge.configtree import load_yaml_tree
+from edge.contract import MqttConfig
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError
 from edge.manifest import DEFAULT_MODELS_DIR
@@ -82,6 +83,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     attendance: AttendanceConfig = field(default_factory=AttendanceConfig)
     cameras: Tuple[CameraConfig, ...] = ()
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.cameras]

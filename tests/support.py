@@ -77,3 +77,59 @@ class RtspServer:
         code = self.proc.wait(5)
         self.proc = None
         return code
+
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def mosquitto_unavailable() -> Optional[str]:
+    if not Path(MOSQUITTO).is_file():
+        return f"{MOSQUITTO} not found: run scripts/install_system_deps.sh as root (Debian package mosquitto)"
+    return None
+
+
+class Mosquitto:
+    """A real mosquitto broker on a loopback port, with persistence in `folder` so it can be stopped and restarted
+    (SIGTERM saves its sessions and queued messages) or killed."""
+
+    def __init__(self, folder: Path, port: int, extra: str = "") -> None:
+        self.folder, self.port = folder, port
+        self.proc: Optional[subprocess.Popen[str]] = None
+        folder.mkdir(parents=True, exist_ok=True)
+        self.conf = folder / "mosquitto.conf"
+        self.log = folder / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {folder}/\nautosave_interval 1\nmax_queued_messages 100000\n"
+            f"message_size_limit 0\nlog_dest file {self.log}\nlog_type error\nlog_type warning\n{extra}"
+        )
+
+    def start(self, timeout: float = 10.0) -> "Mosquitto":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+
+        def listening() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        if not wait_until(listening, timeout, 0.05):
+            err = self.proc.stderr.read() if self.proc.poll() is not None and self.proc.stderr else ""
+            self.kill()
+            raise RuntimeError(f"mosquitto did not listen on {self.port}: {err}")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: a clean broker shutdown (it saves its state)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None

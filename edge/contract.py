@@ -1,0 +1,263 @@
+"""The MQTT contract between a box and the central server: topics, payload builders and schema validation.
+
+Topics, under a root `<prefix>/<site>/<device>` (prefix default `edge/v1`):
+
+| topic                          | direction     | QoS | retained | schema                |
+| ------------------------------ | ------------- | --- | -------- | --------------------- |
+| `<root>/status`                | box -> server | 1   | yes      | edge.status/1 (+ LWT) |
+| `<root>/cameras/<id>/status`   | box -> server | 1   | yes      | edge.camera_status/1  |
+| `<root>/stats`                 | box -> server | 0   | no       | edge.stats/1          |
+| `<root>/events`                | box -> server | 1   | no       | edge.event/1          |
+| `<root>/ack`                   | server -> box | 1   | no       | edge.ack/1            |
+| `<root>/gallery/command`       | server -> box | 1   | no       | edge.gallery_command/1|
+| `<root>/gallery/result`        | box -> server | 1   | no       | edge.gallery_result/1 |
+
+The JSON Schemas live in `edge/schemas/`. Everything the box publishes is built here and validated by the tests;
+everything it receives is checked here (size first, then JSON, then schema) before anything acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from edge.errors import EdgeError
+from edge.store import StoredEvent, event_to_dict
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMAS = {
+    "edge.event/1": "event.schema.json",
+    "edge.status/1": "status.schema.json",
+    "edge.camera_status/1": "camera_status.schema.json",
+    "edge.stats/1": "stats.schema.json",
+    "edge.ack/1": "ack.schema.json",
+    "edge.gallery_command/1": "gallery_command.schema.json",
+    "edge.gallery_result/1": "gallery_result.schema.json",
+}
+
+
+class MessageError(EdgeError):
+    """An incoming message is refused: too large, not JSON, or not valid against its schema."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    """All topic names of one box."""
+
+    root: str
+
+    @classmethod
+    def of(cls, prefix: str, site: str, device: str) -> Topics:
+        return cls(f"{prefix.rstrip('/')}/{site}/{device}")
+
+    @property
+    def status(self) -> str:
+        return f"{self.root}/status"
+
+    def camera_status(self, camera_id: str) -> str:
+        return f"{self.root}/cameras/{camera_id}/status"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.root}/stats"
+
+    @property
+    def events(self) -> str:
+        return f"{self.root}/events"
+
+    @property
+    def ack(self) -> str:
+        return f"{self.root}/ack"
+
+    @property
+    def gallery_command(self) -> str:
+        return f"{self.root}/gallery/command"
+
+    @property
+    def gallery_result(self) -> str:
+        return f"{self.root}/gallery/result"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@cache
+def _validator(schema_id: str) -> Any:
+    import jsonschema
+
+    schema = json.loads((SCHEMA_DIR / SCHEMAS[schema_id]).read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def validate(schema_id: str, payload: Any) -> None:
+    """Raise MessageError naming the first problem (with its JSON path) when `payload` breaks the schema."""
+    errors = sorted(_validator(schema_id).iter_errors(payload), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise MessageError(f"{schema_id}: {where}: {error.message[:300]}")
+
+
+def parse(schema_id: str, raw: bytes, max_bytes: int) -> Dict[str, Any]:
+    """Check an incoming payload: size, UTF-8 JSON object, schema. Returns the decoded object."""
+    if len(raw) > max_bytes:
+        raise MessageError(f"message of {len(raw):,} bytes is over the {max_bytes:,} byte limit")
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"not UTF-8 JSON ({str(exc)[:200]})") from None
+    if not isinstance(payload, dict):
+        raise MessageError("not a JSON object")
+    validate(schema_id, payload)
+    return payload
+
+
+def encode(payload: Dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# payload builders ------------------------------------------------------------------------------------------------
+def event_payload(stored: StoredEvent, site: str, prev_seq: Optional[int], historical: bool) -> Dict[str, Any]:
+    body = event_to_dict(stored)
+    body.pop("mono_time", None)
+    return {"schema": "edge.event/1", **body, "prev_seq": prev_seq, "site": site, "historical": historical}
+
+
+def status_payload(
+    device_id: str,
+    site: str,
+    state: str,
+    boot_id: str,
+    *,
+    software_version: Optional[str] = None,
+    gallery_version: Optional[int] = None,
+    model_id: Optional[str] = None,
+    config_hash: Optional[str] = None,
+    reason: Optional[str] = None,
+) -> Dict[str, Any]:
+    payload: Dict[str, Any] = {
+        "schema": "edge.status/1",
+        "device_id": device_id,
+        "site": site,
+        "state": state,
+        "boot_id": boot_id,
+        "at": now_iso(),
+    }
+    extras = {
+        "software_version": software_version,
+        "gallery_version": gallery_version,
+        "model_id": model_id,
+        "config_hash": config_hash,
+        "reason": reason,
+    }
+    payload.update({k: v for k, v in extras.items() if v is not None})
+    return payload
+
+
+def camera_status_payload(device_id: str, camera_id: str, state: str, reason: str) -> Dict[str, Any]:
+    return {
+        "schema": "edge.camera_status/1",
+        "device_id": device_id,
+        "camera_id": camera_id,
+        "state": state,
+        "reason": reason,
+        "at": now_iso(),
+    }
+
+
+def gallery_result_payload(
+    request_id: Optional[str],
+    op: Optional[str],
+    status: str,
+    reason: str,
+    gallery_version: int,
+    **extra: Any,
+) -> Dict[str, Any]:
+    return {
+        "schema": "edge.gallery_result/1",
+        "request_id": request_id,
+        "op": op,
+        "status": status,
+        "reason": reason,
+        "gallery_version": gallery_version,
+        "at": now_iso(),
+        **extra,
+    }
+
+
+# configuration -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS towards the broker: the CA to trust and, for client-certificate auth, the box's certificate and key."""
+
+    ca_file: Optional[str] = None
+    """PEM file of the CA that signed the broker's certificate (None: the system's CAs)."""
+    cert_file: Optional[str] = None
+    """PEM client certificate (with key_file) when the broker wants one."""
+    key_file: Optional[str] = None
+    insecure: bool = False
+    """Skip the broker hostname check (testing only)."""
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The link to the central server. With no host the box keeps every event in SQLite until one is configured."""
+
+    host: Optional[str] = None
+    """Broker host name or address; null: no broker (events are kept and sent once one is configured)."""
+    port: int = 1883
+    prefix: str = "edge/v1"
+    """Topic root prefix: topics are <prefix>/<site>/<device>/..."""
+    client_id: Optional[str] = None
+    """MQTT client id (the persistent session is keyed on it); null: edge-<device id>."""
+    username: Optional[str] = None
+    password: Optional[str] = None
+    tls: Optional[TlsConfig] = None
+    keepalive_s: int = 30
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest incoming message accepted (a gallery command with photos); larger ones are rejected."""
+    stats_interval_s: float = 60.0
+    """How often the stats message is published."""
+    redeliver_after_s: float = 30.0
+    """An event published but not acknowledged by the central server for this long is sent again."""
+    backlog_rate: float = 200.0
+    """Events per second when draining the backlog after an outage (live events are not held back)."""
+    live_window_s: float = 60.0
+    """Events stored less than this long ago are live; older ones go out as historical backlog."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be within 1..65535, got {self.port}")
+        if not self.prefix or "#" in self.prefix or "+" in self.prefix:
+            raise ValueError(f"prefix must be a non-empty topic without wildcards, got {self.prefix!r}")
+        if (self.username is None) and (self.password is not None):
+            raise ValueError("password needs a username")
+        for name in (
+            "reconnect_min_s",
+            "reconnect_max_s",
+            "stats_interval_s",
+            "redeliver_after_s",
+            "backlog_rate",
+            "live_window_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if not 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
+            raise ValueError(f"max_message_bytes must be within 1 KiB..256 MiB, got {self.max_message_bytes}")
+        if self.keepalive_s < 5:
+            raise ValueError(f"keepalive_s must be >= 5, got {self.keepalive_s}")
