@@ -12,7 +12,7 @@ import numpy as np
 class MatcherConfig:
     """When a face is someone: best score >= threshold AND best minus the runner-up person >= margin."""
 
-    threshold: float = 0.40
+    threshold: float = 0.45
     """Smallest cosine similarity to the best person (calibrate with `edge eval lfw`)."""
     margin: float = 0.05
     """Smallest lead of the best person over the second-best person."""
