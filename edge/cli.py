@@ -33,6 +33,7 @@ class AppContext:
         from edge.config import load_config
 
         self.config = load_config(config_path)
+        self.config_path = config_path
         self.db_path = db or self.config.storage.database
         self.stack = ExitStack()
 
@@ -72,7 +73,7 @@ pass_app = click.make_pass_decorator(AppContext)
 @click.pass_context
 def main(ctx: click.Context, config_path: Optional[Path], db: Optional[Path]) -> None:
     """edge: face-recognition attendance on a camera box."""
-    if ctx.invoked_subcommand == "check-config":
+    if ctx.invoked_subcommand in ("check-config", "central"):
         return
     try:
         app = AppContext(config_path, db)
@@ -346,7 +347,12 @@ def run(app: AppContext, verbose: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    run_daemon(app.config, stop, app.db_path)
+    config_hash = "defaults"
+    if app.config_path is not None:
+        import hashlib
+
+        config_hash = hashlib.sha256(Path(app.config_path).read_bytes()).hexdigest()
+    run_daemon(app.config, stop, app.db_path, config_hash)
 
 
 @main.command()
@@ -494,3 +500,12 @@ def events_export(
         with open(output, "w", encoding="utf-8", newline="") as handle:
             writer(rows, handle)
         click.echo(f"{len(rows)} events written to {output}", err=True)
+
+
+def _register_central() -> None:
+    from edge.central_cli import central
+
+    main.add_command(central)
+
+
+_register_central()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -13,15 +14,18 @@ from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from edge.capture import CameraConfig, CameraSet, FileSource
+from edge import __version__
+from edge.capture import CameraConfig, CameraSet, CameraStats, FileSource
 from edge.config import Config
 from edge.detect import FaceDetector
 from edge.embed import Embedder
 from edge.gallery import Gallery
 from edge.pipeline import Pipeline, PipelineParts
+from edge.recognize import Recognizer
 from edge.store import EventStore, StoredEvent
+from edge.sync import GallerySync
 
 log = logging.getLogger("edge.daemon")
 
@@ -66,8 +70,8 @@ def notify_systemd(message: str) -> None:
         log.debug("sd_notify failed: %s", exc)
 
 
-def run(config: Config, stop: threading.Event, db: Optional[Path] = None) -> None:
-    """Watch every enabled camera until `stop` is set; events go to SQLite as they are decided."""
+def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config_hash: str = "defaults") -> None:
+    """Watch every enabled camera until `stop` is set; events go to SQLite as they are decided, then to MQTT."""
     cameras = [c for c in config.cameras if c.enabled]
     if not config.cameras:
         log.warning("no cameras configured: nothing to watch (add a 'cameras:' section)")
@@ -75,51 +79,134 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None) -> Non
         parts = build_parts(config, stack, db)
         pipeline = make_pipeline(config, parts, list(config.cameras), datetime.now(config.device.tz))
         camera_set = stack.enter_context(CameraSet.open(list(config.cameras)))
+        link = open_link(config, parts, stack, db, config_hash)
+        sync = GallerySync(parts.gallery, Recognizer(parts.detector, parts.embedder, config.quality))
         camera_set.start()
         log.info(
-            "edge running: device %s, %d cameras, gallery version %d",
+            "edge running: device %s, %d cameras, gallery version %d, MQTT %s",
             config.device.id,
             len(cameras),
             parts.gallery.version,
+            f"{config.mqtt.host}:{config.mqtt.port}" if link else "off (events are kept in SQLite)",
         )
         notify_systemd("READY=1")
-        last_tick = last_stats = time.monotonic()
+        reporter = Reporter(config, pipeline, camera_set, link)
+        last_tick = time.monotonic()
         while not stop.is_set():
             frame = camera_set.next_frame(timeout=0.2)
-            if frame is not None:
-                pipeline.process(frame)
+            stored = pipeline.process(frame) if frame is not None else []
             now = time.monotonic()
             if now - last_tick >= TICK_INTERVAL_S:
-                pipeline.tick(time.time(), now)
+                stored += pipeline.tick(time.time(), now)
                 notify_systemd("WATCHDOG=1")
                 last_tick = now
-            if now - last_stats >= STATS_INTERVAL_S:
-                log_stats(pipeline, camera_set)
-                last_stats = now
+            if link is not None:
+                if stored:
+                    link.notify_new_events()
+                apply_gallery_commands(link, sync, parts.gallery)
+            reporter.report(now)
         notify_systemd("STOPPING=1")
         log.info("edge stopping")
 
 
-def log_stats(pipeline: Pipeline, camera_set: CameraSet) -> None:
-    for cam in camera_set.stats():
-        stats = pipeline.stats.get(cam.camera_id)
-        if stats is None:
-            continue
-        frames = max(stats.frames, 1)
-        log.info(
-            "camera %s %s: read %d, processed %d, dropped %d, reconnects %d, faces %d, embeddings %d, "
-            "detect %.1f ms/frame, rejections %s",
-            cam.camera_id,
-            cam.state.value,
-            cam.frames_read,
-            stats.frames,
-            cam.frames_dropped,
-            cam.reconnects,
-            stats.faces,
-            stats.embeddings,
-            stats.detect_ms / frames,
-            dict(stats.rejections),
+def open_link(config: Config, parts: PipelineParts, stack: ExitStack, db: Optional[Path], config_hash: str) -> Any:
+    """The MQTT outbox when a broker is configured (closed before the stores: it is entered after them)."""
+    if not config.mqtt.host:
+        return None
+    from edge.link import Link, LinkInfo
+
+    info = LinkInfo(
+        software_version=__version__,
+        model_id=parts.embedder.model_id,
+        config_hash=config_hash,
+        gallery_version=parts.gallery.version,
+    )
+    link = Link(config.mqtt, config.device, Path(db or config.storage.database), info)
+    link.start()
+    stack.callback(link.close)
+    return link
+
+
+def apply_gallery_commands(link: Any, sync: GallerySync, gallery: Gallery) -> None:
+    """Gallery changes from the central server, applied on the pipeline thread between frames."""
+    while True:
+        try:
+            command = link.commands.get_nowait()
+        except queue.Empty:
+            return
+        result = sync.apply(command)
+        log.info("gallery %s %s: %s %s", result.get("op"), result.get("request_id"), result["status"], result["reason"])
+        link.publish_result(result)
+        link.set_gallery_version(gallery.version)
+
+
+class Reporter:
+    """Camera status changes (every loop) and periodic stats: to the log, and to MQTT when linked."""
+
+    def __init__(self, config: Config, pipeline: Pipeline, camera_set: CameraSet, link: Any) -> None:
+        self.config, self.pipeline, self.camera_set, self.link = config, pipeline, camera_set, link
+        self.started = self.last_stats = time.monotonic()
+        self.states: Dict[str, str] = {}
+        self.frames_at_last: Dict[str, int] = {}
+        self.interval = config.mqtt.stats_interval_s if link is not None else STATS_INTERVAL_S
+
+    def report(self, now: float) -> None:
+        cameras = self.camera_set.stats()
+        if self.link is not None:
+            for cam in cameras:
+                if self.states.get(cam.camera_id) != cam.state.value:
+                    self.states[cam.camera_id] = cam.state.value
+                    self.link.publish_camera_status(cam.camera_id, cam.state.value, cam.reason or "")
+        if now - self.last_stats < self.interval:
+            return
+        payload = self.stats_payload(cameras, now - self.last_stats, now)
+        self.last_stats = now
+        for cam in payload["cameras"]:
+            log.info(
+                "camera %s", " ".join(f"{k}={v}" for k, v in cam.items() if k != "camera_id") + f" [{cam['camera_id']}]"
+            )
+        if self.link is not None:
+            self.link.publish_stats(payload)
+
+    def stats_payload(self, cameras: List[CameraStats], interval: float, now: float) -> Dict[str, Any]:
+        from edge.contract import now_iso
+
+        rows = []
+        for cam in cameras:
+            stats = self.pipeline.stats.get(cam.camera_id)
+            if stats is None:
+                continue
+            processed = stats.frames - self.frames_at_last.get(cam.camera_id, 0)
+            self.frames_at_last[cam.camera_id] = stats.frames
+            rows.append(
+                {
+                    "camera_id": cam.camera_id,
+                    "state": cam.state.value,
+                    "fps": round(processed / interval, 2) if interval > 0 else 0.0,
+                    "frames_read": cam.frames_read,
+                    "frames_processed": stats.frames,
+                    "frames_dropped": cam.frames_dropped,
+                    "reconnects": cam.reconnects,
+                    "detect_ms": round(stats.detect_ms / max(stats.frames, 1), 2),
+                    "embed_ms": round(stats.embed_ms / max(stats.embeddings, 1), 2),
+                    "embeddings": stats.embeddings,
+                    "rejections": dict(stats.rejections),
+                }
+            )
+        outbox = (
+            self.link.outbox_stats()
+            if self.link is not None
+            else {"depth": 0, "oldest_unacked_age_s": None, "last_seq": 0, "acked_up_to": 0}
         )
+        return {
+            "schema": "edge.stats/1",
+            "device_id": self.config.device.id,
+            "at": now_iso(),
+            "interval_s": round(interval, 3),
+            "uptime_s": round(now - self.started, 3),
+            "cameras": rows,
+            "outbox": outbox,
+        }
 
 
 def replay(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import subprocess
@@ -101,12 +102,15 @@ class Mosquitto:
         self.conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {folder}/\nautosave_interval 1\nmax_queued_messages 100000\n"
-            f"message_size_limit 0\nlog_dest file {self.log}\nlog_type error\nlog_type warning\n{extra}"
+            f"message_size_limit 0\nlog_dest file {self.log}\nlog_type error\nlog_type warning\n"
+            # as root mosquitto drops to user mosquitto, which cannot write pytest's private folders
+            f"{'user root' + chr(10) if os.geteuid() == 0 else ''}{extra}"
         )
 
-    def start(self, timeout: float = 10.0) -> "Mosquitto":
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
 
         def listening() -> bool:
             try:

@@ -1,0 +1,690 @@
+"""The reference central subscriber: what an installer runs to check a box end to end over MQTT.
+
+    with Central("broker.lan", 1883, "central.db") as central:
+        central.start()
+        central.wait_connected(10)
+        result = central.push("school-1", "box-17", upsert_photos("s1", "Kim Minji", [Path("kim.jpg")]))
+
+It subscribes (QoS 1, persistent session) to every box's events, statuses, camera statuses, stats and gallery
+results under `<prefix>/+/+/...`, checks every message against its schema (a bad one is logged and counted, never
+fatal), keeps events and statuses in its own SQLite file, and acknowledges stored events to each box.
+
+The ack rule (per box, see AckLedger): `up_to_seq` is the highest N such that every seq from the box's floor + 1
+to N is stored here; `seqs` lists stored seqs above N (at most ACK_MAX_SEQS, always including the one just
+received). The floor starts at 0 and rises to the `outbox.acked_up_to` a box reports in its stats: those events
+are done on the box (a previous copy of the central acknowledged them), so a central that joins late acknowledges
+from there. It does not start from the lowest seq it happens to receive first: a box sends live events before its
+older unacknowledged backlog, and acknowledging "everything up to" a live seq would mark backlog events done that
+no central ever stored. Until the first stats arrive, a late central acknowledges by the explicit `seqs` list,
+which is always safe. A seq the box never used (prev_seq jumps over it) counts as stored. An event_id arriving
+again with other facts (type, person, time, ...) is a conflict: the first copy is kept and it is not acknowledged.
+
+Gallery commands: push() checks the command against edge.gallery_command/1 and the box's size limit, publishes it
+QoS 1 on `<root>/gallery/command` and waits for the edge.gallery_result/1 with the same request_id on
+`<root>/gallery/result` (results are also kept in memory by request_id and in the gallery_results table).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from edge.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
+from edge.errors import EdgeError
+
+log = logging.getLogger(__name__)
+
+migrations = Migrations("edge.central")
+
+ACK_MAX_SEQS = 1000
+"""Most seqs listed in one ack beyond up_to_seq (the schema allows 10,000)."""
+MAX_MESSAGE_BYTES = MqttConfig().max_message_bytes
+"""Largest message accepted from a box, and largest command sent (a box refuses bigger ones by default)."""
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+SCHEMA_OF_TAIL = {
+    "events": "edge.event/1",
+    "status": "edge.status/1",
+    "stats": "edge.stats/1",
+    "gallery/result": "edge.gallery_result/1",
+}
+
+
+class CentralError(EdgeError):
+    """The central cannot do what was asked: broker unreachable, no answer in time, a bad command or file."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@migrations()
+def m001_central(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE events (
+            event_id TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            prev_seq INTEGER,
+            type TEXT NOT NULL,
+            person_id TEXT,
+            at TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            first_received_at TEXT NOT NULL,
+            last_received_at TEXT NOT NULL,
+            deliveries INTEGER NOT NULL DEFAULT 1
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_events_device_seq ON events (site, device_id, seq)")
+    db.execute(
+        """
+        CREATE TABLE status (
+            site TEXT NOT NULL, device_id TEXT NOT NULL, kind TEXT NOT NULL, camera_id TEXT NOT NULL,
+            state TEXT NOT NULL, payload TEXT NOT NULL, at TEXT NOT NULL, received_at TEXT NOT NULL,
+            PRIMARY KEY (site, device_id, kind, camera_id)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE devices (
+            site TEXT NOT NULL, device_id TEXT NOT NULL,
+            floor INTEGER NOT NULL DEFAULT 0, acked_up_to INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (site, device_id)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE gallery_results (
+            id INTEGER PRIMARY KEY, request_id TEXT, site TEXT NOT NULL, device_id TEXT NOT NULL,
+            status TEXT NOT NULL, payload TEXT NOT NULL, received_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX idx_results_request ON gallery_results (request_id)")
+
+
+# the ack rule -------------------------------------------------------------------------------------------------------
+class AckLedger:
+    """Which seqs of one box are stored, as a contiguous watermark plus the stored seqs above it. Pure."""
+
+    def __init__(self, up_to: int = 0) -> None:
+        self.up_to = up_to
+        self._above: Set[int] = set()
+        self._skip: Dict[int, int] = {}  # prev_seq -> seq: the seqs in between were never used by the box
+
+    def add(self, seq: int, prev_seq: Optional[int]) -> None:
+        if seq > self.up_to:
+            self._above.add(seq)
+        previous = prev_seq if prev_seq is not None else 0
+        if previous < seq - 1:
+            self._skip[previous] = seq
+        self._advance()
+
+    def raise_floor(self, floor: int) -> None:
+        """The box says every seq <= floor is done on its side."""
+        if floor > self.up_to:
+            self.up_to = floor
+            self._advance()
+
+    def _advance(self) -> None:
+        while True:
+            if self.up_to + 1 in self._above:
+                self.up_to += 1
+            elif self._skip.get(self.up_to, 0) > self.up_to:
+                self.up_to = self._skip[self.up_to]
+            else:
+                break
+        self._above = {s for s in self._above if s > self.up_to}
+        self._skip = {p: s for p, s in self._skip.items() if s > self.up_to}
+
+    def ack(self, latest: Optional[int] = None) -> Dict[str, Any]:
+        """The edge.ack/1 payload; `latest` (the seq just received) is listed whenever it is above up_to_seq."""
+        above = sorted(self._above)
+        if len(above) > ACK_MAX_SEQS:
+            keep = set(above[-(ACK_MAX_SEQS - 1) :])
+            if latest is not None and latest in self._above:
+                keep.add(latest)
+            above = sorted(keep)
+        payload: Dict[str, Any] = {"schema": "edge.ack/1", "up_to_seq": self.up_to}
+        if above:
+            payload["seqs"] = above
+        return payload
+
+
+# the SQLite copy ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stored:
+    """How an incoming event was taken: new, or a redelivery (deliveries so far); conflict: same id, other facts."""
+
+    new: bool
+    deliveries: int
+    conflict: bool = False
+
+
+_SAME_FACTS = ("seq", "device_id", "type", "person_id", "camera_id", "at", "track_id")
+
+
+class CentralStore:
+    """The central's SQLite file: events (each event_id once, with a delivery count), statuses, gallery results.
+    Thread-safe (one connection behind a lock): the MQTT thread writes while the caller reads."""
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
+            self.db = Database(conn)
+            if self.path != ":memory:":
+                self.db.enable_wal()
+            migrations.apply(self.db)
+        except (sqlite3.Error, OSError) as exc:
+            raise CentralError(f"{self.path}: cannot open the central database ({exc})") from exc
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def add_event(self, site: str, payload: Dict[str, Any]) -> Stored:
+        now = _now()
+        row = (
+            payload["event_id"], site, payload["device_id"], payload["seq"], payload["prev_seq"], payload["type"],
+            payload["person_id"], payload["at"], json.dumps(payload, ensure_ascii=False), now, now,
+        )  # fmt: skip
+        with self._lock, self.db.conn:
+            cursor = self.db.conn.execute(
+                "INSERT OR IGNORE INTO events (event_id, site, device_id, seq, prev_seq, type, person_id, at, payload, "
+                "first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            if cursor.rowcount == 1:
+                return Stored(new=True, deliveries=1)
+            self.db.conn.execute(
+                "UPDATE events SET deliveries = deliveries + 1, last_received_at = ? WHERE event_id = ?",
+                [now, payload["event_id"]],
+            )
+            stored_payload, deliveries = self.db.conn.execute(
+                "SELECT payload, deliveries FROM events WHERE event_id = ?", [payload["event_id"]]
+            ).fetchone()
+        first = json.loads(stored_payload)
+        conflict = any(first.get(k) != payload.get(k) for k in _SAME_FACTS)
+        return Stored(new=False, deliveries=int(deliveries), conflict=conflict)
+
+    def events(self, device: Optional[str] = None, site: Optional[str] = None) -> List[Dict[str, Any]]:
+        where, args = [], []
+        if device is not None:
+            where.append("device_id = ?")
+            args.append(device)
+        if site is not None:
+            where.append("site = ?")
+            args.append(site)
+        sql = (
+            "SELECT event_id, site, device_id, seq, type, person_id, at, payload, first_received_at, deliveries "
+            f"FROM events {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY site, device_id, seq"
+        )
+        with self._lock:
+            rows = self.db.conn.execute(sql, args).fetchall()
+        keys = ("event_id", "site", "device_id", "seq", "type", "person_id", "at", "payload", "first_received_at",
+                "deliveries")  # fmt: skip
+        out = [dict(zip(keys, r)) for r in rows]
+        for item in out:
+            item["payload"] = json.loads(item["payload"])
+        return out
+
+    def seqs_above(self, site: str, device: str, seq: int) -> List[Tuple[int, Optional[int]]]:
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT seq, prev_seq FROM events WHERE site = ? AND device_id = ? AND seq > ? ORDER BY seq",
+                [site, device, seq],
+            ).fetchall()
+        return [(int(r[0]), r[1]) for r in rows]
+
+    def device_marks(self) -> Dict[Tuple[str, str], Tuple[int, int]]:
+        with self._lock:
+            rows = self.db.conn.execute("SELECT site, device_id, floor, acked_up_to FROM devices").fetchall()
+        return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+
+    def devices_with_events(self) -> List[Tuple[str, str]]:
+        with self._lock:
+            rows = self.db.conn.execute("SELECT DISTINCT site, device_id FROM events").fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def save_marks(self, site: str, device: str, floor: int, acked_up_to: int) -> None:
+        with self._lock, self.db.conn:
+            self.db.conn.execute(
+                "INSERT INTO devices (site, device_id, floor, acked_up_to) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (site, device_id) DO UPDATE SET floor = MAX(floor, excluded.floor), "
+                "acked_up_to = MAX(acked_up_to, excluded.acked_up_to)",
+                [site, device, floor, acked_up_to],
+            )
+
+    def put_status(self, site: str, device: str, camera_id: Optional[str], payload: Optional[Dict[str, Any]]) -> None:
+        """Store the latest (retained) status of a box or camera; None: the retained status was cleared."""
+        kind, camera = ("camera", camera_id) if camera_id is not None else ("box", "")
+        with self._lock, self.db.conn:
+            if payload is None:
+                self.db.conn.execute(
+                    "DELETE FROM status WHERE site = ? AND device_id = ? AND kind = ? AND camera_id = ?",
+                    [site, device, kind, camera],
+                )
+                return
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO status (site, device_id, kind, camera_id, state, payload, at, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [site, device, kind, camera, payload["state"], json.dumps(payload, ensure_ascii=False),
+                 payload["at"], _now()],
+            )  # fmt: skip
+
+    def status(self, site: str, device: str, camera_id: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        kind, camera = ("camera", camera_id) if camera_id is not None else ("box", "")
+        with self._lock:
+            row = self.db.conn.execute(
+                "SELECT payload FROM status WHERE site = ? AND device_id = ? AND kind = ? AND camera_id = ?",
+                [site, device, kind, camera],
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def add_result(self, site: str, device: str, payload: Dict[str, Any]) -> None:
+        with self._lock, self.db.conn:
+            self.db.conn.execute(
+                "INSERT INTO gallery_results (request_id, site, device_id, status, payload, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [payload["request_id"], site, device, payload["status"], json.dumps(payload, ensure_ascii=False),
+                 _now()],
+            )  # fmt: skip
+
+
+# what happened, for a console ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Notice:
+    """One thing the central saw: kind is event, duplicate, conflict, status, camera_status, gallery_result or
+    invalid; `line` is a one-line description for a console."""
+
+    kind: str
+    site: str
+    device: str
+    line: str
+
+
+def _describe(kind: str, site: str, device: str, payload: Dict[str, Any], extra: str = "") -> str:
+    where = f"{site}/{device}"
+    if kind in ("event", "duplicate", "conflict"):
+        who = payload["person_id"] or "unknown"
+        return f"{kind:<9} {where} #{payload['seq']} {payload['type']} {who} at {payload['at']} {extra}".rstrip()
+    if kind == "status":
+        facts = ", ".join(f"{k} {payload[k]}" for k in ("gallery_version", "model_id", "reason") if k in payload)
+        return f"status    {where} {payload['state']}" + (f" ({facts})" if facts else "")
+    if kind == "camera_status":
+        return f"camera    {where} {payload['camera_id']} {payload['state']}: {payload['reason']}"
+    if kind == "gallery_result":
+        return (
+            f"result    {where} {payload['request_id']} {payload['op']} {payload['status']}: {payload['reason']} "
+            f"(gallery version {payload['gallery_version']})"
+        )
+    return f"{kind:<9} {where} {extra}"
+
+
+# the MQTT side ------------------------------------------------------------------------------------------------------
+class Central:
+    """Subscribes to every box under a prefix, stores events and statuses, acknowledges events, pushes gallery
+    commands. The paho network thread does the storing; the public methods may be called from any thread.
+
+    `store_events=False` makes a command-only client (the `push`/`remove` commands): it subscribes only to statuses
+    and gallery results, acknowledges nothing, and uses a clean session (nothing queued for it after it leaves)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db_path: Union[str, Path],
+        prefix: str = "edge/v1",
+        *,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        tls: Optional[TlsConfig] = None,
+        client_id: str = "edge-central",
+        store_events: bool = True,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_notice: Optional[Callable[[Notice], None]] = None,
+    ) -> None:
+        if not prefix or "#" in prefix or "+" in prefix:
+            raise CentralError(f"prefix must be a non-empty topic without wildcards, got {prefix!r}")
+        if password is not None and username is None:
+            raise CentralError("a password needs a username")
+        self.host, self.port, self.prefix = host, port, prefix.rstrip("/")
+        self.store_events = store_events
+        self.max_message_bytes = max_message_bytes
+        self.on_notice = on_notice
+        self.store = CentralStore(db_path)
+        self._ledgers: Dict[Tuple[str, str], AckLedger] = {}
+        self._floors: Dict[Tuple[str, str], int] = {}
+        self._results: Dict[str, Dict[str, Any]] = {}
+        self._stats: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        self._counts: Dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._connected = threading.Event()
+        self._refused: Optional[str] = None
+        self._closing = False
+        self._client = self._make_client(client_id, username, password, tls)
+        self._load_ledgers()
+
+    def _make_client(
+        self, client_id: str, username: Optional[str], password: Optional[str], tls: Optional[TlsConfig]
+    ) -> Any:
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=not self.store_events,
+            protocol=mqtt.MQTTv311,
+        )
+        client.reconnect_delay_set(1, 30)
+        if username is not None:
+            client.username_pw_set(username, password)
+        if tls is not None:
+            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+            client.tls_insecure_set(tls.insecure)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _load_ledgers(self) -> None:
+        marks = self.store.device_marks()
+        for key in set(marks) | set(self.store.devices_with_events()):
+            floor, acked = marks.get(key, (0, 0))
+            ledger = AckLedger(max(floor, acked))
+            for seq, prev in self.store.seqs_above(key[0], key[1], ledger.up_to):
+                ledger.add(seq, prev)
+            self._ledgers[key], self._floors[key] = ledger, floor
+
+    # lifecycle ---------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background (retrying until close()); see wait_connected()."""
+        self._client.connect_async(self.host, self.port, keepalive=30)
+        self._client.loop_start()
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connect now (for one-shot commands): CentralError at once when the broker is unreachable or refuses."""
+        try:
+            self._client.connect(self.host, self.port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            raise CentralError(f"cannot reach the broker at {self.host}:{self.port} ({exc})") from None
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            refused = f": {self._refused}" if self._refused else ""
+            raise CentralError(f"the broker at {self.host}:{self.port} did not accept the connection{refused}")
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self.store.close()
+
+    def __enter__(self) -> Central:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # reading -----------------------------------------------------------------------------------------------------
+    def events(self, device: Optional[str] = None) -> List[Dict[str, Any]]:
+        return self.store.events(device)
+
+    def status_of(self, site: str, device: str) -> Optional[Dict[str, Any]]:
+        return self.store.status(site, device)
+
+    def camera_status_of(self, site: str, device: str, camera_id: str) -> Optional[Dict[str, Any]]:
+        return self.store.status(site, device, camera_id)
+
+    def stats_of(self, site: str, device: str) -> Optional[Dict[str, Any]]:
+        with self._cond:
+            return self._stats.get((site, device))
+
+    def counts(self) -> Dict[str, int]:
+        """Messages by outcome: events, duplicates, conflicts, statuses, stats, results, acks, invalid, errors."""
+        with self._cond:
+            return dict(self._counts)
+
+    def result(self, request_id: str) -> Optional[Dict[str, Any]]:
+        with self._cond:
+            return self._results.get(request_id)
+
+    # pushing -----------------------------------------------------------------------------------------------------
+    def push(self, site: str, device: str, command: Dict[str, Any], timeout: float = 30.0) -> Dict[str, Any]:
+        """Send a gallery command to one box and wait for its result (same request_id)."""
+        try:
+            validate("edge.gallery_command/1", command)
+        except MessageError as exc:
+            raise CentralError(f"not a valid gallery command: {exc}") from None
+        raw = encode(command)
+        if len(raw) > self.max_message_bytes:
+            raise CentralError(
+                f"command of {len(raw):,} bytes is over the {self.max_message_bytes:,} byte limit of a box; "
+                "send fewer or smaller photos"
+            )
+        request_id = command["request_id"]
+        info = self._client.publish(Topics.of(self.prefix, site, device).gallery_command, raw, qos=1)
+        if info.rc != 0:
+            raise CentralError(f"cannot publish to the broker at {self.host}:{self.port} (paho error {info.rc})")
+        with self._cond:
+            if not self._cond.wait_for(lambda: request_id in self._results, timeout):
+                raise CentralError(
+                    f"no answer from {site}/{device} to request {request_id} within {timeout:g} s "
+                    "(is the box online and subscribed?)"
+                )
+            return self._results[request_id]
+
+    # MQTT callbacks (network thread) -----------------------------------------------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            log.warning("broker %s:%s refused the connection: %s", self.host, self.port, reason_code)
+            return
+        tails = ["status", "cameras/+/status", "gallery/result"]
+        if self.store_events:
+            tails += ["events", "stats"]
+        client.subscribe([(f"{self.prefix}/+/+/{tail}", 1) for tail in tails])
+        log.info("connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present)
+        self._connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if self._connected.is_set() and not self._closing:
+            log.warning("lost the broker %s:%s (%s); reconnecting", self.host, self.port, reason_code)
+        self._connected.clear()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            self._handle(message.topic, bytes(message.payload), bool(message.retain))
+        except Exception:  # a bad message or a bug must never stop the network thread
+            log.exception("message on %s could not be handled", message.topic)
+            self._count("errors")
+
+    def _count(self, what: str) -> None:
+        with self._cond:
+            self._counts[what] = self._counts.get(what, 0) + 1
+
+    def _notify(self, kind: str, site: str, device: str, line: str) -> None:
+        if self.on_notice is not None:
+            self.on_notice(Notice(kind, site, device, line))
+
+    def _handle(self, topic: str, raw: bytes, retained: bool) -> None:
+        parts = topic[len(self.prefix) + 1 :].split("/") if topic.startswith(self.prefix + "/") else []
+        if len(parts) < 3:
+            return
+        site, device, tail = parts[0], parts[1], "/".join(parts[2:])
+        camera_id = parts[3] if len(parts) == 5 and parts[2] == "cameras" and parts[4] == "status" else None
+        schema = "edge.camera_status/1" if camera_id is not None else SCHEMA_OF_TAIL.get(tail)
+        if schema is None:
+            return
+        if not raw and schema in ("edge.status/1", "edge.camera_status/1"):
+            self.store.put_status(site, device, camera_id, None)  # a retained status was cleared
+            return
+        try:
+            payload = parse(schema, raw, self.max_message_bytes)
+            self._check_source(payload, site, device)
+        except MessageError as exc:
+            log.warning("invalid message on %s: %s", topic, exc)
+            self._count("invalid")
+            self._notify("invalid", site, device, f"invalid   {site}/{device} {tail}: {exc}")
+            return
+        if schema == "edge.event/1":
+            self._take_event(site, device, payload)
+        elif schema == "edge.stats/1":
+            self._take_stats(site, device, payload)
+        elif schema == "edge.gallery_result/1":
+            self.store.add_result(site, device, payload)
+            with self._cond:
+                if payload["request_id"] is not None:
+                    self._results[payload["request_id"]] = payload
+                self._counts["results"] = self._counts.get("results", 0) + 1
+                self._cond.notify_all()
+            self._notify("gallery_result", site, device, _describe("gallery_result", site, device, payload))
+        else:
+            kind = "camera_status" if camera_id is not None else "status"
+            self.store.put_status(site, device, camera_id, payload)
+            self._count("statuses")
+            self._notify(kind, site, device, _describe(kind, site, device, payload))
+
+    @staticmethod
+    def _check_source(payload: Dict[str, Any], site: str, device: str) -> None:
+        if "device_id" in payload and payload["device_id"] != device:
+            raise MessageError(f"device_id {payload['device_id']!r} does not match the topic's {device!r}")
+        if "site" in payload and payload["site"] != site:
+            raise MessageError(f"site {payload['site']!r} does not match the topic's {site!r}")
+        if payload.get("schema") == "edge.event/1" and payload["event_id"] != f"{device}-{payload['seq']:010d}":
+            raise MessageError(f"event_id {payload['event_id']!r} does not match device {device!r} and seq")
+
+    def _ledger(self, key: Tuple[str, str]) -> AckLedger:
+        if key not in self._ledgers:
+            self._ledgers[key] = AckLedger()
+            self._floors[key] = 0
+        return self._ledgers[key]
+
+    def _take_event(self, site: str, device: str, payload: Dict[str, Any]) -> None:
+        stored = self.store.add_event(site, payload)
+        seq = int(payload["seq"])
+        if stored.conflict:
+            # Same event_id, other facts: a box reinstalled with an old device id? Keep the first, do not ack.
+            log.warning("event %s arrived again with different facts; kept the first, not acknowledged",
+                        payload["event_id"])  # fmt: skip
+            self._count("conflicts")
+            self._notify("conflict", site, device, _describe("conflict", site, device, payload, "(not acknowledged)"))
+            return
+        self._count("events" if stored.new else "duplicates")
+        key = (site, device)
+        with self._cond:
+            ledger = self._ledger(key)
+            ledger.add(seq, payload["prev_seq"])
+            ack = ledger.ack(latest=seq)
+            floor = self._floors[key]
+        self.store.save_marks(site, device, floor, ack["up_to_seq"])
+        self._client.publish(Topics.of(self.prefix, site, device).ack, encode(ack), qos=1)
+        self._count("acks")
+        kind = "event" if stored.new else "duplicate"
+        extra = "" if stored.new else f"(delivery {stored.deliveries})"
+        self._notify(kind, site, device, _describe(kind, site, device, payload, extra))
+
+    def _take_stats(self, site: str, device: str, payload: Dict[str, Any]) -> None:
+        key = (site, device)
+        floor = int(payload["outbox"]["acked_up_to"])
+        with self._cond:
+            self._stats[key] = payload
+            self._counts["stats"] = self._counts.get("stats", 0) + 1
+            ledger = self._ledger(key)
+            self._floors[key] = max(self._floors[key], floor)
+            ledger.raise_floor(floor)
+            up_to = ledger.up_to
+        self.store.save_marks(site, device, floor, up_to)
+
+
+# building commands --------------------------------------------------------------------------------------------------
+def _command(op: str, base_version: Optional[int], **body: Any) -> Dict[str, Any]:
+    command: Dict[str, Any] = {"schema": "edge.gallery_command/1", "request_id": uuid.uuid4().hex, "op": op, **body}
+    if base_version is not None:
+        command["base_version"] = base_version
+    try:
+        validate("edge.gallery_command/1", command)
+    except MessageError as exc:
+        raise CentralError(str(exc)) from None
+    return command
+
+
+def upsert_photos(
+    person_id: str,
+    name: str,
+    photo_paths: Sequence[Union[str, Path]],
+    base_version: Optional[int] = None,
+    metadata: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """An upsert that sends JPEG/PNG photos; the box detects, embeds and enrolls them itself."""
+    if not photo_paths:
+        raise CentralError(f"person {person_id!r}: no photos given")
+    photos = []
+    for path in map(Path, photo_paths):
+        if path.suffix.lower() not in PHOTO_SUFFIXES:
+            raise CentralError(f"{path}: send JPEG or PNG photos (.jpg, .jpeg, .png)")
+        try:
+            photos.append(base64.b64encode(path.read_bytes()).decode("ascii"))
+        except OSError as exc:
+            raise CentralError(f"{path}: cannot be read ({exc.strerror})") from None
+    person: Dict[str, Any] = {"person_id": person_id, "name": name, "photos": photos}
+    if metadata:
+        person["metadata"] = metadata
+    return _command("upsert", base_version, person=person)
+
+
+def upsert_embeddings(person: Dict[str, Any], base_version: Optional[int] = None) -> Dict[str, Any]:
+    """An upsert of ready embeddings: person = {person_id, name?, metadata?, embeddings: [{model_id, vector, ...}]}."""
+    return _command("upsert", base_version, person=person)
+
+
+def remove(person_id: str, base_version: Optional[int] = None) -> Dict[str, Any]:
+    return _command("remove", base_version, person_id=person_id)
+
+
+def sync_from_export(document: Dict[str, Any]) -> Dict[str, Any]:
+    """A full sync from an `edge gallery export` document (format edge-gallery v1): the box becomes exactly it."""
+    from edge.gallery_json import FORMAT, FORMAT_VERSION
+
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise CentralError(f"not an {FORMAT} document (its 'format' is not {FORMAT!r})")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise CentralError(f"{FORMAT} format_version {document.get('format_version')!r}; expected {FORMAT_VERSION}")
+    people = document.get("people")
+    if not isinstance(people, list):
+        raise CentralError(f"{FORMAT} document: 'people' must be a list")
+    keys = ("person_id", "name", "metadata", "embeddings")
+    return _command("sync", None, people=[{k: p[k] for k in keys if k in p} for p in _objects(people)])
+
+
+def _objects(items: Iterable[Any]) -> List[Dict[str, Any]]:
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise CentralError(f"people[{i}] must be an object")
+        out.append(item)
+    return out

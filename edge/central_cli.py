@@ -1,0 +1,215 @@
+"""`edge central ...`: the reference central server on the command line (thin wrappers over edge.central)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import click
+
+from edge.errors import EdgeError
+
+
+class CentralGroup(click.Group):
+    """Turns the library's errors into one line and a non-zero exit (also when used without `edge`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--host", required=True, envvar="EDGE_CENTRAL_HOST", help="Broker host. Env: EDGE_CENTRAL_HOST."),
+        click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True, help="Broker port."),
+        click.option("--prefix", default="edge/v1", show_default=True, help="Topic prefix the boxes publish under."),
+        click.option("--username", help="Broker user name."),
+        click.option("--password", envvar="EDGE_CENTRAL_PASSWORD", help="Broker password. Env: EDGE_CENTRAL_PASSWORD."),
+        click.option(
+            "--ca-file",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            help="Use TLS, trusting this CA certificate (PEM).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _central(broker: Dict[str, Any], db: Any, **kwargs: Any) -> Any:
+    from edge.central import Central
+    from edge.contract import TlsConfig
+
+    ca_file = broker.pop("ca_file")
+    tls = TlsConfig(ca_file=str(ca_file)) if ca_file is not None else None
+    return Central(broker.pop("host"), broker.pop("port"), db, broker.pop("prefix"), tls=tls, **broker, **kwargs)
+
+
+@click.group(cls=CentralGroup)
+def central() -> None:
+    """The reference central server: receive and store events, watch statuses, push gallery changes to boxes."""
+
+
+@central.command()
+@broker_options
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="central.db",
+    show_default=True,
+    help="SQLite file keeping the received events, statuses and gallery results.",
+)
+@click.option("--client-id", default="edge-central", show_default=True, help="MQTT client id (keys the session).")
+def run(db: Path, client_id: str, **broker: Any) -> None:
+    """Receive, store and acknowledge events from every box until Ctrl-C; print one line per event and status."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    host, port = broker["host"], broker["port"]
+    central_ = _central(broker, db, client_id=client_id, on_notice=lambda n: click.echo(n.line))
+    try:
+        central_.start()
+        click.echo(f"central: listening on {host}:{port}, storing into {db}; Ctrl-C to stop", err=True)
+        connected: Optional[bool] = None
+        while not stop.wait(0.5):
+            now = central_.wait_connected(0)
+            if now != connected:
+                click.echo(
+                    f"central: broker {host}:{port} " + ("connected" if now else "not reachable; retrying"), err=True
+                )
+                connected = now
+    finally:
+        central_.close()
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(central_.counts().items())) or "nothing received"
+    click.echo(f"central: stopped ({counts})", err=True)
+
+
+def _print_result(result: Dict[str, Any]) -> None:
+    for photo in result.get("photos", []):
+        detail = f" ({photo['detail']})" if photo.get("detail") else ""
+        click.echo(f"  {photo.get('person_id', '')} photo {photo.get('index')}: {photo.get('outcome')}{detail}")
+    people = f", {result['people']} people" if "people" in result else ""
+    line = f"{result['status']}: {result['reason']} (gallery version {result['gallery_version']}{people})"
+    if result["status"] != "ok":
+        raise click.ClickException(line)
+    click.echo(line)
+
+
+def _send(broker: Dict[str, Any], site: str, device: str, command: Dict[str, Any], timeout: float) -> None:
+    client_id = f"edge-central-cli-{uuid.uuid4().hex[:8]}"
+    central_ = _central(broker, ":memory:", client_id=client_id, store_events=False)
+    try:
+        central_.connect()
+        result = central_.push(site, device, command, timeout=timeout)
+    finally:
+        central_.close()
+    _print_result(result)
+
+
+def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--site", required=True, help="Site of the box."),
+        click.option("--device", required=True, help="Device id of the box."),
+        click.option("--base-version", type=click.IntRange(min=0), help="Refuse unless the box's gallery is at this version."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to wait for the answer."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@central.command()
+@broker_options
+@target_options
+@click.option("--person-id", help="Person to add or update on the box.")
+@click.option("--name", help="Display name (default: the person id).")
+@click.option(
+    "--photo",
+    "photos",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JPEG/PNG photo, repeatable.",
+)
+@click.option(
+    "--file",
+    "export_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Sync the box to this gallery export (edge gallery export).",
+)
+def push(
+    site: str,
+    device: str,
+    base_version: Optional[int],
+    timeout: float,
+    person_id: Optional[str],
+    name: Optional[str],
+    photos: Sequence[Path],
+    export_file: Optional[Path],
+    **broker: Any,
+) -> None:
+    """Enroll one person on a box from photos (--person-id --photo ...), or make its gallery exactly --file."""  # fmt: skip
+    from edge.central import sync_from_export, upsert_photos
+    from edge.gallery_json import read_document
+
+    if export_file is not None and (person_id or photos):
+        raise click.UsageError("use either --file EXPORT or --person-id ID --photo F..., not both")
+    if export_file is not None:
+        command = sync_from_export(read_document(export_file))
+    elif person_id and photos:
+        command = upsert_photos(person_id, name or person_id, list(photos), base_version=base_version)
+    else:
+        raise click.UsageError("give --person-id ID with at least one --photo, or --file EXPORT")
+    _send(broker, site, device, command, timeout)
+
+
+@central.command()
+@broker_options
+@target_options
+@click.option("--person-id", required=True, help="Person to erase from the box (with every embedding).")
+def remove(site: str, device: str, base_version: Optional[int], timeout: float, person_id: str, **broker: Any) -> None:
+    """Erase one person and their embeddings from a box."""
+    from edge.central import remove as remove_command
+
+    _send(broker, site, device, remove_command(person_id, base_version), timeout)
+
+
+@central.command()
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default="central.db",
+    show_default=True,
+    help="The central's SQLite file (written by `edge central run`).",
+)
+@click.option("--device", help="Only this box.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the event as received).")
+def events(db: Path, device: Optional[str], as_json: bool) -> None:
+    """List the events the central has stored, by box and seq, with how often each was delivered."""
+    from edge.central import CentralStore
+
+    store = CentralStore(db)
+    try:
+        rows = store.events(device)
+    finally:
+        store.close()
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps({**row["payload"], "deliveries": row["deliveries"]}, ensure_ascii=False))
+        else:
+            who = row["person_id"] or "unknown"
+            click.echo(
+                f"{row['site']}/{row['device_id']} #{row['seq']} {row['type']} {who} at {row['at']} "
+                f"(deliveries {row['deliveries']})"
+            )
+    if not as_json:
+        click.echo(f"{len(rows)} events", err=True)

@@ -1,0 +1,571 @@
+"""The box side of MQTT: status, camera status, stats, the event outbox and the server's acks and gallery commands.
+
+    link = Link(config.mqtt, config.device, db_path, LinkInfo(__version__, model_id, config_hash, gallery.version))
+    link.start()                 # returns at once; connects (and reconnects) in paho's network thread
+    link.notify_new_events()     # after the pipeline stored events
+    command = link.commands.get_nowait()
+    link.close()
+
+SQLite is the source of truth and MQTT is an outbox over it. Three threads touch a Link:
+
+- paho's network thread runs the callbacks. It only checks incoming messages (contract.parse) and hands them on:
+  acks and PUBACK confirmations to the outbox thread through queues, gallery commands to `commands`. It never
+  touches SQLite, and nothing incoming can raise out of a callback (paho would stop its loop).
+- the outbox thread owns one EventStore and the delivery state (`Outbox`): while connected it sends the events the
+  central server has not acknowledged, marks them published when the broker's PUBACK arrives and applies acks.
+- the daemon's pipeline thread calls the publish_* methods, `outbox_stats` and reads `commands`.
+
+Delivery rules (`Outbox.step`):
+
+- live: an event stored less than `live_window_s` ago and never published goes out at once, historical=false.
+- backlog: every other unacknowledged event (stored during an outage longer than the live window, or published
+  but not acknowledged for `redeliver_after_s`) goes out oldest first, historical=true, at most `backlog_rate`
+  events/s. Live events are picked first in every step, so the backlog never holds them back.
+- `published_at` is set when the broker's PUBACK arrives (the broker then has the message), `acked_at` only by
+  the central server's ack (it has stored the event). An event is done only when acknowledged.
+- at most MAX_INFLIGHT events await a PUBACK and nothing is handed to paho while disconnected, so paho never
+  queues an unbounded number of messages; an outage only grows the SQLite table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
+
+import paho.mqtt.client as mqtt
+
+from edge import contract
+from edge.config import DeviceConfig
+from edge.contract import MessageError, MqttConfig, Topics
+from edge.errors import EdgeError
+from edge.store import EventStore, StoredEvent
+
+log = logging.getLogger("edge.link")
+
+MAX_INFLIGHT = 100
+"""Events handed to paho and not yet confirmed by a PUBACK (also paho's in-flight window)."""
+MAX_QUEUED = 1000
+"""paho's own queue bound: a guard, the link never lets it fill (it publishes only while connected)."""
+MAX_COMMANDS = 16
+"""Gallery commands waiting for the pipeline thread; more are rejected (each may hold megabytes of photos)."""
+MAX_HELD_RESULTS = 100
+"""Gallery results kept while disconnected, sent after the next connect (the oldest are dropped beyond this)."""
+SCAN_ROWS = 500
+IDLE_WAKE_S = 1.0
+CLOSE_TIMEOUT_S = 5.0
+GALLERY_OPS = ("upsert", "remove", "sync")
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """What the online status tells the central server about this box."""
+
+    software_version: str
+    model_id: str
+    config_hash: str
+    gallery_version: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gallery_version, bool) or not isinstance(self.gallery_version, int):
+            raise ValueError(f"gallery_version must be an int, got {self.gallery_version!r}")
+        if self.gallery_version < 0:
+            raise ValueError(f"gallery_version must be >= 0, got {self.gallery_version}")
+
+
+# ---------------------------------------------------------------- outbox queries (candidates for store.py)
+
+
+def unacked_after(store: EventStore, seq: int, limit: int) -> List[StoredEvent]:
+    """Unacknowledged events with seq > `seq`, by seq (EventStore.pending always starts at the oldest)."""
+    return store._select("acked_at IS NULL AND seq > ?", [int(seq)], f"LIMIT {int(limit)}")
+
+
+def ack_seqs(store: EventStore, seqs: Set[int], when: datetime) -> int:
+    """Mark these events acknowledged (the ack's extra `seqs`); returns how many were newly acknowledged."""
+    chosen = sorted(seqs)
+    marked = 0
+    for i in range(0, len(chosen), 500):
+        chunk = chosen[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        sql = f"UPDATE events SET acked_at = ? WHERE seq IN ({marks}) AND acked_at IS NULL"
+        marked += store.db.conn.execute(sql, [when.isoformat(), *chunk]).rowcount
+    return marked
+
+
+def read_outbox_stats(db_path: Path, now_wall: float) -> Dict[str, Any]:
+    """The outbox figures of the stats message, read through a short-lived connection (any thread may call it)."""
+    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=rw", uri=True, timeout=5.0)  # never creates it
+    try:
+        depth, first = conn.execute("SELECT count(*), min(seq) FROM events WHERE acked_at IS NULL").fetchone()
+        last = conn.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), "
+            "coalesce((SELECT max(seq) FROM events), 0))"
+        ).fetchone()[0]
+        age: Optional[float] = None
+        if first is not None:
+            stored = conn.execute("SELECT wall_time FROM events WHERE seq = ?", [first]).fetchone()[0]
+            age = round(max(0.0, now_wall - float(stored)), 3)
+    finally:
+        conn.close()
+    acked_up_to = int(first) - 1 if first is not None else int(last)
+    return {"depth": int(depth), "oldest_unacked_age_s": age, "last_seq": int(last), "acked_up_to": acked_up_to}
+
+
+# ---------------------------------------------------------------- the delivery state (outbox thread only)
+
+Send = Callable[[StoredEvent, bool], Optional[int]]
+"""Publish one event (historical or not); returns paho's message id, or None when it was not handed over."""
+
+
+class Outbox:
+    """What was sent when, what awaits a PUBACK and the backlog's pace. Time comes in as arguments."""
+
+    def __init__(self, store: EventStore, config: MqttConfig, send: Send) -> None:
+        self.store, self.config, self.send = store, config, send
+        self.inflight: Dict[int, int] = {}
+        """paho mid -> seq, handed to paho and not yet confirmed by a PUBACK."""
+        self.sent: Dict[int, float] = {}
+        """seq -> monotonic time of its last send by this process, until acknowledged."""
+        self.live_cursor = 0
+        self.backlog_cursor = 0
+        self.next_pass = 0.0
+        self.pass_due = math.inf
+        self.burst = max(1.0, config.backlog_rate * 0.05)
+        self.tokens = self.burst
+        self.last_refill: Optional[float] = None
+        self.delivered = 0
+
+    def reconnected(self) -> None:
+        """A new connection: look at the whole backlog again (events stored while away have aged meanwhile)."""
+        self.backlog_cursor, self.next_pass, self.pass_due = 0, 0.0, math.inf
+
+    def confirm(self, mids: List[int], when: datetime) -> None:
+        seqs = [self.inflight.pop(mid) for mid in mids if mid in self.inflight]
+        if seqs:
+            self.store.mark_published(seqs, when)
+            self.delivered += len(seqs)
+
+    def acknowledge(self, up_to: int, seqs: Set[int], when: datetime) -> None:
+        if up_to > 0:
+            self.store.ack_up_to(up_to, when)
+        extra = {s for s in seqs if s > up_to}
+        if extra:
+            ack_seqs(self.store, extra, when)
+        for seq in [s for s in self.sent if s <= up_to or s in extra]:
+            del self.sent[seq]
+
+    def step(self, now: float, now_wall: float) -> float:
+        """Send what is due (the caller is connected); returns the seconds until the next step is needed."""
+        self._refill(now)
+        for mid, seq in list(self.inflight.items()):
+            if now - self.sent.get(seq, now) > self.config.redeliver_after_s:
+                del self.inflight[mid]  # no PUBACK for that long: stop counting it; it is redelivered when due
+        self._send_live(now, now_wall)
+        self._send_backlog(now, now_wall)
+        if len(self.inflight) >= MAX_INFLIGHT:
+            return IDLE_WAKE_S  # a PUBACK wakes the thread
+        if now < self.next_pass:
+            wait = self.next_pass - now
+        elif self.tokens < 1:
+            wait = (1 - self.tokens) / self.config.backlog_rate
+        else:
+            wait = IDLE_WAKE_S
+        return min(max(wait, 0.02), IDLE_WAKE_S)
+
+    def _refill(self, now: float) -> None:
+        if self.last_refill is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.last_refill) * self.config.backlog_rate)
+        self.last_refill = now
+
+    def _is_live(self, stored: StoredEvent, now_wall: float) -> bool:
+        fresh = now_wall - stored.context.wall_time < self.config.live_window_s
+        return fresh and stored.published_at is None and stored.seq not in self.sent
+
+    def _send_live(self, now: float, now_wall: float) -> None:
+        while len(self.inflight) < MAX_INFLIGHT:
+            limit = min(SCAN_ROWS, max(32, MAX_INFLIGHT - len(self.inflight)))
+            rows = unacked_after(self.store, self.live_cursor, limit)
+            for stored in rows:
+                if len(self.inflight) >= MAX_INFLIGHT:
+                    return
+                if self._is_live(stored, now_wall) and not self._send(stored, False, now):
+                    return
+                self.live_cursor = stored.seq
+            if len(rows) < limit:
+                return
+
+    def _send_backlog(self, now: float, now_wall: float) -> None:
+        if now < self.next_pass:
+            return
+        while self.tokens >= 1 and len(self.inflight) < MAX_INFLIGHT:
+            rows = unacked_after(self.store, self.backlog_cursor, max(16, min(SCAN_ROWS, int(self.tokens) * 2)))
+            if not rows:  # a pass over the whole backlog is done: the next when the first skipped one is due
+                self.backlog_cursor = 0
+                self.next_pass = min(self.pass_due, now + self.config.redeliver_after_s)
+                self.pass_due = math.inf
+                return
+            for stored in rows:
+                if self.tokens < 1 or len(self.inflight) >= MAX_INFLIGHT:
+                    return
+                due = self._due(stored, now, now_wall)
+                if due is None:
+                    pass  # live: the live path sends it
+                elif due > now:
+                    self.pass_due = min(self.pass_due, due)
+                elif self._send(stored, True, now):
+                    self.tokens -= 1
+                else:
+                    return
+                self.backlog_cursor = stored.seq
+
+    def _due(self, stored: StoredEvent, now: float, now_wall: float) -> Optional[float]:
+        """When this unacknowledged event may go out as backlog (monotonic); None while it is live."""
+        if self._is_live(stored, now_wall):
+            return None
+        redeliver = self.config.redeliver_after_s
+        if stored.seq in self.sent:
+            return self.sent[stored.seq] + redeliver
+        if stored.published_at is not None:  # published by an earlier run
+            return now + (stored.published_at.timestamp() + redeliver - now_wall)
+        return now
+
+    def _send(self, stored: StoredEvent, historical: bool, now: float) -> bool:
+        mid = self.send(stored, historical)
+        if mid is None:
+            return False
+        self.inflight[mid] = stored.seq
+        self.sent[stored.seq] = now
+        return True
+
+
+# ---------------------------------------------------------------- the link
+
+
+class Link:
+    """The box's MQTT client: statuses, stats, gallery results, the event outbox, acks and gallery commands."""
+
+    def __init__(self, config: MqttConfig, device: DeviceConfig, db_path: Path, info: LinkInfo) -> None:
+        if not config.host:
+            raise ValueError("mqtt.host is not set: the box keeps its events in SQLite and starts no link")
+        self.config, self.device, self.db_path = config, device, Path(db_path)
+        self.info = info
+        self.topics = Topics.of(config.prefix, device.site, device.id)
+        self.boot_id = str(uuid.uuid4())
+        self.commands: queue.Queue[Dict[str, Any]] = queue.Queue(MAX_COMMANDS)
+        self.rejected: Counter[str] = Counter()
+        """Refused incoming messages by topic kind ("ack", "gallery_command")."""
+        self.connected = False
+        self._lock = threading.Lock()
+        self._cameras: Dict[str, Dict[str, Any]] = {}
+        self._held_results: Deque[Dict[str, Any]] = deque(maxlen=MAX_HELD_RESULTS)
+        self._acks: queue.SimpleQueue[Dict[str, Any]] = queue.SimpleQueue()
+        self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closing = False
+        self._connects = 0
+        self._state = "starting"
+        self._thread: Optional[threading.Thread] = None
+        self._last_stats: Dict[str, Any] = {"depth": 0, "oldest_unacked_age_s": None, "last_seq": 0, "acked_up_to": 0}
+        self.client = self._make_client()
+
+    # setup ---------------------------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        c = self.config
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=c.client_id or f"edge-{self.device.id}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.reconnect_delay_set(c.reconnect_min_s, c.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.max_queued_messages_set(MAX_QUEUED)
+        if c.username is not None:
+            client.username_pw_set(c.username, c.password)
+        if c.tls is not None:
+            client.tls_set(ca_certs=c.tls.ca_file, certfile=c.tls.cert_file, keyfile=c.tls.key_file)
+            client.tls_insecure_set(c.tls.insecure)
+        will = self._status("offline", reason="lost")
+        client.will_set(self.topics.status, contract.encode(will), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Connect in the background (paho retries with back-off) and start the outbox thread; returns at once."""
+        self._thread = threading.Thread(target=self._run_outbox, name="edge-outbox", daemon=True)
+        self._thread.start()
+        self.client.connect_async(self.config.host or "", self.config.port, self.config.keepalive_s)
+        self.client.loop_start()
+
+    def close(self, clean: bool = True) -> None:
+        """Stop. clean: publish the retained offline status (reason "shutdown") and disconnect; otherwise drop the
+        connection without a DISCONNECT, so the broker publishes the last will (reason "lost") as after a crash."""
+        if self._closing:
+            return
+        self._closing = True
+        if clean and self.connected:
+            info = self._publish(self.topics.status, self._status("offline", reason="shutdown"), qos=1, retain=True)
+            if info is not None:
+                try:
+                    info.wait_for_publish(CLOSE_TIMEOUT_S)
+                except (RuntimeError, ValueError) as exc:
+                    log.warning("offline status not confirmed by the broker: %s", exc)
+        if clean:
+            self.client.disconnect()
+            self.client.loop_stop()
+        else:
+            self.client.loop_stop()
+            sock = self.client.socket()
+            if isinstance(sock, socket.socket):
+                sock.close()
+        self.connected = False
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(CLOSE_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.warning("the outbox thread did not stop within %.0f s", CLOSE_TIMEOUT_S)
+
+    # publishing (any thread) ---------------------------------------------------------------------------------
+    def notify_new_events(self) -> None:
+        self._wake.set()
+
+    def publish_camera_status(self, camera_id: str, state: str, reason: str) -> None:
+        payload = contract.camera_status_payload(self.device.id, camera_id, state, reason)
+        with self._lock:
+            self._cameras[camera_id] = payload
+        if self.connected:
+            self._publish(self.topics.camera_status(camera_id), payload, qos=1, retain=True)
+
+    def publish_stats(self, payload: Dict[str, Any]) -> None:
+        if self.connected:
+            self._publish(self.topics.stats, payload, qos=0, retain=False)
+
+    def publish_result(self, payload: Dict[str, Any]) -> None:
+        if self.connected and self._publish(self.topics.gallery_result, payload, qos=1) is not None:
+            return
+        with self._lock:
+            self._held_results.append(payload)
+
+    def set_gallery_version(self, version: int) -> None:
+        with self._lock:
+            changed = version != self.info.gallery_version
+            self.info = replace(self.info, gallery_version=version)
+        if changed and self.connected:
+            self._publish(self.topics.status, self._status("online"), qos=1, retain=True)
+
+    def outbox_stats(self) -> Dict[str, Any]:
+        """depth, oldest_unacked_age_s, last_seq and acked_up_to for the stats message (any thread). When the file
+        cannot be read, the last figures read (zeros before the first) and one warning: stats never stop the daemon."""
+        try:
+            self._last_stats = read_outbox_stats(self.db_path, time.time())
+        except sqlite3.Error as exc:
+            log.warning("outbox figures unreadable from %s: %s", self.db_path, exc)
+        return dict(self._last_stats)
+
+    def _status(self, state: str, reason: Optional[str] = None) -> Dict[str, Any]:
+        info = self.info
+        return contract.status_payload(
+            self.device.id,
+            self.device.site,
+            state,
+            self.boot_id,
+            software_version=info.software_version,
+            gallery_version=info.gallery_version,
+            model_id=info.model_id,
+            config_hash=info.config_hash,
+            reason=reason,
+        )
+
+    def _publish(self, topic: str, payload: Dict[str, Any], qos: int, retain: bool = False) -> Optional[Any]:
+        return self._publish_raw(topic, contract.encode(payload), qos, retain)
+
+    def _publish_raw(self, topic: str, raw: bytes, qos: int, retain: bool = False) -> Optional[Any]:
+        info = self.client.publish(topic, raw, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.debug("publish to %s not handed over: %s", topic, mqtt.error_string(info.rc))
+            return None
+        return info
+
+    # paho callbacks (network thread) -------------------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._change_state("refused", f"broker refused the connection: {reason}")
+            return
+        self._connects += 1
+        self._publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        with self._lock:
+            cameras = list(self._cameras.items())
+            results = list(self._held_results)
+            self._held_results.clear()
+        for camera_id, payload in cameras:
+            self._publish(self.topics.camera_status(camera_id), payload, qos=1, retain=True)
+        client.subscribe([(self.topics.ack, 1), (self.topics.gallery_command, 1)])
+        for result in results:
+            self._publish(self.topics.gallery_result, result, qos=1)
+        self.connected = True
+        where = f"{self.config.host}:{self.config.port}"
+        self._change_state(
+            "connected", f"connected to the broker at {where} (session present: {flags.session_present})"
+        )
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._change_state(
+            "unreachable",
+            f"broker {self.config.host}:{self.config.port} unreachable; events are kept in SQLite, retrying",
+        )
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self.connected = False
+        if not self._closing:
+            self._change_state("disconnected", f"disconnected from the broker ({reason}); events are kept in SQLite")
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        self._confirmed.put(mid)
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            if message.topic == self.topics.ack:
+                self._take_ack(bytes(message.payload))
+            elif message.topic == self.topics.gallery_command:
+                self._take_command(bytes(message.payload))
+        except Exception:  # nothing incoming may stop the network thread
+            log.exception("incoming message on %s could not be handled", message.topic)
+
+    def _change_state(self, state: str, message: str) -> None:
+        if state != self._state:
+            self._state = state
+            log.warning("%s", message)
+
+    def _take_ack(self, raw: bytes) -> None:
+        try:
+            ack = contract.parse("edge.ack/1", raw, self.config.max_message_bytes)
+        except MessageError as exc:
+            self._reject("ack", exc)
+            return
+        self._acks.put(ack)
+        self._wake.set()
+
+    def _take_command(self, raw: bytes) -> None:
+        try:
+            command = contract.parse("edge.gallery_command/1", raw, self.config.max_message_bytes)
+            self.commands.put_nowait(command)
+            return
+        except MessageError as exc:
+            reason = str(exc)
+        except queue.Full:
+            reason = f"busy: {MAX_COMMANDS} gallery commands are already waiting"
+        self._reject("gallery_command", reason)
+        request_id, op = command_ids(raw, self.config.max_message_bytes)
+        result = contract.gallery_result_payload(request_id, op, "rejected", reason, self.info.gallery_version)
+        self.publish_result(result)
+
+    def _reject(self, kind: str, reason: object) -> None:
+        self.rejected[kind] += 1
+        log.warning("rejected a message on %s: %s", kind, reason)
+
+    # the outbox thread ---------------------------------------------------------------------------------------
+    def _run_outbox(self) -> None:
+        store: Optional[EventStore] = None
+        outbox: Optional[Outbox] = None
+        seen_connects = 0
+        failing = False
+        wait = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(wait)
+            self._wake.clear()
+            try:
+                if store is None or outbox is None:
+                    store = EventStore(self.db_path, self.device.id)
+                    outbox = Outbox(store, self.config, self._send_event)
+                if self._connects != seen_connects:
+                    seen_connects = self._connects
+                    outbox.reconnected()
+                wait = self._outbox_step(outbox)
+                if failing:
+                    failing = False
+                    log.warning("the outbox works again")
+            except (EdgeError, sqlite3.Error) as exc:
+                if not failing:
+                    failing = True
+                    log.warning("the outbox cannot work on %s (%s); retrying", self.db_path, exc)
+                wait = IDLE_WAKE_S
+        if store is not None:
+            if outbox is not None:
+                try:
+                    self._drain(outbox)
+                except (EdgeError, sqlite3.Error) as exc:
+                    log.warning("last confirmations not recorded: %s", exc)
+            store.close()
+
+    def _outbox_step(self, outbox: Outbox) -> float:
+        self._drain(outbox)
+        if not self.connected or self._closing:
+            return IDLE_WAKE_S
+        return outbox.step(time.monotonic(), time.time())
+
+    def _drain(self, outbox: Outbox) -> None:
+        """Record the PUBACKs and acks the network thread handed over (batched: one transaction each)."""
+        now = datetime.now(timezone.utc)
+        mids: List[int] = []
+        while True:
+            try:
+                mids.append(self._confirmed.get_nowait())
+            except queue.Empty:
+                break
+        outbox.confirm(mids, now)
+        up_to, any_ack = 0, False
+        seqs: Set[int] = set()
+        while True:
+            try:
+                ack = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            any_ack = True
+            up_to = max(up_to, int(ack["up_to_seq"]))
+            seqs.update(int(s) for s in ack.get("seqs", ()))
+        if any_ack:
+            outbox.acknowledge(up_to, seqs, now)
+
+    def _send_event(self, stored: StoredEvent, historical: bool) -> Optional[int]:
+        if not self.connected or self._closing:
+            return None
+        prev_seq = stored.seq - 1 if stored.seq > 1 else None  # seqs are contiguous (store.py: no gaps)
+        payload = contract.event_payload(stored, self.device.site, prev_seq, historical)
+        info = self._publish(self.topics.events, payload, qos=1)
+        return None if info is None else int(info.mid)
+
+
+def command_ids(raw: bytes, max_bytes: int) -> tuple[Optional[str], Optional[str]]:
+    """request_id and op of a refused gallery command, when they can be read (else None)."""
+    if len(raw) > max_bytes:
+        return None, None
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    request_id = body.get("request_id")
+    op = body.get("op")
+    valid_id = isinstance(request_id, str) and 1 <= len(request_id) <= 128
+    return (request_id if valid_id else None), (op if op in GALLERY_OPS else None)
