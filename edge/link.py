@@ -35,6 +35,7 @@ import math
 import queue
 import socket
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -428,15 +429,25 @@ class Link:
         self._wake.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        error = sys.exc_info()[1]  # paho calls this inside its `except OSError` (an ssl.SSLError is one)
+        why = f" ({error})" if error is not None else ""
         self._change_state(
             "unreachable",
-            f"broker {self.config.host}:{self.config.port} unreachable; events are kept in SQLite, retrying",
+            f"broker {self.config.host}:{self.config.port} unreachable{why}; events are kept in SQLite, retrying",
         )
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self.connected = False
-        if not self._closing:
+        was_connected, self.connected = self.connected, False
+        if self._closing:
+            return
+        if was_connected:
             self._change_state("disconnected", f"disconnected from the broker ({reason}); events are kept in SQLite")
+        elif self._state != "refused":  # after a refusal the broker closes the connection: nothing new to say
+            self._change_state(
+                "dropped",
+                f"the broker {self.config.host}:{self.config.port} closed the connection before accepting it "
+                f"({reason}; a client certificate it does not accept?); events are kept in SQLite, retrying",
+            )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._confirmed.put(mid)
