@@ -85,26 +85,6 @@ class LinkInfo:
             raise ValueError(f"gallery_version must be >= 0, got {self.gallery_version}")
 
 
-# ---------------------------------------------------------------- outbox queries (candidates for store.py)
-
-
-def unacked_after(store: EventStore, seq: int, limit: int) -> List[StoredEvent]:
-    """Unacknowledged events with seq > `seq`, by seq (EventStore.pending always starts at the oldest)."""
-    return store._select("acked_at IS NULL AND seq > ?", [int(seq)], f"LIMIT {int(limit)}")
-
-
-def ack_seqs(store: EventStore, seqs: Set[int], when: datetime) -> int:
-    """Mark these events acknowledged (the ack's extra `seqs`); returns how many were newly acknowledged."""
-    chosen = sorted(seqs)
-    marked = 0
-    for i in range(0, len(chosen), 500):
-        chunk = chosen[i : i + 500]
-        marks = ", ".join("?" for _ in chunk)
-        sql = f"UPDATE events SET acked_at = ? WHERE seq IN ({marks}) AND acked_at IS NULL"
-        marked += store.db.conn.execute(sql, [when.isoformat(), *chunk]).rowcount
-    return marked
-
-
 def read_outbox_stats(db_path: Path, now_wall: float) -> Dict[str, Any]:
     """The outbox figures of the stats message, read through a short-lived connection (any thread may call it)."""
     conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=rw", uri=True, timeout=5.0)  # never creates it
@@ -163,7 +143,7 @@ class Outbox:
             self.store.ack_up_to(up_to, when)
         extra = {s for s in seqs if s > up_to}
         if extra:
-            ack_seqs(self.store, extra, when)
+            self.store.ack_seqs(extra, when)
         for seq in [s for s in self.sent if s <= up_to or s in extra]:
             del self.sent[seq]
 
@@ -197,7 +177,7 @@ class Outbox:
     def _send_live(self, now: float, now_wall: float) -> None:
         while len(self.inflight) < MAX_INFLIGHT:
             limit = min(SCAN_ROWS, max(32, MAX_INFLIGHT - len(self.inflight)))
-            rows = unacked_after(self.store, self.live_cursor, limit)
+            rows = self.store.unacked_after(self.live_cursor, limit)
             for stored in rows:
                 if len(self.inflight) >= MAX_INFLIGHT:
                     return
@@ -211,7 +191,7 @@ class Outbox:
         if now < self.next_pass:
             return
         while self.tokens >= 1 and len(self.inflight) < MAX_INFLIGHT:
-            rows = unacked_after(self.store, self.backlog_cursor, max(16, min(SCAN_ROWS, int(self.tokens) * 2)))
+            rows = self.store.unacked_after(self.backlog_cursor, max(16, min(SCAN_ROWS, int(self.tokens) * 2)))
             if not rows:  # a pass over the whole backlog is done: the next when the first skipped one is due
                 self.backlog_cursor = 0
                 self.next_pass = min(self.pass_due, now + self.config.redeliver_after_s)

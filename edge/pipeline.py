@@ -8,7 +8,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 from edge.align import align
@@ -67,13 +67,18 @@ class Pipeline:
         self.trackers = {c.id: Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side) for c in cameras}
         roles = {c.id: CameraRole(c.role) for c in cameras}
         self.machine = AttendanceMachine(attendance, roles, groups_of(parts.gallery))
+        self._groups_version = parts.gallery.version
+        self._unstored: List[Tuple[List[AttendanceEvent], EventContext]] = []
+        """Decided events the store refused (disk full, locked): kept in order and retried before new ones."""
+        overdue = close_past_days(parts.store, attendance, roles, self.machine.groups, now, tz)
+        if overdue:
+            log.info("closed %d outings left open on earlier days (the box was down at midnight)", len(overdue))
+            self._store(overdue, 0.0, now.timestamp(), parts.gallery.version)
         today = parts.store.events_of_day(now.astimezone(tz).date(), tz)
         self.machine.restore(today)
         if today:
             log.info("restored today's attendance from %d stored events", len(today))
         self.stats: Dict[str, CameraStats] = {c.id: CameraStats() for c in cameras}
-        self._unstored: List[Tuple[List[AttendanceEvent], EventContext]] = []
-        """Decided events the store refused (disk full, locked): kept in order and retried before new ones."""
         self.first_seen: Dict[str, float] = {}
         """mono time each track first showed a face that passed the quality gates (for latency figures)."""
 
@@ -91,6 +96,9 @@ class Pipeline:
         stats.faces += len(detections)
         embedder = self.parts.embedder
         index = self.parts.gallery.index(embedder.model_id)
+        if index.version != self._groups_version:  # the gallery changed (a sync): people may have new groups
+            self.machine.groups = dict(groups_of(self.parts.gallery))
+            self._groups_version = index.version
         observations = []
         for assignment in tracker.assign(frame.mono, detections):
             aligned = align(frame.image, assignment.detection, size=embedder.manifest.input_size[0])
@@ -146,6 +154,29 @@ class Pipeline:
             ev = event.event
             log.info("event %s %s %s on %s", event.event_id, ev.type.value, ev.person_id or "-", ev.camera_id)
         return stored
+
+
+def close_past_days(
+    store: EventStore,
+    config: AttendanceConfig,
+    roles: Mapping[str, CameraRole],
+    groups: Mapping[str, str],
+    now: datetime,
+    tz: tzinfo,
+    days: int = 7,
+) -> List[AttendanceEvent]:
+    """The exits (and early leaves) of outings left open on the last `days` days: a box that was down at midnight
+    never ticked past their deadline. Each day is rebuilt from its stored events and ticked to `now`."""
+    closing: List[AttendanceEvent] = []
+    today = now.astimezone(tz).date()
+    for back in range(days, 0, -1):
+        events = store.events_of_day(today - timedelta(days=back), tz)
+        if not events:
+            continue
+        machine = AttendanceMachine(config, roles, groups)
+        machine.restore(events)
+        closing.extend(e for e in machine.tick(now) if e.at.astimezone(tz).date() < today)
+    return closing
 
 
 def groups_of(gallery: Gallery) -> Mapping[str, str]:

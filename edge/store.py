@@ -408,6 +408,22 @@ class EventStore:
                 marked += cursor.rowcount
         return marked
 
+    def unacked_after(self, seq: int, limit: int) -> List[StoredEvent]:
+        """Unacknowledged events with seq > `seq`, by seq (`pending` always starts at the oldest)."""
+        return self._select("acked_at IS NULL AND seq > ?", [int(seq)], f"LIMIT {int(limit)}")
+
+    def ack_seqs(self, seqs: Iterable[int], when: datetime) -> int:
+        """Mark these events acknowledged at `when` (an ack's extra seqs); returns how many were newly acked."""
+        chosen, stamp, marked = sorted({int(s) for s in seqs}), _checked_iso(when), 0
+        with self._guard("acknowledging events"), self._transaction():
+            for i in range(0, len(chosen), 500):
+                chunk = chosen[i : i + 500]
+                marks = ", ".join("?" for _ in chunk)
+                marked += self.db.conn.execute(
+                    f"UPDATE events SET acked_at = ? WHERE seq IN ({marks}) AND acked_at IS NULL", [stamp, *chunk]
+                ).rowcount
+        return marked
+
     def ack_up_to(self, seq: int, when: datetime) -> int:
         """Mark every unacknowledged event with seq <= `seq` as acknowledged at `when`; returns how many."""
         stamp = _checked_iso(when)

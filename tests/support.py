@@ -137,3 +137,30 @@ class Mosquitto:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+
+def edge_command() -> list:  # type: ignore[type-arg]
+    """The `edge` command of this environment (the running interpreter's `python -m edge`)."""
+    import sys
+
+    return [sys.executable, "-m", "edge"]
+
+
+def enroll_lin_manuel(db: Path, data: Path) -> None:
+    """Enroll Lin-Manuel Miranda from his still into the gallery at `db`, through the real CLI."""
+    photo = data / "hamilton" / "lin-manuel-miranda.png"
+    args = ["--db", str(db), "enroll", "--person-id", "lin-manuel", "--name", "Lin-Manuel Miranda", str(photo)]
+    done = subprocess.run([*edge_command(), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def stored_events(db: Path) -> list:  # type: ignore[type-arg]
+    """Every row of the events table of a box database, by seq (none when the table does not exist yet)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute("SELECT * FROM events ORDER BY seq")]
+        except sqlite3.OperationalError:
+            return []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
-from support import RtspServer, free_port, rtsp_unavailable, wait_until
+from support import RtspServer, enroll_lin_manuel, free_port, rtsp_unavailable, stored_events, wait_until
 
 EDGE = [sys.executable, "-m", "edge"]
 START = "2026-11-23T09:00:00+09:00"
@@ -27,17 +27,7 @@ def edge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:  # ty
 @pytest.fixture(scope="module")
 def enrolled_db(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
     db = tmp_path_factory.mktemp("gallery") / "edge.db"
-    done = edge(
-        "--db",
-        str(db),
-        "enroll",
-        "--person-id",
-        "lin-manuel",
-        "--name",
-        "Lin-Manuel Miranda",
-        str(data / "hamilton" / "lin-manuel-miranda.png"),
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    enroll_lin_manuel(db, data)
     return db
 
 
@@ -45,15 +35,6 @@ def copy_db(src: Path, dst: Path) -> Path:
     with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
         a.backup(b)
     return dst
-
-
-def stored_events(db: Path) -> List[Dict[str, object]]:
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute("SELECT * FROM events ORDER BY seq")]
-        except sqlite3.OperationalError:
-            return []
 
 
 def write_config(path: Path, db: Path, cameras: str) -> Path:

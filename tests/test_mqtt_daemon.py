@@ -18,7 +18,16 @@ from typing import Iterator, List, Optional
 
 import paho.mqtt.client as mqtt
 import pytest
-from support import Mosquitto, RtspServer, free_port, mosquitto_unavailable, rtsp_unavailable, wait_until
+from support import (
+    Mosquitto,
+    RtspServer,
+    enroll_lin_manuel,
+    free_port,
+    mosquitto_unavailable,
+    rtsp_unavailable,
+    stored_events,
+    wait_until,
+)
 
 from edge import central as central_mod
 from edge.attendance import AttendanceEvent, EventType
@@ -93,34 +102,6 @@ class Daemon:
         return self.log.read_text()
 
 
-def box_events(db: Path) -> List[dict]:  # type: ignore[type-arg]
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute("SELECT * FROM events ORDER BY seq")]
-        except sqlite3.OperationalError:
-            return []
-
-
-def enroll(db: Path, data: Path) -> None:
-    done = subprocess.run(
-        [
-            *EDGE,
-            "--db",
-            str(db),
-            "enroll",
-            "--person-id",
-            "lin-manuel",
-            "--name",
-            "Lin-Manuel Miranda",
-            str(data / "hamilton" / "lin-manuel-miranda.png"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 def test_rtsp_entry_reaches_the_central_server_and_the_last_will_says_offline(
     tmp_path: Path, data: Path, broker: Mosquitto, central: Central
 ) -> None:
@@ -128,7 +109,7 @@ def test_rtsp_entry_reaches_the_central_server_and_the_last_will_says_offline(
     if reason:
         pytest.skip(reason)
     db = tmp_path / "box.db"
-    enroll(db, data)
+    enroll_lin_manuel(db, data)
     rtsp = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port(), loop=True)
     rtsp.start()
     cameras = f"  - {{id: door, url: '{rtsp.url}', role: entrance, max_fps: 15, open_timeout_s: 5}}\n"
@@ -136,7 +117,7 @@ def test_rtsp_entry_reaches_the_central_server_and_the_last_will_says_offline(
     try:
 
         def entry_acked() -> bool:
-            return any(e["type"] == "entry" and e["acked_at"] for e in box_events(db))
+            return any(e["type"] == "entry" and e["acked_at"] for e in stored_events(db))
 
         assert wait_until(entry_acked, 90, 0.5), daemon.text()[-3000:]
         entries = [e for e in central.events() if e["type"] == "entry"]
@@ -158,7 +139,7 @@ def test_rtsp_entry_reaches_the_central_server_and_the_last_will_says_offline(
     finally:
         daemon.kill()
         rtsp.kill()
-    named = [e for e in box_events(db) if e["person_id"] is not None]
+    named = [e for e in stored_events(db) if e["person_id"] is not None]
     assert [(e["type"], e["person_id"]) for e in named] == [("entry", "lin-manuel")]
 
 
@@ -203,7 +184,7 @@ def test_outages_and_sigkills_lose_nothing(tmp_path: Path, broker: Mosquitto, ce
         assert not writer.is_alive()
 
         def all_delivered() -> bool:
-            box = box_events(db)
+            box = stored_events(db)
             return bool(box) and all(e["acked_at"] for e in box)
 
         assert wait_until(all_delivered, 90, 0.5), daemon.text()[-3000:]
@@ -211,7 +192,7 @@ def test_outages_and_sigkills_lose_nothing(tmp_path: Path, broker: Mosquitto, ce
     finally:
         stop.set()
         daemon.kill()
-    box = {e["event_id"] for e in box_events(db)}
+    box = {e["event_id"] for e in stored_events(db)}
     copy = central.events()
     assert len(box) == 1200
     assert {e["event_id"] for e in copy} == box, "the central copy must hold exactly the box's events"
@@ -226,7 +207,7 @@ def test_bad_messages_are_rejected_and_the_daemon_keeps_running(
     tmp_path: Path, data: Path, broker: Mosquitto, central: Central
 ) -> None:
     db = tmp_path / "box.db"
-    enroll(db, data)
+    enroll_lin_manuel(db, data)
     daemon = Daemon(write_config(tmp_path, db, broker.port), tmp_path / "edge.log").start()
     results: List[dict] = []  # type: ignore[type-arg]
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tester")

@@ -1,0 +1,41 @@
+"""A box that was down at midnight: outings left open on earlier days become exits when it starts again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from edge.attendance import AttendanceConfig, AttendanceEvent, CameraRole, EventType
+from edge.pipeline import close_past_days
+from edge.schedule import ScheduleConfig, SessionConfig
+from edge.store import EventContext, EventStore
+
+KST = timezone(timedelta(hours=9))
+ROLES = {"door": CameraRole.ENTRANCE, "out": CameraRole.EXIT}
+CONFIG = AttendanceConfig(
+    schedule=ScheduleConfig(
+        sessions=(SessionConfig("day", "09:00", "17:00", days=("mon", "tue", "wed", "thu", "fri")),)
+    )
+)
+
+
+def event(kind: EventType, person: str, at: datetime, camera: str = "door") -> AttendanceEvent:
+    return AttendanceEvent(kind, person, camera, at, at, "day", "t", 0.7, 0.2, 9, 0.8)
+
+
+def test_an_outing_left_open_yesterday_is_closed_once(tmp_path: Path) -> None:
+    monday = datetime(2026, 11, 23, 9, 0, tzinfo=KST)
+    context = EventContext(gallery_version=1, model_id="m", mono_time=0.0, wall_time=monday.timestamp())
+    with EventStore(tmp_path / "edge.db", "box") as store:
+        store.append([event(EventType.ENTRY, "ann", monday)], context)
+        store.append([event(EventType.OUTING_START, "ann", monday + timedelta(hours=5), "out")], context)
+        store.append([event(EventType.ENTRY, "bob", monday)], context)  # bob stays: no exit is invented
+        tuesday = datetime(2026, 11, 24, 8, 30, tzinfo=KST)
+        closing = close_past_days(store, CONFIG, ROLES, {}, tuesday, KST)
+        assert [(e.type, e.person_id, e.at) for e in closing] == [
+            (EventType.EXIT, "ann", monday + timedelta(hours=5)),
+            (EventType.EARLY_LEAVE, "ann", monday + timedelta(hours=5)),
+        ]
+        store.append(closing, context)
+        # started again later: the exits are stored, nothing is emitted twice
+        assert close_past_days(store, CONFIG, ROLES, {}, tuesday + timedelta(hours=1), KST) == []
