@@ -61,3 +61,36 @@ def test_masked_faces_are_found_and_dogs_are_not_faces(data: Path) -> None:
     print(f"masked: face found in {found}/{readable} = {share:.3f}")
     assert share >= 0.90
     assert dogs == []
+
+
+def test_ten_fold_protocol_on_a_view2_format_file(tmp_path: Path, data: Path) -> None:
+    """A View 2 style file (header `10 N`) gives the standard 10-fold mean and std (a small one made from View 1)."""
+    lfw = data / "lfw-view1"
+    lines = (lfw / "pairsDevTest.txt").read_text().splitlines()[1:]
+    same, diff = [ln for ln in lines if len(ln.split()) == 3], [ln for ln in lines if len(ln.split()) == 4]
+    body = [ln for k in range(10) for ln in same[3 * k : 3 * k + 3] + diff[3 * k : 3 * k + 3]]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("10 3\n" + "\n".join(body) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "eval",
+            "lfw",
+            "--json",
+            "--pairs",
+            str(pairs),
+            "--images",
+            str(lfw / "lfw-deepfunneled"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["protocol"] == "10-fold cross-validation"
+    assert len(result["fold_accuracies"]) == 10 and len(result["fold_thresholds"]) == 10
+    assert result["accuracy"] == sum(result["fold_accuracies"]) / 10
+    assert result["accuracy"] >= 0.9 and result["accuracy_std"] >= 0.0

@@ -133,6 +133,7 @@ def test_rtsp_entry_reaches_the_central_server_and_the_last_will_says_offline(
         stats = central.stats_of(SITE, DEVICE)
         validate("edge.stats/1", stats)
         assert stats is not None and stats["cameras"][0]["camera_id"] == "door"
+        assert central.counts().get("invalid", 0) == 0, "everything the box published must match its schema"
         daemon.kill()  # SIGKILL: no goodbye, the broker sends the last will
         assert wait_until(lambda: (central.status_of(SITE, DEVICE) or {}).get("state") == "offline", 20)
         assert central.status_of(SITE, DEVICE)["reason"] == "lost"  # type: ignore[index]
