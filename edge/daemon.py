@@ -94,6 +94,8 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
         last_tick = time.monotonic()
         while not stop.is_set():
             frame = camera_set.next_frame(timeout=0.2)
+            if frame is None and camera_set.finished:
+                stop.wait(0.2)  # nothing left to read (no cameras, or files that ended): idle, keep serving MQTT
             stored = pipeline.process(frame) if frame is not None else []
             now = time.monotonic()
             if now - last_tick >= TICK_INTERVAL_S:
