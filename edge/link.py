@@ -50,7 +50,7 @@ import paho.mqtt.client as mqtt
 from edge import contract
 from edge.config import DeviceConfig
 from edge.contract import MessageError, MqttConfig, Topics
-from edge.errors import EdgeError
+from edge.errors import ConfigError, EdgeError
 from edge.store import EventStore, StoredEvent
 
 log = logging.getLogger("edge.link")
@@ -277,7 +277,11 @@ class Link:
         if c.username is not None:
             client.username_pw_set(c.username, c.password)
         if c.tls is not None:
-            client.tls_set(ca_certs=c.tls.ca_file, certfile=c.tls.cert_file, keyfile=c.tls.key_file)
+            try:
+                client.tls_set(ca_certs=c.tls.ca_file, certfile=c.tls.cert_file, keyfile=c.tls.key_file)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                files = ", ".join(f for f in (c.tls.ca_file, c.tls.cert_file, c.tls.key_file) if f)
+                raise ConfigError(f"mqtt.tls: cannot load the TLS files ({files or 'system CAs'}): {exc}") from None
             client.tls_insecure_set(c.tls.insecure)
         will = self._status("offline", reason="lost")
         client.will_set(self.topics.status, contract.encode(will), qos=1, retain=True)

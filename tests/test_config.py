@@ -75,6 +75,9 @@ def test_values_are_typed(tmp_path: Path) -> None:
         ),
         ("attendance:\n  cooldown_s: -1\n", r"attendance \(line 2\): cooldown_s must be >= 0"),
         ("device:\n  timezone: Mars/Olympus\n", r"device \(line 2\): timezone must be an IANA zone"),
+        ("mqtt:\n  host: b\n  tls: {ca_file: /nonexistent/ca.pem}\n", r"mqtt\.tls \(line 3\): ca_file /nonexistent"),
+        ("mqtt:\n  port: 99999\n", r"mqtt \(line 2\): port must be within"),
+        ("mqtt:\n  prefix: 'edge/#'\n", r"mqtt \(line 2\): prefix must be"),
     ],
 )
 def test_errors_name_the_key_and_line(tmp_path: Path, text: str, message: str) -> None:
