@@ -127,3 +127,39 @@ def test_events_list_and_export_filter_by_date_person_and_type(tmp_path: Path) -
     assert bad.exit_code == 2 and "unknown type 'party'" in bad.output
     bad_date = runner.invoke(main, ["--config", str(cfg), "events", "list", "--since", "yesterday"])
     assert bad_date.exit_code == 2 and "not an ISO 8601" in bad_date.output
+
+
+def test_gallery_export_import_show_remove_round_trip(tmp_path: Path) -> None:
+    import numpy as np
+
+    from edge.gallery import Gallery, NewEmbedding
+    from edge.manifest import load_manifest
+
+    model = load_manifest().id
+    rng = np.random.default_rng(0)
+
+    def emb() -> NewEmbedding:
+        v = rng.normal(size=128).astype(np.float32)
+        return NewEmbedding(v / np.linalg.norm(v), model, 0.8, "photo:a.jpg")
+
+    src = tmp_path / "a.db"
+    with Gallery(src) as gallery:
+        gallery.put_person("s1", "김민지", [emb(), emb()], metadata={"group": "3A"})
+        gallery.put_person("s2", "Bob", [emb()])
+    runner = CliRunner()
+    exported = tmp_path / "gallery.json"
+    assert runner.invoke(main, ["--db", str(src), "gallery", "export", str(exported)]).exit_code == 0
+    doc = json.loads(exported.read_text())
+    assert doc["format"] == "edge-gallery" and [p["person_id"] for p in doc["people"]] == ["s1", "s2"]
+    dst = tmp_path / "b.db"
+    imported = runner.invoke(main, ["--db", str(dst), "gallery", "import", str(exported)])
+    assert imported.exit_code == 0 and "imported 2 people" in imported.output
+    shown = runner.invoke(main, ["--db", str(dst), "gallery", "show", "s1"])
+    assert "김민지" in shown.output and '"group": "3A"' in shown.output and shown.output.count(model) == 2
+    assert runner.invoke(main, ["--db", str(dst), "gallery", "remove", "s1"]).exit_code == 0
+    listed = json.loads(runner.invoke(main, ["--db", str(dst), "gallery", "list", "--json"]).output)
+    assert [p["person_id"] for p in listed["people"]] == ["s2"]
+    doc["people"][0]["embeddings"][0]["model_id"] = "another-model"
+    exported.write_text(json.dumps(doc))
+    refused = runner.invoke(main, ["--db", str(dst), "gallery", "import", str(exported)])
+    assert refused.exit_code == 1 and "another-model" in refused.output
