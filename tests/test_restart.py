@@ -39,3 +39,48 @@ def test_an_outing_left_open_yesterday_is_closed_once(tmp_path: Path) -> None:
         store.append(closing, context)
         # started again later: the exits are stored, nothing is emitted twice
         assert close_past_days(store, CONFIG, ROLES, {}, tuesday + timedelta(hours=1), KST) == []
+
+
+def test_events_refused_by_a_full_disk_are_kept_and_stored_later(tmp_path: Path) -> None:
+    from edge.capture import CameraConfig
+    from edge.embed import Embedder
+    from edge.gallery import Gallery
+    from edge.match import MatcherConfig
+    from edge.pipeline import Pipeline, PipelineParts
+    from edge.quality import QualityConfig
+    from edge.store import StoreError
+    from edge.track import TrackerConfig
+
+    class FullDisk(EventStore):
+        refuse = 2
+
+        def append(self, events, context):  # type: ignore[no-untyped-def]
+            if self.refuse:
+                self.refuse -= 1
+                raise StoreError(f"{self.path}: disk full, storing {len(events)} event(s) failed")
+            return super().append(events, context)
+
+    class NoFaces:
+        def detect(self, image):  # type: ignore[no-untyped-def]
+            return []
+
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=KST)
+    with Gallery(tmp_path / "edge.db") as gallery, FullDisk(tmp_path / "edge.db", "box") as store:
+        parts = PipelineParts(detector=NoFaces(), embedder=Embedder(), gallery=gallery, store=store)
+        pipeline = Pipeline(
+            parts,
+            [CameraConfig("door", "door.mp4")],
+            QualityConfig(),
+            MatcherConfig(),
+            TrackerConfig(),
+            CONFIG,
+            KST,
+            now,
+        )
+        first = [event(EventType.ENTRY, "ann", now)]
+        second = [event(EventType.ENTRY, "bob", now + timedelta(minutes=1))]
+        assert pipeline._store(first, 1.0, now.timestamp(), 0) == []  # refused: kept in memory
+        assert pipeline._store(second, 2.0, now.timestamp(), 0) == []  # still refused: both kept, in order
+        stored = pipeline._store([], 3.0, now.timestamp(), 0)  # the disk has room again
+        assert [(s.seq, s.event.person_id) for s in stored] == [(1, "ann"), (2, "bob")]
+        assert pipeline._store([], 4.0, now.timestamp(), 0) == []  # nothing stored twice
