@@ -13,6 +13,7 @@ from edge.attendance import AttendanceConfig
 from edge.capture import CameraConfig
 from edge.configtree import load_yaml_tree
 from edge.contract import MqttConfig
+from edge.crops import CropsConfig
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError
 from edge.manifest import DEFAULT_MODELS_DIR
@@ -84,6 +85,7 @@ class Config:
     attendance: AttendanceConfig = field(default_factory=AttendanceConfig)
     cameras: Tuple[CameraConfig, ...] = ()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.cameras]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 from edge import __version__
 from edge.capture import CameraConfig, CameraSet, CameraStats, FileSource
 from edge.config import Config
+from edge.crops import CropStore
 from edge.detect import FaceDetector
 from edge.embed import Embedder
 from edge.gallery import Gallery
@@ -53,6 +54,7 @@ def make_pipeline(config: Config, parts: PipelineParts, cameras: List[CameraConf
         attendance=config.attendance,
         tz=config.device.tz,
         now=now,
+        crops=CropStore(config.crops) if config.crops.enabled else None,
     )
 
 

@@ -9,11 +9,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from edge.align import align
-from edge.attendance import AttendanceConfig, AttendanceEvent, AttendanceMachine, CameraRole
+from edge.attendance import AttendanceConfig, AttendanceEvent, AttendanceMachine, CameraRole, EventType
 from edge.capture import CameraConfig, Frame
+from edge.crops import CropStore
 from edge.embed import Embedder
 from edge.gallery import Gallery
 from edge.match import MatcherConfig
@@ -60,8 +63,12 @@ class Pipeline:
         attendance: AttendanceConfig,
         tz: tzinfo,
         now: datetime,
+        crops: Optional[CropStore] = None,
     ) -> None:
         self.parts = parts
+        self.crops = crops if crops is not None and crops.config.enabled else None
+        self._best_crop: Dict[str, Tuple[float, np.ndarray]] = {}
+        """Only with crops enabled: the best aligned face of each recent track, for its unknown_face event."""
         self.quality, self.matcher, self.tz = quality, matcher, tz
         self.cameras = {c.id: c for c in cameras}
         self.trackers = {c.id: Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side) for c in cameras}
@@ -107,6 +114,8 @@ class Pipeline:
                 stats.rejections[quality.rejection.value] += 1
             else:
                 self.first_seen.setdefault(assignment.track_id, frame.mono)
+                if self.crops is not None:
+                    self._keep_crop(assignment.track_id, quality.value, aligned.image)
             embedding = match = None
             if tracker.needs_embedding(assignment.track_id, quality, frame.mono):
                 started = time.perf_counter()
@@ -123,8 +132,26 @@ class Pipeline:
             self.first_seen = dict(list(self.first_seen.items())[-1000:])
         return self._store(events, frame.mono, frame.wall_time, index.version)
 
+    def _keep_crop(self, track_id: str, quality: float, image: np.ndarray) -> None:
+        best = self._best_crop.get(track_id)
+        if best is None or quality > best[0]:
+            self._best_crop[track_id] = (quality, image.copy())
+        if len(self._best_crop) > 1000:  # tracks end long before this: forget the oldest
+            for stale in list(self._best_crop)[:500]:
+                del self._best_crop[stale]
+
+    def _save_crops(self, stored: List[StoredEvent]) -> None:
+        if self.crops is None:
+            return
+        for event in stored:
+            best = self._best_crop.get(event.event.track_id)
+            if event.event.type is EventType.UNKNOWN_FACE and best is not None:
+                self.crops.save(event.event_id, best[1])
+
     def tick(self, wall_time: float, mono: float) -> List[StoredEvent]:
         """Let time-based transitions fire with no frames (outing windows, session ends)."""
+        if self.crops is not None:
+            self.crops.purge()  # real time: retention is about how long a file is kept, not media time
         at = datetime.fromtimestamp(wall_time, tz=self.tz)
         return self._store(self.machine.tick(at), mono, wall_time, self.parts.gallery.version)
 
@@ -150,6 +177,7 @@ class Pipeline:
                     log.warning("%s; %d event batches kept in memory, retrying", exc, len(self._unstored))
                 break
             self._unstored.pop(0)
+        self._save_crops(stored)
         for event in stored:
             ev = event.event
             log.info("event %s %s %s on %s", event.event_id, ev.type.value, ev.person_id or "-", ev.camera_id)
