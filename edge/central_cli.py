@@ -195,7 +195,7 @@ def remove(site: str, device: str, base_version: Optional[int], timeout: float, 
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the event as received).")
 def events(db: Path, device: Optional[str], as_json: bool) -> None:
     """List the events the central has stored, by box and seq, with how often each was delivered."""
-    from edge.central import CentralStore
+    from edge.central_store import CentralStore
 
     store = CentralStore(db)
     try:

@@ -16,8 +16,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
 
-from edge.central import ACK_MAX_SEQS, AckLedger, Central, CentralError, remove, sync_from_export, upsert_embeddings
+from edge.central import Central, CentralError, remove, sync_from_export, upsert_embeddings
 from edge.central_cli import central as central_cli
+from edge.central_store import ACK_MAX_SEQS, AckLedger
 from edge.contract import Topics, camera_status_payload, encode, status_payload, validate
 from tests.support import REPO, Mosquitto, free_port, mosquitto_unavailable, wait_until
 
