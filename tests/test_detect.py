@@ -20,7 +20,7 @@ from edge.detect import (
     weighted_nms,
 )
 from edge.errors import ConfigError, ImageError
-from edge.faces import Detection
+from edge.faces import Box, Detection
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 data_test = pytest.mark.data
@@ -245,3 +245,24 @@ def test_config_rejects_bad_values_naming_the_field(field: str, value: object) -
     with pytest.raises(DetectorConfigError, match=f"^{field}:") as info:
         DetectorConfig(**{field: value})  # type: ignore[arg-type]
     assert isinstance(info.value, ConfigError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("name", ["obama.jpg", "two_people.jpg", "biden.jpg"])
+def test_same_faces_as_mediapipes_own_graph(data: Path, name: str) -> None:
+    """Our decoding of mediapipe's short-range model agrees with mediapipe's own (legacy) face-detection graph."""
+    mp = pytest.importorskip("mediapipe")
+    image = cv2.imread(str(data / "hamilton" / name))
+    height, width = image.shape[:2]
+    with mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.5) as graph:
+        found = graph.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).detections or []
+    theirs = []
+    for d in found:
+        b = d.location_data.relative_bounding_box
+        theirs.append((float(d.score[0]), Box(b.xmin * width, b.ymin * height, b.width * width, b.height * height)))
+    with FaceDetector(DetectorConfig(model="short", min_score_short=0.5, small_side=0)) as ours_detector:
+        ours = ours_detector.detect(image)
+    assert len(ours) == len(theirs) >= 1
+    for score, box in theirs:
+        best = max(ours, key=lambda o: o.box.iou(box))
+        assert best.box.iou(box) >= 0.95
+        assert abs(best.score - score) <= 0.01
