@@ -22,6 +22,7 @@ from edge.config import Config
 from edge.crops import CropStore
 from edge.detect import FaceDetector
 from edge.embed import Embedder
+from edge.errors import ConfigError
 from edge.gallery import Gallery
 from edge.pipeline import Pipeline, PipelineParts
 from edge.recognize import Recognizer
@@ -100,15 +101,15 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
                 stop.wait(0.2)  # nothing left to read (no cameras, or files that ended): idle, keep serving MQTT
             stored = pipeline.process(frame) if frame is not None else []
             now = time.monotonic()
-            if now - last_tick >= TICK_INTERVAL_S:
+            if now - last_tick >= TICK_INTERVAL_S:  # once a second, not per frame
                 stored += pipeline.tick(time.time(), now)
                 notify_systemd("WATCHDOG=1")
+                reporter.report(now)
                 last_tick = now
             if link is not None:
                 if stored:
                     link.notify_new_events()
                 apply_gallery_commands(link, sync, parts.gallery)
-            reporter.report(now)
         notify_systemd("STOPPING=1")
         log.info("edge stopping")
 
@@ -145,7 +146,7 @@ def apply_gallery_commands(link: Any, sync: GallerySync, gallery: Gallery) -> No
 
 
 class Reporter:
-    """Camera status changes (every loop) and periodic stats: to the log, and to MQTT when linked."""
+    """Camera status changes (checked every tick) and periodic stats: to the log, and to MQTT when linked."""
 
     def __init__(self, config: Config, pipeline: Pipeline, camera_set: CameraSet, link: Any) -> None:
         self.config, self.pipeline, self.camera_set, self.link = config, pipeline, camera_set, link
@@ -247,8 +248,6 @@ def replay_camera(config: Config, video: Path, camera_id: Optional[str], every_f
     if camera_id is not None:
         matches = [c for c in config.cameras if c.id == camera_id]
         if not matches:
-            from edge.errors import ConfigError
-
             known = ", ".join(c.id for c in config.cameras) or "none configured"
             raise ConfigError(f"--camera {camera_id}: no such camera in the config (cameras: {known})")
         base = matches[0]

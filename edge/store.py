@@ -176,10 +176,6 @@ def _utc_text(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime(_UTC_FORMAT)
 
 
-def _iso(moment: Optional[datetime]) -> Optional[str]:
-    return moment.isoformat() if moment is not None else None
-
-
 def _parse(text: Optional[str]) -> Optional[datetime]:
     return datetime.fromisoformat(text) if text is not None else None
 

@@ -146,11 +146,16 @@ def edge_command() -> list:  # type: ignore[type-arg]
     return [sys.executable, "-m", "edge"]
 
 
+def run_edge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real `edge` command (`python -m edge`) to completion, capturing its output."""
+    return subprocess.run([*edge_command(), *args], capture_output=True, text=True, timeout=timeout)
+
+
 def enroll_lin_manuel(db: Path, data: Path) -> None:
     """Enroll Lin-Manuel Miranda from his still into the gallery at `db`, through the real CLI."""
     photo = data / "hamilton" / "lin-manuel-miranda.png"
     args = ["--db", str(db), "enroll", "--person-id", "lin-manuel", "--name", "Lin-Manuel Miranda", str(photo)]
-    done = subprocess.run([*edge_command(), *args], capture_output=True, text=True, timeout=300)
+    done = run_edge(*args)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import enroll_lin_manuel, stored_events
+from support import enroll_lin_manuel, run_edge, stored_events
 
 from edge.crops import CropsConfig, CropStore
 
@@ -45,12 +43,7 @@ def test_replay_keeps_a_crop_per_unknown_face_only_when_asked(tmp_path: Path, da
             f"storage: {{database: {db}}}\ncrops: {{enabled: {str(enabled).lower()}, folder: {folder}}}\n"
         )
         start = "2026-11-23T09:00:00+00:00" if not enabled else "2026-11-25T09:00:00+00:00"
-        done = subprocess.run(
-            [sys.executable, "-m", "edge", "--config", str(config), "replay", clip, "--start", start],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_edge("--config", str(config), "replay", clip, "--start", start)
         assert done.returncode == 0, done.stderr
         printed = [json.loads(line) for line in done.stdout.splitlines()]
         unknown = {e["event_id"] for e in printed if e["type"] == "unknown_face"}

@@ -8,20 +8,23 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
-from support import RtspServer, enroll_lin_manuel, free_port, rtsp_unavailable, stored_events, wait_until
+from support import (
+    RtspServer,
+    edge_command,
+    enroll_lin_manuel,
+    free_port,
+    rtsp_unavailable,
+    run_edge,
+    stored_events,
+    wait_until,
+)
 
-EDGE = [sys.executable, "-m", "edge"]
 START = "2026-11-23T09:00:00+09:00"
-
-
-def edge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([*EDGE, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,9 @@ def check_hamilton_events(events: List[Dict[str, object]]) -> None:
 def test_replay_names_lin_manuel_once(tmp_path: Path, data: Path, enrolled_db: Path) -> None:
     db = copy_db(enrolled_db, tmp_path / "edge.db")
     config = write_config(tmp_path / "edge.yml", db, "  - {id: door, url: unused.mp4, role: entrance}\n")
-    done = edge("--config", str(config), "replay", str(data / "hamilton" / "short_hamilton_clip.mp4"), "--start", START)
+    done = run_edge(
+        "--config", str(config), "replay", str(data / "hamilton" / "short_hamilton_clip.mp4"), "--start", START
+    )
     assert done.returncode == 0, done.stderr
     printed = [json.loads(line) for line in done.stdout.splitlines()]
     stored = stored_events(db)
@@ -64,7 +69,7 @@ def test_replay_names_lin_manuel_once(tmp_path: Path, data: Path, enrolled_db: P
     assert str(entry["at"]).startswith("2026-11-23T09:00:0")  # on the clip's own timeline
     assert entry["model_id"] and entry["gallery_version"] == 1 and int(entry["frames"]) >= 3  # type: ignore[call-overload]
     # the same recording again: same decisions, new (never repeated) sequence numbers
-    again = edge(
+    again = run_edge(
         "--config",
         str(config),
         "replay",
@@ -77,7 +82,7 @@ def test_replay_names_lin_manuel_once(tmp_path: Path, data: Path, enrolled_db: P
     assert [e["type"] for e in second] == [e["type"] for e in printed]
     assert min(e["seq"] for e in second) > max(e["seq"] for e in printed)
     # a restart later the same day: the state is rebuilt from SQLite, so Lin-Manuel is already present
-    later = edge(
+    later = run_edge(
         "--config",
         str(config),
         "replay",
@@ -91,7 +96,7 @@ def test_replay_names_lin_manuel_once(tmp_path: Path, data: Path, enrolled_db: P
 
 def test_replay_of_people_walking_away_is_silent(tmp_path: Path, data: Path, enrolled_db: Path) -> None:
     db = copy_db(enrolled_db, tmp_path / "edge.db")
-    done = edge(
+    done = run_edge(
         "--db", str(db), "replay", str(data / "negatives" / "one-by-one-person-detection.mp4"), "--start", START
     )
     assert done.returncode == 0, done.stderr
@@ -127,7 +132,7 @@ def test_run_on_a_real_rtsp_stream_survives_a_server_restart(
     log_path = tmp_path / "edge.log"
     with open(log_path, "w") as log:
         daemon = subprocess.Popen(
-            [*EDGE, "--config", str(config), "run"], stdout=log, stderr=subprocess.STDOUT, text=True
+            [*edge_command(), "--config", str(config), "run"], stdout=log, stderr=subprocess.STDOUT, text=True
         )
     try:
 

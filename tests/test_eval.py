@@ -5,38 +5,28 @@ from __future__ import annotations
 
 import glob
 import json
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any, Dict
 
 import cv2
+from support import run_edge
 
 from edge.detect import DetectorConfig, FaceDetector
 
 
+def eval_lfw(*args: str) -> Dict[str, Any]:
+    """`edge eval lfw --json ARGS` through the real command; its JSON result."""
+    done = run_edge("eval", "lfw", "--json", *args, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
 def test_lfw_view1_accuracy_with_the_shipped_model(data: Path) -> None:
     lfw = data / "lfw-view1"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "eval",
-            "lfw",
-            "--json",
-            "--train-pairs",
-            str(lfw / "pairsDevTrain.txt"),
-            "--pairs",
-            str(lfw / "pairsDevTest.txt"),
-            "--images",
-            str(lfw / "lfw-deepfunneled"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)
+    result = eval_lfw(
+        "--train-pairs", str(lfw / "pairsDevTrain.txt"), "--pairs", str(lfw / "pairsDevTest.txt"),
+        "--images", str(lfw / "lfw-deepfunneled"),
+    )  # fmt: skip
     print({k: result[k] for k in ("accuracy", "threshold", "tar_at_far_1e-3", "no_face", "model_id")})
     assert {"accuracy", "threshold", "tar_at_far_1e-3", "no_face", "model_id"} <= set(result)
     assert result["pairs_count"] == 1000 and result["images"] == 4992
@@ -71,25 +61,7 @@ def test_ten_fold_protocol_on_a_view2_format_file(tmp_path: Path, data: Path) ->
     body = [ln for k in range(10) for ln in same[3 * k : 3 * k + 3] + diff[3 * k : 3 * k + 3]]
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("10 3\n" + "\n".join(body) + "\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "eval",
-            "lfw",
-            "--json",
-            "--pairs",
-            str(pairs),
-            "--images",
-            str(lfw / "lfw-deepfunneled"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)
+    result = eval_lfw("--pairs", str(pairs), "--images", str(lfw / "lfw-deepfunneled"))
     assert result["protocol"] == "10-fold cross-validation"
     assert len(result["fold_accuracies"]) == 10 and len(result["fold_thresholds"]) == 10
     assert result["accuracy"] == sum(result["fold_accuracies"]) / 10

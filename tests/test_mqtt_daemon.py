@@ -9,7 +9,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -21,10 +20,12 @@ import pytest
 from support import (
     Mosquitto,
     RtspServer,
+    edge_command,
     enroll_lin_manuel,
     free_port,
     mosquitto_unavailable,
     rtsp_unavailable,
+    run_edge,
     stored_events,
     wait_until,
 )
@@ -35,7 +36,6 @@ from edge.central import Central
 from edge.contract import Topics, validate
 from edge.store import EventContext, EventStore
 
-EDGE = [sys.executable, "-m", "edge"]
 SITE, DEVICE = "school", "door-box"
 TOPICS = Topics.of("edge/v1", SITE, DEVICE)
 
@@ -84,7 +84,7 @@ class Daemon:
     def start(self) -> Daemon:
         with open(self.log, "a") as out:
             self.proc = subprocess.Popen(
-                [*EDGE, "--config", str(self.config), "run"], stdout=out, stderr=subprocess.STDOUT, text=True
+                [*edge_command(), "--config", str(self.config), "run"], stdout=out, stderr=subprocess.STDOUT, text=True
             )
         return self
 
@@ -270,12 +270,7 @@ def test_gallery_pushed_by_the_central_is_used_then_erased(
     clip = data / "hamilton" / "short_hamilton_clip.mp4"
 
     def replay(start: str) -> List[dict]:  # type: ignore[type-arg]
-        done = subprocess.run(
-            [*EDGE, "--config", str(config), "replay", str(clip), "--start", start],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_edge("--config", str(config), "replay", str(clip), "--start", start)
         assert done.returncode == 0, done.stderr
         return [json.loads(line) for line in done.stdout.splitlines()]
 
