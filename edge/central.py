@@ -120,6 +120,7 @@ class Central:
         self._counts: Dict[str, int] = {}
         self._cond = threading.Condition()
         self._connected = threading.Event()
+        self._subscribe_mid: Optional[int] = None
         self._refused: Optional[str] = None
         self._closing = False
         self._client = self._make_client(client_id, username, password, tls)
@@ -145,6 +146,7 @@ class Central:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _load_ledgers(self) -> None:
@@ -247,8 +249,18 @@ class Central:
         tails = ["status", "cameras/+/status", "gallery/result"]
         if self.store_events:
             tails += ["events", "stats"]
-        client.subscribe([(f"{self.prefix}/+/+/{tail}", 1) for tail in tails])
+        _, self._subscribe_mid = client.subscribe([(f"{self.prefix}/+/+/{tail}", 1) for tail in tails])
         log.info("connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        # connected means subscribed: before the SUBACK, an event another client publishes could reach no one
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            self._refused = f"the broker refused the subscriptions ({', '.join(refused)})"
+            log.warning("broker %s:%s %s", self.host, self.port, self._refused)
+            return
         self._connected.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
