@@ -193,12 +193,16 @@ def close_past_days(
     tz: tzinfo,
     days: int = 7,
 ) -> List[AttendanceEvent]:
-    """The exits (and early leaves) of outings left open on the last `days` days: a box that was down at midnight
-    never ticked past their deadline. Each day is rebuilt from its stored events and ticked to `now`."""
+    """The exits (and early leaves) of outings left open on the last `days` days and on the last day with events
+    (however long ago: a box switched off for the holidays): a box that was down at midnight never ticked past
+    their deadline. Each day is rebuilt from its stored events and ticked to `now`."""
     closing: List[AttendanceEvent] = []
     today = now.astimezone(tz).date()
-    for back in range(days, 0, -1):
-        events = store.events_of_day(today - timedelta(days=back), tz)
+    recent = [today - timedelta(days=back) for back in range(days, 0, -1)]
+    last = store.last_day_before(today, tz)
+    earlier = [last] if last is not None and last < today - timedelta(days=days) else []
+    for day in earlier + recent:
+        events = store.events_of_day(day, tz)
         if not events:
             continue
         machine = AttendanceMachine(config, roles, groups)

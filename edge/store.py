@@ -370,6 +370,15 @@ class EventStore:
             params.extend(values)
         return self._select(" AND ".join(where), params)
 
+    def last_day_before(self, day: date, tz: tzinfo) -> Optional[date]:
+        """The local date of the latest event before `day` (None when there is none)."""
+        start = datetime.combine(day, time(0), tzinfo=tz)
+        with self._guard("reading the last day"):
+            row = self.db.conn.execute("SELECT max(at_utc) FROM events WHERE at_utc < ?", [_utc_text(start)]).fetchone()
+        if row[0] is None:
+            return None
+        return datetime.strptime(row[0], _UTC_FORMAT).replace(tzinfo=timezone.utc).astimezone(tz).date()
+
     def events_of_day(self, day: date, tz: tzinfo) -> List[AttendanceEvent]:
         """One local day's events for `AttendanceMachine.restore`: by the local date of `at`, in emission order."""
         start = datetime.combine(day, time(0), tzinfo=tz)

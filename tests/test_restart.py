@@ -41,6 +41,26 @@ def test_an_outing_left_open_yesterday_is_closed_once(tmp_path: Path) -> None:
         assert close_past_days(store, CONFIG, ROLES, {}, tuesday + timedelta(hours=1), KST) == []
 
 
+def test_an_outing_left_open_before_three_weeks_off_is_closed(tmp_path: Path) -> None:
+    friday = datetime(2026, 12, 18, 9, 0, tzinfo=KST)
+    context = EventContext(gallery_version=1, model_id="m", mono_time=0.0, wall_time=friday.timestamp())
+    with EventStore(tmp_path / "edge.db", "box") as store:
+        store.append([event(EventType.ENTRY, "ann", friday - timedelta(days=1))], context)  # thursday: closed
+        store.append([event(EventType.EXIT, "ann", friday - timedelta(days=1, hours=-8), "out")], context)
+        store.append([event(EventType.ENTRY, "ann", friday)], context)
+        store.append([event(EventType.OUTING_START, "ann", friday + timedelta(hours=2), "out")], context)
+        assert store.last_day_before(friday.date(), KST) == (friday - timedelta(days=1)).date()
+        after_holidays = datetime(2027, 1, 11, 8, 0, tzinfo=KST)  # the box was off for 24 days
+        assert store.last_day_before(after_holidays.date(), KST) == friday.date()
+        closing = close_past_days(store, CONFIG, ROLES, {}, after_holidays, KST)
+        assert [(e.type, e.person_id, e.at) for e in closing] == [
+            (EventType.EXIT, "ann", friday + timedelta(hours=2)),
+            (EventType.EARLY_LEAVE, "ann", friday + timedelta(hours=2)),
+        ]
+        store.append(closing, context)
+        assert close_past_days(store, CONFIG, ROLES, {}, after_holidays, KST) == []
+
+
 def test_events_refused_by_a_full_disk_are_kept_and_stored_later(tmp_path: Path) -> None:
     from edge.capture import CameraConfig
     from edge.embed import Embedder
