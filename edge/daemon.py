@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from edge import __version__
-from edge.capture import CameraConfig, CameraSet, CameraStats, FileSource
+from edge.capture import CameraConfig, CameraStats
+from edge.capture_file import FileSource
+from edge.capture_set import CameraSet
 from edge.config import Config
 from edge.crops import CropStore
 from edge.detect import FaceDetector

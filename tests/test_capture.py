@@ -20,18 +20,17 @@ from edge.capture import (
     Backoff,
     BackoffConfig,
     CameraConfig,
-    CameraSet,
     CameraState,
     CaptureError,
-    FileSource,
     Frame,
     LatestSlot,
-    LiveCamera,
     RateLimiter,
     RawFrame,
-    open_video,
     redact,
 )
+from edge.capture_file import FileSource
+from edge.capture_live import LiveCamera, open_video
+from edge.capture_set import CameraSet
 from edge.configtree import build
 from edge.errors import ConfigError
 

@@ -1,0 +1,302 @@
+"""Live cameras (RTSP, USB): opening a stream with OpenCV, and the capture thread that keeps the newest frame.
+
+See edge/capture.py for the shared types and the states a camera goes through.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Iterator, Optional
+
+import cv2
+
+from edge.capture import (
+    Backoff,
+    CameraConfig,
+    CameraState,
+    CameraStats,
+    CaptureError,
+    Clock,
+    Frame,
+    LatestSlot,
+    Opener,
+    RateLimiter,
+    RawFrame,
+    Reader,
+    SystemClock,
+    redact,
+)
+
+log = logging.getLogger("edge.capture")  # one logger for the capture stage, live or file
+
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+# ----------------------------------------------------------------------------------------------- opening streams
+
+
+class _EnvGate:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS is read by OpenCV when a capture opens. Opens that need the same value run
+    together; an open that needs a different value waits until they are done. The previous value is restored."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._value: Optional[str] = None
+        self._users = 0
+        self._saved: Optional[str] = None
+
+    @contextmanager
+    def hold(self, value: Optional[str]) -> Iterator[None]:
+        with self._cond:
+            while self._users and self._value != value:
+                self._cond.wait()
+            if not self._users:
+                self._saved = os.environ.get(FFMPEG_OPTIONS_ENV)
+                _set_env(value)
+                self._value = value
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if not self._users:
+                    _set_env(self._saved)
+                    self._cond.notify_all()
+
+
+def _set_env(value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop(FFMPEG_OPTIONS_ENV, None)
+    else:
+        os.environ[FFMPEG_OPTIONS_ENV] = value
+
+
+_ENV_GATE = _EnvGate()
+
+
+class CvReader:
+    """A cv2.VideoCapture behind the `Reader` protocol."""
+
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self.cap = cap
+
+    def read(self) -> Optional[RawFrame]:
+        ok, image = self.cap.read()
+        if not ok or image is None:
+            return None
+        pts_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        return RawFrame(image=image, pts=pts_ms / 1000.0 if pts_ms >= 0 else None)
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def open_video(config: CameraConfig) -> CvReader:
+    """Open the camera or file of `config` with OpenCV; raises CaptureError when it does not open."""
+    kind = config.source_kind
+    gstreamer = config.backend == "gstreamer" or (config.backend == "auto" and config.pipeline is not None)
+    if gstreamer:
+        source = (config.pipeline or config.url).replace("{url}", config.url)
+        cap = cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
+    elif kind == "usb":
+        device = int(config.url) if config.url.isdigit() else config.url
+        cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+    else:
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(config.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(config.read_timeout_s * 1000),
+        ]
+        with _ENV_GATE.hold(config.effective_ffmpeg_options):
+            cap = cv2.VideoCapture(config.url, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        backend = "gstreamer" if gstreamer else ("v4l2" if kind == "usb" else "ffmpeg")
+        hint = "; this OpenCV was built without GStreamer" if gstreamer and not _opencv_has_gstreamer() else ""
+        raise CaptureError(f"camera {config.id}: cannot open {redact(config.url)} ({backend}{hint})")
+    return CvReader(cap)
+
+
+@functools.lru_cache(maxsize=1)
+def _opencv_has_gstreamer() -> bool:
+    return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
+
+
+# ----------------------------------------------------------------------------------------------- live cameras
+
+
+class LiveCamera:
+    """A live camera: a thread reads continuously into a latest-frame slot; the pipeline takes frames from it.
+
+    Use as a context manager (starts the thread, closes on exit), or call `start()` and `close()`.
+    """
+
+    def __init__(
+        self,
+        config: CameraConfig,
+        clock: Optional[Clock] = None,
+        opener: Optional[Opener] = None,
+        wake: Optional[threading.Event] = None,
+    ) -> None:
+        self.config = config
+        self.camera_id = config.id
+        self._clock: Clock = clock or SystemClock()
+        self._opener: Opener = opener or open_video
+        self._wake = wake
+        self._stop = threading.Event()
+        self._slot = LatestSlot()
+        self._limiter = RateLimiter(config.max_fps)
+        self._backoff = Backoff(config.backoff)
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._seq = 0
+        self._skipped = 0
+        initial = CameraState.CONNECTING if config.enabled else CameraState.DISABLED
+        self._stats = CameraStats(camera_id=config.id, state=initial, reason="" if config.enabled else "disabled")
+
+    # -- the pipeline's side
+
+    def start(self) -> LiveCamera:
+        if self.config.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"capture-{self.camera_id}", daemon=True)
+            self._thread.start()
+        return self
+
+    def poll(self) -> Optional[Frame]:
+        return self.next_frame(0.0)
+
+    def next_frame(self, timeout: float) -> Optional[Frame]:
+        """The newest frame not yet delivered and due under max_fps, waiting up to `timeout` seconds."""
+        deadline = time.monotonic() + max(0.0, timeout)  # real time, only for waiting
+        while True:
+            frame = self._slot.take(max(0.0, deadline - time.monotonic()))
+            if frame is not None:
+                if self._limiter.admit(frame.mono):
+                    self._update(frames_delivered=self._stats.frames_delivered + 1)
+                    return frame
+                with self._lock:
+                    self._skipped += 1  # read, but arrived before it was due under max_fps
+            if self.finished or time.monotonic() >= deadline:
+                return None
+
+    def frames(self) -> Iterator[Frame]:
+        """Frames until the camera is closed."""
+        while not self.finished:
+            frame = self.next_frame(0.5)
+            if frame is not None:
+                yield frame
+
+    @property
+    def state(self) -> CameraState:
+        return self._stats.state
+
+    @property
+    def finished(self) -> bool:
+        return self._stats.state in (CameraState.STOPPED, CameraState.DISABLED)
+
+    def stats(self) -> CameraStats:
+        with self._lock:
+            return replace(self._stats, frames_dropped=self._slot.dropped + self._skipped)
+
+    def stop(self) -> None:
+        """Ask the thread to end (does not wait); `close` waits."""
+        self._stop.set()
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stop the thread and wait for it, at most `timeout` (default read_timeout_s + open_timeout_s)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(self.config.read_timeout_s + self.config.open_timeout_s if timeout is None else timeout)
+            if thread.is_alive():
+                log.warning("camera %s: capture thread did not end in time; leaving it (daemon)", self.camera_id)
+        if self.config.enabled:
+            self._set_state(CameraState.STOPPED, "closed")
+
+    def __enter__(self) -> LiveCamera:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- the capture thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            reason = self._session()
+            if self._stop.is_set():
+                break
+            self._fail(reason)
+            with self._lock:
+                delay = self._stats.backoff_s
+            if self._stop.wait(delay):
+                break
+            self._update(reconnects=self._stats.reconnects + 1)
+
+    def _session(self) -> str:
+        """Open, then read until the stream fails; returns why it ended."""
+        try:
+            reader = self._opener(self.config)
+        except CaptureError as exc:
+            return str(exc)
+        except Exception as exc:  # an unexpected library error must become a state, not kill the thread
+            return f"open failed: {type(exc).__name__}: {exc}"
+        try:
+            return self._pump(reader)
+        finally:
+            reader.release()
+
+    def _pump(self, reader: Reader) -> str:
+        while not self._stop.is_set():
+            try:
+                raw = reader.read()
+            except Exception as exc:  # same: a read error is a reconnect, not a dead thread
+                return f"read failed: {type(exc).__name__}: {exc}"
+            mono = self._clock.mono()
+            if raw is None:
+                return f"no frame (stream ended, failed or stalled > {self.config.read_timeout_s:g} s)"
+            frame = Frame(self.camera_id, self._seq, raw.image, self._clock.wall(), mono, raw.pts)
+            self._seq += 1
+            self._slot.put(frame)
+            self._update(frames_read=self._stats.frames_read + 1)
+            if self._stats.state is not CameraState.ONLINE:
+                self._online()
+            if self._wake is not None:
+                self._wake.set()
+        return "stopped"
+
+    def _online(self) -> None:
+        after = self._stats.failures
+        self._backoff.reset()
+        self._update(failures=0, backoff_s=0.0)
+        self._set_state(CameraState.ONLINE, "receiving frames" if not after else f"back after {after} failures")
+
+    def _fail(self, reason: str) -> None:
+        delay = self._backoff.next_delay()
+        self._update(failures=self._stats.failures + 1, backoff_s=delay, last_error=reason)
+        self._set_state(CameraState.RECONNECTING, reason)
+        log.debug("camera %s: %s; retrying in %.2f s", self.camera_id, reason, delay)
+
+    def _set_state(self, state: CameraState, reason: str) -> None:
+        with self._lock:
+            previous = self._stats.state
+            self._stats = replace(self._stats, state=state, reason=reason)
+        if state is previous:
+            return
+        if state is CameraState.RECONNECTING or (state is CameraState.ONLINE and previous is CameraState.RECONNECTING):
+            log.warning("camera %s: %s -> %s: %s", self.camera_id, previous.value, state.value, reason)
+        else:
+            log.info("camera %s: %s -> %s: %s", self.camera_id, previous.value, state.value, reason)
+
+    def _update(self, **changes: object) -> None:
+        with self._lock:
+            self._stats = replace(self._stats, **changes)  # type: ignore[arg-type]
