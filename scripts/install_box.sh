@@ -3,8 +3,16 @@
 #   sudo bash scripts/install_box.sh
 # Puts a virtualenv in /opt/edge/venv, the config in /etc/edge/edge.yml (kept if present), data in /var/lib/edge,
 # and the systemd unit edge.service (enabled, started once the config checks out).
+#   bash scripts/install_box.sh --print-config    prints the config it would write (no root needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+box_config() {  # the example config with the box's paths
+    sed -e 's|database: var/edge.db|database: /var/lib/edge/edge.db|' \
+        -e 's|  models_dir: null |  models_dir: /opt/edge/models |' config/edge.example.yml
+}
+if [ "${1:-}" = "--print-config" ]; then box_config; exit 0; fi
+
 [ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
@@ -19,9 +27,9 @@ install -d -m 0755 /etc/edge /opt/edge
 install -d -m 0755 /opt/edge/models
 install -m 0644 models/manifest.yml models/LICENSE-SFACE.txt models/README.md models/*.tflite /opt/edge/models/
 if [ ! -f /etc/edge/edge.yml ]; then
-    install -m 0640 -g edge config/edge.example.yml /etc/edge/edge.yml
-    sed -i -e 's|database: var/edge.db|database: /var/lib/edge/edge.db|' \
-        -e 's|  models_dir: null |  models_dir: /opt/edge/models |' /etc/edge/edge.yml
+    box_config > /etc/edge/edge.yml.new
+    install -m 0640 -g edge /etc/edge/edge.yml.new /etc/edge/edge.yml
+    rm -f /etc/edge/edge.yml.new
     echo "install_box: wrote /etc/edge/edge.yml from the example: set device, cameras and schedule, then"
     echo "             systemctl restart edge"
 fi

@@ -2,6 +2,7 @@
 # Install the system packages the boundary tests need (Debian 12 / Raspberry Pi OS / Ubuntu), as root:
 #   ffmpeg + GStreamer with gst-rtsp-server and PyGObject  -> scripts/rtsp_server.py, a real RTSP camera
 #   mosquitto                                               -> a real MQTT broker (tests start their own)
+#   systemd                                                 -> systemd-analyze checks systemd/edge.service offline
 # Idempotent: packages already installed are skipped, and when all are present it exits at once (<1 s).
 # The mosquitto service is stopped and disabled: tests start their own broker on a loopback port.
 set -euo pipefail
@@ -18,6 +19,7 @@ PACKAGES=(
     gstreamer1.0-plugins-ugly
     gstreamer1.0-libav
     mosquitto
+    systemd
 )
 
 missing=()
