@@ -19,6 +19,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from edge.errors import EdgeError
+from edge.private import private_file
 
 log = logging.getLogger("edge.central")
 migrations = Migrations("edge.central")
@@ -154,7 +155,7 @@ class CentralStore:
         self.path = str(path)
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                private_file(Path(self.path))
             conn = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False)
             self.db = Database(conn)
             if self.path != ":memory:":

@@ -16,6 +16,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from edge.private import private_dir, write_private
+
 log = logging.getLogger("edge.crops")
 PURGE_INTERVAL_S = 3600.0
 
@@ -40,14 +42,16 @@ class CropStore:
         self.config = config
         self._last_purge: Optional[float] = None
         if config.enabled:
-            config.folder.mkdir(parents=True, exist_ok=True)
+            private_dir(config.folder)
 
     def save(self, event_id: str, crop: np.ndarray) -> Optional[Path]:
         """Write one crop; a failure (disk full, permissions) is logged, never raised: the event is what matters."""
         path = self.config.folder / f"{event_id}.jpg"
         try:
-            if not cv2.imwrite(str(path), crop, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if not ok:
                 raise OSError("the JPEG encoder refused it")
+            write_private(path, jpeg.tobytes())
         except (OSError, cv2.error) as exc:
             log.warning("could not write the crop of %s to %s: %s", event_id, path, exc)
             return None

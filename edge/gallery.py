@@ -16,6 +16,7 @@ from sqlite_utils.migrations import Migrations
 
 from edge.errors import GalleryError
 from edge.match import GalleryIndex
+from edge.private import private_file
 
 migrations = Migrations("edge.gallery")
 
@@ -92,16 +93,16 @@ class Gallery:
 
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if str(path) != ":memory:":
+                private_file(self.path)
             conn = sqlite3.connect(str(path), timeout=10.0)
             self.db = Database(conn)
             if str(path) != ":memory:":
                 self.db.enable_wal()
             self.db.execute("PRAGMA foreign_keys = ON")
             migrations.apply(self.db)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise GalleryError(f"{path}: cannot open the gallery database ({exc})") from exc
         self._index: Optional[Tuple[str, GalleryIndex]] = None
 

@@ -54,6 +54,7 @@ from sqlite_utils.migrations import Migrations
 
 from edge.attendance import AttendanceEvent, EventType
 from edge.errors import EdgeError
+from edge.private import private_file
 
 migrations = Migrations("edge.events")
 
@@ -248,9 +249,9 @@ class EventStore:
         self.path = Path(path)
         self.device_id = device_id
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot create the folder of the event store ({exc})") from exc
+            raise StoreError(f"{self.path}: cannot create the event store or its folder ({exc})") from exc
         conn: Optional[sqlite3.Connection] = None
         try:
             conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)

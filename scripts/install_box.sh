@@ -15,12 +15,21 @@ if [ "${1:-}" = "--print-config" ]; then box_config; exit 0; fi
 
 [ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
 
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-    || { echo "install_box: Python 3.10+ is needed" >&2; exit 1; }
+# The system's Python (the service user must be able to run it: not one under /root, e.g. pyenv); PYTHON overrides.
+PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || { echo "install_box: $PYTHON is older than 3.10; edge needs Python 3.10+" >&2; exit 1; }
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+    || { echo "install_box: $PYTHON cannot make a virtualenv: apt install python3-venv" >&2; exit 1; }
 id edge >/dev/null 2>&1 || useradd --system --home /var/lib/edge --shell /usr/sbin/nologin --groups video edge
 install -d -o edge -g edge -m 0750 /var/lib/edge
 install -d -m 0755 /etc/edge /opt/edge
-[ -x /opt/edge/venv/bin/python ] || python3 -m venv /opt/edge/venv
+[ -x /opt/edge/venv/bin/python ] || "$PYTHON" -m venv /opt/edge/venv
+if ! runuser -u edge -- /opt/edge/venv/bin/python -c '' 2>/dev/null; then
+    echo "install_box: the edge user cannot run /opt/edge/venv/bin/python ($(readlink -f /opt/edge/venv/bin/python));" \
+        "remove /opt/edge/venv and set PYTHON to a system-wide Python 3.10+" >&2
+    exit 1
+fi
 /opt/edge/venv/bin/python -m pip install --quiet --upgrade pip
 /opt/edge/venv/bin/python -m pip install --quiet .
 # the model is data, not code: it lives beside the venv and the config points at it
@@ -34,10 +43,18 @@ if [ ! -f /etc/edge/edge.yml ]; then
     echo "             systemctl restart edge"
 fi
 install -m 0644 systemd/edge.service /etc/systemd/system/edge.service
+if ! /opt/edge/venv/bin/edge check-config /etc/edge/edge.yml; then
+    echo "install_box: fix /etc/edge/edge.yml (see the error above), then: systemctl restart edge" >&2
+    config_ok=0
+else
+    config_ok=1
+fi
+if [ ! -d /run/systemd/system ]; then  # a container or a chroot: installed, but nothing to enable here
+    echo "install_box: systemd is not running; installed only (run: sudo -u edge /opt/edge/venv/bin/edge --config /etc/edge/edge.yml run)"
+    exit 0
+fi
 systemctl daemon-reload
 systemctl enable edge.service
-if /opt/edge/venv/bin/edge check-config /etc/edge/edge.yml; then
+if [ "$config_ok" = 1 ]; then
     systemctl restart edge.service
-else
-    echo "install_box: fix /etc/edge/edge.yml (see the error above), then: systemctl restart edge" >&2
 fi

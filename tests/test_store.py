@@ -390,7 +390,7 @@ def test_a_file_that_is_not_sqlite_is_a_store_error(tmp_path: Path) -> None:
 def test_an_unusable_folder_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(StoreError, match="cannot create the folder") as caught:
+    with pytest.raises(StoreError, match="cannot create the event store or its folder") as caught:
         EventStore(blocker / "events.db", DEVICE)
     assert str(blocker / "events.db") in str(caught.value)
     with pytest.raises(StoreError, match="cannot open"):
