@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from sqlite_utils.migrations import Migrations
 from edge.errors import GalleryError
 from edge.match import GalleryIndex
 from edge.private import private_file
+
+log = logging.getLogger("edge.gallery")
 
 migrations = Migrations("edge.gallery")
 
@@ -101,6 +104,9 @@ class Gallery:
             if str(path) != ":memory:":
                 self.db.enable_wal()
             self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute(
+                "PRAGMA secure_delete = ON"
+            )  # deleted rows are overwritten with zeros, not left in free pages
             migrations.apply(self.db)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise GalleryError(f"{path}: cannot open the gallery database ({exc})") from exc
@@ -186,6 +192,8 @@ class Gallery:
         with self.db.atomic():
             self._write_person(person_id, name, embeddings, metadata, replace)
             self._bump()
+        if replace:
+            self._scrub_wal()
         return self.version
 
     def put_people(self, people: Sequence[PersonRecord], replace_all: bool = False) -> int:
@@ -197,6 +205,7 @@ class Gallery:
             for rec in people:
                 self._write_person(rec.person_id, rec.name, rec.embeddings, rec.metadata, replace=True)
             self._bump()
+        self._scrub_wal()
         return self.version
 
     def _write_person(
@@ -256,7 +265,19 @@ class Gallery:
             self.db.execute("DELETE FROM embeddings WHERE person_id = ?", [person_id])
             self.db.execute("DELETE FROM people WHERE person_id = ?", [person_id])
             self._bump()
+        self._scrub_wal()
         return self.version
+
+    def _scrub_wal(self) -> None:
+        """After biometric data was deleted or replaced: copy the WAL into the database and empty it, so the old page
+        images that still hold it are gone from disk too (secure_delete zeroes them in the database itself)."""
+        if str(self.path) == ":memory:":
+            return
+        busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning(
+                "%s: a reader kept the write-ahead log busy; removed data leaves it at the next checkpoint", self.path
+            )
 
     def iter_export(self) -> Iterator[Dict[str, Any]]:
         for person in self.people():

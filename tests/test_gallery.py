@@ -67,6 +67,23 @@ def test_remove_erases_every_embedding(tmp_path: Path) -> None:
         assert g.index(MODEL).people == ("p2",)
 
 
+def test_removed_biometric_data_is_gone_from_the_files_not_only_from_the_tables(tmp_path: Path) -> None:
+    db = tmp_path / "g.db"
+    removed, replaced, kept = emb(11), emb(12), emb(13)
+    with Gallery(db) as g, Gallery(db) as reader:
+        reader.people()  # a second connection, as in the daemon (the event store shares the file)
+        g.put_person("p1", "Zephyrine Quillfeather", [removed])
+        g.put_person("p2", "Bob", [replaced])
+        g.put_person("p2", "Bob", [kept], replace=True)  # Bob's old embedding is replaced
+        g.remove_person("p1")
+        files = [f for f in (db, tmp_path / "g.db-wal") if f.exists()]
+        raw = b"".join(f.read_bytes() for f in files)
+        assert removed.vector.astype(np.float32).tobytes() not in raw
+        assert replaced.vector.astype(np.float32).tobytes() not in raw
+        assert b"Zephyrine" not in raw
+        assert kept.vector.astype(np.float32).tobytes() in raw  # the check can see a vector that is there
+
+
 def test_index_is_per_model_and_follows_the_version(tmp_path: Path) -> None:
     with Gallery(tmp_path / "g.db") as g:
         g.put_person("p1", "Ann", [emb(1)])

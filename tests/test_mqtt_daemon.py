@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -283,11 +284,17 @@ def test_gallery_pushed_by_the_central_is_used_then_erased(
         assert result["status"] == "ok", result
         assert wait_until(lambda: central.status_of(SITE, DEVICE)["gallery_version"] == result["gallery_version"], 10)  # type: ignore[index]
         assert [e["person_id"] for e in replay("2026-11-23T09:00:00+09:00") if e["person_id"]] == ["lin-manuel"]
+        with closing(sqlite3.connect(db)) as conn:
+            vectors = [row[0] for row in conn.execute("SELECT vector FROM embeddings WHERE person_id = 'lin-manuel'")]
+        assert vectors
         removal = central.push(SITE, DEVICE, central_mod.remove("lin-manuel", base_version=result["gallery_version"]))
         assert removal["status"] == "ok", removal
-        with sqlite3.connect(db) as conn:
+        with closing(sqlite3.connect(db)) as conn:
             assert conn.execute("SELECT COUNT(*) FROM embeddings WHERE person_id = 'lin-manuel'").fetchone()[0] == 0
             assert conn.execute("SELECT COUNT(*) FROM people WHERE person_id = 'lin-manuel'").fetchone()[0] == 0
+        # erased from the files too: not in free pages of the database, not in its write-ahead log
+        raw = b"".join(f.read_bytes() for f in (db, db.with_name(db.name + "-wal")) if f.exists())
+        assert not any(vector in raw for vector in vectors) and b"Lin-Manuel Miranda" not in raw
         assert [e for e in replay("2026-11-24T09:00:00+09:00") if e["person_id"]] == []
         assert daemon.stop() == 0
     finally:
