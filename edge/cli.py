@@ -233,9 +233,15 @@ def gallery_export(app: AppContext, file: Path) -> None:
     if str(file) == "-":
         click.echo(text)
     else:
+        from edge.private import write_private
+
         tmp = file.with_name(file.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(file)
+        try:
+            write_private(tmp, text.encode("utf-8"))  # embeddings are biometric data: owner-only, like the database
+            tmp.replace(file)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise click.ClickException(f"cannot write {file}: {exc.strerror or exc}") from None
         click.echo(f"exported to {file}", err=True)
 
 

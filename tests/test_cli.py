@@ -151,6 +151,9 @@ def test_gallery_export_import_show_remove_round_trip(tmp_path: Path) -> None:
     assert runner.invoke(main, ["--db", str(src), "gallery", "export", str(exported)]).exit_code == 0
     doc = json.loads(exported.read_text())
     assert doc["format"] == "edge-gallery" and [p["person_id"] for p in doc["people"]] == ["s1", "s2"]
+    assert exported.stat().st_mode & 0o777 == 0o600  # embeddings are biometric data
+    nowhere = runner.invoke(main, ["--db", str(src), "gallery", "export", str(tmp_path / "no" / "g.json")])
+    assert nowhere.exit_code == 1 and "cannot write" in nowhere.output and "Traceback" not in nowhere.output
     dst = tmp_path / "b.db"
     imported = runner.invoke(main, ["--db", str(dst), "gallery", "import", str(exported)])
     assert imported.exit_code == 0 and "imported 2 people" in imported.output
