@@ -9,11 +9,13 @@ import functools
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator, Optional
+from urllib.parse import urlsplit
 
 import cv2
 
@@ -110,6 +112,8 @@ def open_video(config: CameraConfig) -> CvReader:
         device = int(config.url) if config.url.isdigit() else config.url
         cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
     else:
+        if kind == "rtsp":
+            reach(config)
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             int(config.open_timeout_s * 1000),
@@ -124,6 +128,30 @@ def open_video(config: CameraConfig) -> CvReader:
         hint = "; this OpenCV was built without GStreamer" if gstreamer and not _opencv_has_gstreamer() else ""
         raise CaptureError(f"camera {config.id}: cannot open {redact(config.url)} ({backend}{hint})")
     return CvReader(cap)
+
+
+RTSP_PORTS = {"rtsp": 554, "rtsps": 322}
+
+
+def reach(config: CameraConfig) -> None:
+    """Connect to the camera's RTSP port (TCP, also used for the control channel of RTSP over UDP) before OpenCV does.
+
+    OpenCV's FFmpeg backend opens one stream at a time per process (a global lock around the open): a camera whose
+    host is down would hold every other camera's (re)connection for up to its open timeout. An unreachable or
+    refusing host fails here instead, outside that lock; only a host that answers TCP is handed to FFmpeg.
+    """
+    parts = urlsplit(config.url)
+    try:
+        host, port = parts.hostname, parts.port or RTSP_PORTS.get(parts.scheme.lower(), 554)
+    except ValueError as exc:
+        raise CaptureError(f"camera {config.id}: bad address in {redact(config.url)} ({exc})") from None
+    if not host:
+        raise CaptureError(f"camera {config.id}: no host in {redact(config.url)}")
+    try:
+        socket.create_connection((host, port), timeout=config.open_timeout_s).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        raise CaptureError(f"camera {config.id}: cannot reach {host}:{port} ({reason})") from None
 
 
 @functools.lru_cache(maxsize=1)

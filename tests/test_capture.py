@@ -360,6 +360,45 @@ def test_live_camera_reconnects_after_the_server_restarts(
     assert any("reconnecting -> online" in m for m in messages), messages
 
 
+def test_a_refused_rtsp_host_fails_before_opencv_with_a_clear_reason() -> None:
+    port = free_port()
+    with pytest.raises(CaptureError, match=rf"camera gone: cannot reach 127\.0\.0\.1:{port} \(.*refused") as caught:
+        open_video(live_config("gone", f"rtsp://admin:s3cret@127.0.0.1:{port}/stream"))
+    assert "s3cret" not in str(caught.value)
+
+
+TEST_NET = "192.0.2.10"  # RFC 5737 TEST-NET-1: never routed, so a connection to it hangs until a timeout
+
+
+def test_a_camera_whose_host_is_down_does_not_hold_the_others_open(clip: Path) -> None:
+    started = time.monotonic()
+    try:
+        socket.create_connection((TEST_NET, 554), timeout=2.0).close()
+        pytest.skip(f"{TEST_NET}:554 answered on this network")
+    except OSError:
+        if time.monotonic() - started < 1.0:
+            pytest.skip(f"this network fails {TEST_NET} at once: no hanging connection to test with")
+    errors: List[str] = []
+
+    def open_dead() -> None:
+        try:
+            open_video(live_config("dead", f"rtsp://{TEST_NET}/stream", open_timeout_s=2.0))
+        except CaptureError as exc:
+            errors.append(str(exc))
+
+    dead = threading.Thread(target=open_dead)
+    dead.start()
+    time.sleep(0.1)
+    reader = open_video(live_config("door", str(clip), kind="file"))  # FFmpeg too: OpenCV's open lock is shared
+    try:
+        assert reader.read() is not None
+        assert dead.is_alive(), "the working camera's open waited for the dead one"
+    finally:
+        reader.release()
+        dead.join(10)
+    assert len(errors) == 1 and f"cannot reach {TEST_NET}:554" in errors[0], errors
+
+
 def test_unreachable_cameras_back_off_while_a_working_one_keeps_delivering(
     rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -371,8 +410,8 @@ def test_unreachable_cameras_back_off_while_a_working_one_keeps_delivering(
     configs = [
         live_config("good", rtsp_server.url, max_fps=10.0),
         live_config("refused", closed),
-        # OpenCV serialises FFmpeg opens process-wide: each silent attempt holds every other open for
-        # open_timeout_s, so this one retries rarely and the refused camera still gets its turns.
+        # OpenCV serialises FFmpeg opens process-wide: each silent attempt (TCP answers, so it reaches FFmpeg) holds
+        # every other FFmpeg open for open_timeout_s, so this one retries rarely.
         live_config("silent", silent, open_timeout_s=1.0, backoff=BackoffConfig(initial_s=2.0, max_s=4.0, jitter=0.0)),
     ]
     try:
@@ -400,8 +439,11 @@ def test_unreachable_cameras_back_off_while_a_working_one_keeps_delivering(
     assert stats["good"].state is CameraState.ONLINE
     for name in ("refused", "silent"):
         assert stats[name].state is CameraState.RECONNECTING, stats[name]
-        assert "cannot open" in (stats[name].last_error or "")
-    assert stats["refused"].failures >= 3 and backoffs[:3] == [0.1, 0.2, 0.4], backoffs
+    assert "cannot reach" in (stats["refused"].last_error or "")  # refused before OpenCV is asked
+    assert "cannot open" in (stats["silent"].last_error or "")  # TCP answers, RTSP does not: FFmpeg's open times out
+    # the waits grow 0.1, 0.2, 0.4 up to max_s 0.8 (sampled: the first ones may pass between two looks)
+    assert stats["refused"].failures >= 3 and backoffs == sorted(backoffs) and backoffs[-1] == 0.8, backoffs
+    assert set(backoffs) <= {0.1, 0.2, 0.4, 0.8} and len(backoffs) >= 2, backoffs
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("camera refused:" in m for m in warned) == 1, warned
     assert sum("camera silent:" in m for m in warned) == 1, warned
