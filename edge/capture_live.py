@@ -109,6 +109,7 @@ def open_video(config: CameraConfig) -> CvReader:
         source = (config.pipeline or config.url).replace("{url}", config.url)
         cap = cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
     elif kind == "usb":
+        check_device(config)
         device = int(config.url) if config.url.isdigit() else config.url
         cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
     else:
@@ -128,6 +129,17 @@ def open_video(config: CameraConfig) -> CvReader:
         hint = "; this OpenCV was built without GStreamer" if gstreamer and not _opencv_has_gstreamer() else ""
         raise CaptureError(f"camera {config.id}: cannot open {redact(config.url)} ({backend}{hint})")
     return CvReader(cap)
+
+
+def check_device(config: CameraConfig) -> None:
+    """A USB camera's device node exists and this user may open it; CaptureError saying which is not the case."""
+    path = f"/dev/video{config.url}" if config.url.isdigit() else config.url
+    if not os.path.exists(path):
+        raise CaptureError(f"camera {config.id}: no such device {path} (is the USB camera plugged in?)")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise CaptureError(
+            f"camera {config.id}: no permission to open {path} (the user running edge must be in the 'video' group)"
+        )
 
 
 RTSP_PORTS = {"rtsp": 554, "rtsps": 322}

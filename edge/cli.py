@@ -333,6 +333,11 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        import cv2
+
+        # edge logs each camera state change once; OpenCV would add its own warnings on every reconnect attempt
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
 
 
 @main.command()

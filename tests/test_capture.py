@@ -367,6 +367,18 @@ def test_a_refused_rtsp_host_fails_before_opencv_with_a_clear_reason() -> None:
     assert "s3cret" not in str(caught.value)
 
 
+def test_a_missing_or_forbidden_usb_camera_says_which(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("/dev/video97", "97"):
+        with pytest.raises(
+            CaptureError, match="camera usb: no such device /dev/video97 \\(is the USB camera plugged in"
+        ):
+            open_video(CameraConfig("usb", url))
+    monkeypatch.setattr("edge.capture_live.os.path.exists", lambda path: True)
+    monkeypatch.setattr("edge.capture_live.os.access", lambda path, mode: False)
+    with pytest.raises(CaptureError, match="no permission to open /dev/video97 .*'video' group"):
+        open_video(CameraConfig("usb", "/dev/video97"))
+
+
 TEST_NET = "192.0.2.10"  # RFC 5737 TEST-NET-1: never routed, so a connection to it hangs until a timeout
 
 
