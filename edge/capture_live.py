@@ -146,11 +146,12 @@ RTSP_PORTS = {"rtsp": 554, "rtsps": 322}
 
 
 def reach(config: CameraConfig) -> None:
-    """Connect to the camera's RTSP port (TCP, also used for the control channel of RTSP over UDP) before OpenCV does.
+    """Ask the camera for its RTSP OPTIONS over TCP (the control channel, also for RTP over UDP) before OpenCV does.
 
     OpenCV's FFmpeg backend opens one stream at a time per process (a global lock around the open): a camera whose
-    host is down would hold every other camera's (re)connection for up to its open timeout. An unreachable or
-    refusing host fails here instead, outside that lock; only a host that answers TCP is handed to FFmpeg.
+    host is down, or whose RTSP service hangs, would hold every other camera's (re)connection for up to its open
+    timeout. Those fail here instead, outside that lock; only a camera that answers RTSP is handed to FFmpeg. (Any
+    answer counts, 401 included: credentials are FFmpeg's business. rtsps:// is only checked for TCP.)
     """
     parts = urlsplit(config.url)
     try:
@@ -159,11 +160,35 @@ def reach(config: CameraConfig) -> None:
         raise CaptureError(f"camera {config.id}: bad address in {redact(config.url)} ({exc})") from None
     if not host:
         raise CaptureError(f"camera {config.id}: no host in {redact(config.url)}")
+    timeout = config.open_timeout_s
     try:
-        socket.create_connection((host, port), timeout=config.open_timeout_s).close()
+        conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
         raise CaptureError(f"camera {config.id}: cannot reach {host}:{port} ({reason})") from None
+    with conn:
+        if parts.scheme.lower() != "rtsp":
+            return
+        where = parts.netloc.rsplit("@", 1)[-1]  # the address without credentials
+        target = f"rtsp://{where}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
+        request = f"OPTIONS {target} RTSP/1.0\r\nCSeq: 1\r\nUser-Agent: edge\r\n\r\n"
+        reply = b""
+        try:
+            conn.settimeout(timeout)
+            conn.sendall(request.encode("ascii", "replace"))
+            while len(reply) < 5:
+                chunk = conn.recv(16)
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError as exc:
+            failure = "no answer within the open timeout" if isinstance(exc, socket.timeout) else str(exc)
+        else:
+            failure = "it closed the connection" if not reply else "the answer is not RTSP"
+        if not reply.startswith(b"RTSP/"):
+            raise CaptureError(
+                f"camera {config.id}: {host}:{port} accepts connections but does not speak RTSP ({failure})"
+            )
 
 
 @functools.lru_cache(maxsize=1)

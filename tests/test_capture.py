@@ -379,6 +379,55 @@ def test_a_missing_or_forbidden_usb_camera_says_which(monkeypatch: pytest.Monkey
         open_video(CameraConfig("usb", "/dev/video97"))
 
 
+def test_a_silent_rtsp_service_does_not_hold_the_others_open(clip: Path) -> None:
+    silent = socket.socket()  # accepts TCP connections (kernel backlog) but never says a word: a hung camera
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    errors: List[str] = []
+
+    def open_silent() -> None:
+        try:
+            open_video(live_config("hung", f"rtsp://127.0.0.1:{silent.getsockname()[1]}/x", open_timeout_s=2.0))
+        except CaptureError as exc:
+            errors.append(str(exc))
+
+    hung = threading.Thread(target=open_silent)
+    try:
+        hung.start()
+        time.sleep(0.2)
+        reader = open_video(live_config("door", str(clip), kind="file"))  # FFmpeg too: OpenCV's open lock is shared
+        try:
+            assert reader.read() is not None
+            assert hung.is_alive(), "the working camera's open waited for the hung one"
+        finally:
+            reader.release()
+            hung.join(10)
+    finally:
+        silent.close()
+    assert len(errors) == 1 and "accepts connections but does not speak RTSP (no answer" in errors[0], errors
+
+
+def test_a_service_that_is_not_rtsp_is_named_as_such() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer_http() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    helper = threading.Thread(target=answer_http, daemon=True)
+    helper.start()
+    try:
+        with pytest.raises(CaptureError, match="does not speak RTSP \\(the answer is not RTSP\\)"):
+            open_video(live_config("web", f"rtsp://127.0.0.1:{server.getsockname()[1]}/x"))
+    finally:
+        helper.join(5)
+        server.close()
+
+
 TEST_NET = "192.0.2.10"  # RFC 5737 TEST-NET-1: never routed, so a connection to it hangs until a timeout
 
 
@@ -422,8 +471,7 @@ def test_unreachable_cameras_back_off_while_a_working_one_keeps_delivering(
     configs = [
         live_config("good", rtsp_server.url, max_fps=10.0),
         live_config("refused", closed),
-        # OpenCV serialises FFmpeg opens process-wide: each silent attempt (TCP answers, so it reaches FFmpeg) holds
-        # every other FFmpeg open for open_timeout_s, so this one retries rarely.
+        # a silent camera waits out its open_timeout_s (outside OpenCV's open lock) before each retry
         live_config("silent", silent, open_timeout_s=1.0, backoff=BackoffConfig(initial_s=2.0, max_s=4.0, jitter=0.0)),
     ]
     try:
@@ -452,7 +500,7 @@ def test_unreachable_cameras_back_off_while_a_working_one_keeps_delivering(
     for name in ("refused", "silent"):
         assert stats[name].state is CameraState.RECONNECTING, stats[name]
     assert "cannot reach" in (stats["refused"].last_error or "")  # refused before OpenCV is asked
-    assert "cannot open" in (stats["silent"].last_error or "")  # TCP answers, RTSP does not: FFmpeg's open times out
+    assert "does not speak RTSP (no answer" in (stats["silent"].last_error or "")  # TCP answers, RTSP does not
     # the waits grow 0.1, 0.2, 0.4 up to max_s 0.8 (sampled: the first ones may pass between two looks)
     assert stats["refused"].failures >= 3 and backoffs == sorted(backoffs) and backoffs[-1] == 0.8, backoffs
     assert set(backoffs) <= {0.1, 0.2, 0.4, 0.8} and len(backoffs) >= 2, backoffs
