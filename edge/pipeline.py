@@ -5,11 +5,12 @@ it) -> vote -> attendance machine -> event store. Used by `edge run` (live camer
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -71,7 +72,12 @@ class Pipeline:
         """Only with crops enabled: the best aligned face of each recent track, for its unknown_face event."""
         self.quality, self.matcher, self.tz = quality, matcher, tz
         self.cameras = {c.id: c for c in cameras}
-        self.trackers = {c.id: Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side) for c in cameras}
+        today = parts.store.events_of_day(now.astimezone(tz).date(), tz)
+        self.run_id = new_run_id({e.track_id for e in today})
+        self.trackers = {
+            c.id: Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side, run_id=self.run_id)
+            for c in cameras
+        }
         roles = {c.id: CameraRole(c.role) for c in cameras}
         self.machine = AttendanceMachine(attendance, roles, groups_of(parts.gallery))
         self._groups_version = parts.gallery.version
@@ -81,7 +87,6 @@ class Pipeline:
         if overdue:
             log.info("closed %d outings left open on earlier days (the box was down at midnight)", len(overdue))
             self._store(overdue, 0.0, now.timestamp(), parts.gallery.version)
-        today = parts.store.events_of_day(now.astimezone(tz).date(), tz)
         self.machine.restore(today)
         if today:
             log.info("restored today's attendance from %d stored events", len(today))
@@ -209,6 +214,16 @@ def close_past_days(
         machine.restore(events)
         closing.extend(e for e in machine.tick(now) if e.at.astimezone(tz).date() < today)
     return closing
+
+
+def new_run_id(taken: Set[str]) -> str:
+    """A short random token for this run's track ids (`<camera>-<run>-<n>`), used by none of `taken` (today's
+    stored track ids): the attendance machine restores today's announced tracks by id, so a new run must not reuse
+    one, or the day's first unknown faces after a restart would be taken for tracks already announced."""
+    while True:
+        run_id = secrets.token_hex(3)
+        if not any(f"-{run_id}-" in track_id for track_id in taken):
+            return run_id
 
 
 def groups_of(gallery: Gallery) -> Mapping[str, str]:

@@ -177,6 +177,7 @@ class Tracker:
         line: Optional[Line] = None,
         in_side: Literal["left", "right"] = "left",
         frame_size: Tuple[int, int] = (1, 1),
+        run_id: str = "",
     ) -> None:
         if role == "line" and line is None:
             raise ValueError("line must be given for a line camera")
@@ -188,6 +189,8 @@ class Tracker:
         self.frame_size = frame_size
         self._tracks: Dict[str, _Track] = {}
         self._ids = itertools.count(1)
+        self._id_prefix = f"{camera_id}-{run_id}-" if run_id else f"{camera_id}-"
+        """Track ids are `<camera>-<run>-<n>`: `n` restarts with the process, `run` makes them unique across runs."""
         self.stats: Counter[str] = Counter()
 
     @property
@@ -216,7 +219,7 @@ class Tracker:
         return out
 
     def _start(self, det: Detection, mono: float) -> _Track:
-        track = _Track(f"{self.camera_id}-{next(self._ids)}", det.box, (0.0, 0.0), mono, mono, best_score=det.score)
+        track = _Track(f"{self._id_prefix}{next(self._ids)}", det.box, (0.0, 0.0), mono, mono, best_score=det.score)
         track.side = self._side(det.box)
         self._tracks[track.track_id] = track
         self.stats["tracks"] += 1

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
+
 from edge.attendance import AttendanceConfig, AttendanceEvent, CameraRole, EventType
-from edge.pipeline import close_past_days
+from edge.gallery import Gallery
+from edge.pipeline import Pipeline, close_past_days
 from edge.schedule import ScheduleConfig, SessionConfig
 from edge.store import EventContext, EventStore
 
@@ -104,3 +107,41 @@ def test_events_refused_by_a_full_disk_are_kept_and_stored_later(tmp_path: Path)
         stored = pipeline._store([], 3.0, now.timestamp(), 0)  # the disk has room again
         assert [(s.seq, s.event.person_id) for s in stored] == [(1, "ann"), (2, "bob")]
         assert pipeline._store([], 4.0, now.timestamp(), 0) == []  # nothing stored twice
+
+
+def restart_pipeline(store: EventStore, gallery: Gallery, now: datetime) -> Pipeline:
+    from edge.capture import CameraConfig
+    from edge.embed import Embedder
+    from edge.match import MatcherConfig
+    from edge.pipeline import PipelineParts
+    from edge.quality import QualityConfig
+    from edge.track import TrackerConfig
+
+    class NoFaces:
+        def detect(self, image):  # type: ignore[no-untyped-def]
+            return []
+
+    parts = PipelineParts(detector=NoFaces(), embedder=Embedder(), gallery=gallery, store=store)
+    cameras = [CameraConfig("door", "door.mp4")]
+    return Pipeline(parts, cameras, QualityConfig(), MatcherConfig(), TrackerConfig(), CONFIG, KST, now)
+
+
+def test_the_first_unknown_face_after_a_restart_is_announced(tmp_path: Path) -> None:
+    """Track ids restart with the process: they must not collide with the tracks already announced today."""
+    from edge.attendance import Sighting
+    from edge.faces import Box, Detection
+
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=KST)
+    face = Detection(Box(100, 100, 80, 80), 0.9, np.zeros((6, 2), np.float32))
+    announced = []
+    with Gallery(tmp_path / "edge.db") as gallery, EventStore(tmp_path / "edge.db", "box") as store:
+        for restart in range(3):  # the process starts, sees an unknown face, stops; three times in one morning
+            at = now + timedelta(minutes=restart)
+            pipeline = restart_pipeline(store, gallery, at)
+            track_id = pipeline.trackers["door"].assign(0.0, [face])[0].track_id
+            sighting = Sighting(None, track_id, "door", "in", at, 0.0, 0.0, 9, 0.8)
+            events = pipeline.machine.step(sighting)
+            assert [e.type for e in events] == [EventType.UNKNOWN_FACE], f"restart {restart}: {track_id} dropped"
+            stored = pipeline._store(events, 1.0, at.timestamp(), 0)
+            announced += [s.event.track_id for s in stored]
+    assert len(set(announced)) == 3

@@ -193,3 +193,11 @@ def test_no_crossing_no_sighting_on_a_line_camera() -> None:
 def test_config_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         TrackerConfig(**kwargs)
+
+
+def test_track_ids_carry_the_run_so_a_restart_never_reuses_one() -> None:
+    first_run = Tracker(TrackerConfig(), "cam", run_id="a1b2c3")
+    second_run = Tracker(TrackerConfig(), "cam", run_id="d4e5f6")
+    a = first_run.assign(0.0, [det(100, 100)])[0].track_id
+    b = second_run.assign(0.0, [det(100, 100)])[0].track_id
+    assert a == "cam-a1b2c3-1" and b == "cam-d4e5f6-1"
