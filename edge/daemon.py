@@ -114,6 +114,8 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
                 apply_gallery_commands(link, sync, parts.gallery)
         notify_systemd("STOPPING=1")
         log.info("edge stopping")
+        if pipeline.flush() and link is not None:  # events held in memory (disk full, locked): one last try
+            link.notify_new_events()
 
 
 def open_link(config: Config, parts: PipelineParts, stack: ExitStack, db: Optional[Path], config_hash: str) -> Any:
@@ -242,6 +244,9 @@ def replay(
             for event in pipeline.tick(last.wall_time, last.mono):
                 if on_event:
                     on_event(event, 0.0)
+        for event in pipeline.flush():
+            if on_event:
+                on_event(event, 0.0)
         return pipeline
 
 

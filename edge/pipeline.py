@@ -28,6 +28,9 @@ from edge.track import Observation, Tracker, TrackerConfig
 
 log = logging.getLogger("edge.pipeline")
 
+LOST_LISTED = 100
+"""At most this many lost events are listed one by one in the log at stop (all are counted)."""
+
 
 @dataclass
 class CameraStats:
@@ -186,6 +189,28 @@ class Pipeline:
         for event in stored:
             ev = event.event
             log.info("event %s %s %s on %s", event.event_id, ev.type.value, ev.person_id or "-", ev.camera_id)
+        return stored
+
+
+    def flush(self) -> List[StoredEvent]:
+        """At stop: try once more to store the events held in memory (disk full, locked); what still fails is lost,
+        and the log says how many and which (type, person id, camera, time; nothing more)."""
+        if not self._unstored:
+            return []
+        stored = self._store([], 0.0, time.time(), self.parts.gallery.version)
+        lost = [event for batch, _ in self._unstored for event in batch]
+        if lost:
+            kinds = Counter(event.type.value for event in lost)
+            log.error(
+                "stopping with %d decided events that could not be stored: they are lost (%s)",
+                len(lost),
+                ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
+            )
+            for event in lost[:LOST_LISTED]:
+                who = event.person_id or "unknown"
+                log.error("lost event %s %s on %s at %s", event.type.value, who, event.camera_id, event.at.isoformat())
+            if len(lost) > LOST_LISTED:
+                log.error("... and %d more lost events", len(lost) - LOST_LISTED)
         return stored
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.attendance import AttendanceConfig, AttendanceEvent, CameraRole, EventType
 from edge.gallery import Gallery
 from edge.pipeline import Pipeline, close_past_days
 from edge.schedule import ScheduleConfig, SessionConfig
-from edge.store import EventContext, EventStore
+from edge.store import EventContext, EventStore, StoreError
 
 KST = timezone(timedelta(hours=9))
 ROLES = {"door": CameraRole.ENTRANCE, "out": CameraRole.EXIT}
@@ -145,3 +147,42 @@ def test_the_first_unknown_face_after_a_restart_is_announced(tmp_path: Path) -> 
             stored = pipeline._store(events, 1.0, at.timestamp(), 0)
             announced += [s.event.track_id for s in stored]
     assert len(set(announced)) == 3
+
+
+class RefusingStore(EventStore):
+    """An event store on a full disk: refuses `refuse` appends (every one when negative), then works again."""
+
+    refuse = -1
+
+    def append(self, events, context):  # type: ignore[no-untyped-def]
+        if self.refuse:
+            self.refuse -= 1
+            raise StoreError(f"{self.path}: disk full, storing {len(events)} event(s) failed")
+        return super().append(events, context)
+
+
+def test_events_held_in_memory_are_flushed_at_stop(tmp_path: Path) -> None:
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=KST)
+    with Gallery(tmp_path / "edge.db") as gallery, RefusingStore(tmp_path / "edge.db", "box") as store:
+        pipeline = restart_pipeline(store, gallery, now)
+        store.refuse = 1
+        assert pipeline._store([event(EventType.ENTRY, "ann", now)], 1.0, now.timestamp(), 0) == []
+        flushed = pipeline.flush()  # SIGTERM: the disk has room again
+        assert [(s.seq, s.event.person_id) for s in flushed] == [(1, "ann")]
+        assert pipeline.flush() == []
+
+
+def test_events_that_cannot_be_stored_at_stop_are_counted_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=KST)
+    with Gallery(tmp_path / "edge.db") as gallery, RefusingStore(tmp_path / "edge.db", "box") as store:
+        pipeline = restart_pipeline(store, gallery, now)
+        store.refuse = -1  # the disk stays full
+        pipeline._store([event(EventType.ENTRY, "ann", now)], 1.0, now.timestamp(), 0)
+        pipeline._store([event(EventType.ENTRY, "bob", now), event(EventType.ENTRY, "cid", now)], 2.0, 0.0, 0)
+        caplog.set_level(logging.ERROR, logger="edge.pipeline")
+        assert pipeline.flush() == []
+    text = caplog.text
+    assert "stopping with 3 decided events that could not be stored: they are lost (3 entry)" in text
+    assert "lost event entry ann on door" in text and "lost event entry cid on door" in text
