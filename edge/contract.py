@@ -241,8 +241,13 @@ class MqttConfig:
     """Events per second when draining the backlog after an outage (live events are not held back)."""
     live_window_s: float = 60.0
     """Events stored less than this long ago are live; older ones go out as historical backlog."""
+    central_key_file: Optional[str] = None
+    """PEM file of the central's Ed25519 public key(s) (several during a key rotation); gallery commands must be
+    signed with one of them. null: every gallery command is refused."""
 
     def __post_init__(self) -> None:
+        if self.central_key_file is not None and not Path(self.central_key_file).is_file():
+            raise ValueError(f"central_key_file {self.central_key_file} is not a file")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be within 1..65535, got {self.port}")
         if not self.prefix or "#" in self.prefix or "+" in self.prefix:
