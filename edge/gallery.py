@@ -6,6 +6,8 @@ import json
 import logging
 import re
 import sqlite3
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,11 @@ log = logging.getLogger("edge.gallery")
 migrations = Migrations("edge.gallery")
 
 PERSON_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+
+BUSY_TIMEOUT_S = 10.0
+"""How long one statement waits for another connection's write lock (the event store shares the file)."""
+WRITE_ATTEMPTS = 3
+"""A write whose lock is still busy after BUSY_TIMEOUT_S is tried again, this many times in all."""
 
 
 @migrations()
@@ -96,21 +103,41 @@ class Gallery:
 
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = Path(path)
-        try:
-            if str(path) != ":memory:":
-                private_file(self.path)
-            conn = sqlite3.connect(str(path), timeout=10.0)
-            self.db = Database(conn)
-            if str(path) != ":memory:":
-                self.db.enable_wal()
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute(
-                "PRAGMA secure_delete = ON"
-            )  # deleted rows are overwritten with zeros, not left in free pages
-            migrations.apply(self.db)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            raise GalleryError(f"{path}: cannot open the gallery database ({exc})") from exc
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self.db = self._open(path)
+                break
+            except (sqlite3.DatabaseError, OSError) as exc:
+                if attempt < WRITE_ATTEMPTS and _is_busy(exc):
+                    log.warning("%s: the database is busy while opening the gallery; trying again", path)
+                    continue
+                raise GalleryError(f"{path}: cannot open the gallery database ({exc})") from exc
         self._index: Optional[Tuple[str, GalleryIndex]] = None
+
+    def _open(self, path: Union[str, Path]) -> Database:
+        """Autocommit connection (transactions are explicit, BEGIN IMMEDIATE), WAL, migrations applied."""
+        if str(path) != ":memory:":
+            private_file(self.path)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            db = Database(conn)
+            if str(path) != ":memory:":
+                db.enable_wal()
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten with zeros, not left in free pages
+            conn.execute("BEGIN IMMEDIATE")  # two processes creating the file at once: one migrates, one waits
+            try:
+                migrations.apply(db)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()
@@ -177,6 +204,31 @@ class Gallery:
         return index
 
     # writing -------------------------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[None]:
+        """One write transaction that takes the write lock up front (BEGIN IMMEDIATE: a deferred transaction that
+        read first cannot wait for the lock and fails at once with `database is locked`). A lock still busy after
+        the busy timeout is tried again; any SQLite failure becomes a GalleryError, and nothing is changed."""
+        conn = self.db.conn
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if attempt == WRITE_ATTEMPTS or not _is_busy(exc):
+                    raise GalleryError(f"{self.path}: {action} failed, nothing was changed ({exc})") from exc
+                log.warning("%s: the database stayed busy for %g s; %s tried again", self.path, BUSY_TIMEOUT_S, action)
+                time.sleep(0.1 * attempt)
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise GalleryError(f"{self.path}: {action} failed, nothing was changed ({exc})") from exc
+            raise
+
     def _bump(self) -> None:
         self.db.execute("UPDATE gallery_state SET version = version + 1, updated_at = ? WHERE id = 1", [_now()])
 
@@ -189,7 +241,7 @@ class Gallery:
         replace: bool = False,
     ) -> int:
         """Add a person (or add to / replace one) with their embeddings, all at once. Returns the new version."""
-        with self.db.atomic():
+        with self._writing(f"storing person {person_id!r}"):
             self._write_person(person_id, name, embeddings, metadata, replace)
             self._bump()
         if replace:
@@ -198,7 +250,7 @@ class Gallery:
 
     def put_people(self, people: Sequence[PersonRecord], replace_all: bool = False) -> int:
         """Write many people in one transaction (an import); with `replace_all` the gallery becomes exactly them."""
-        with self.db.atomic():
+        with self._writing(f"writing {len(people)} people"):
             if replace_all:
                 self.db.execute("DELETE FROM embeddings")
                 self.db.execute("DELETE FROM people")
@@ -259,7 +311,7 @@ class Gallery:
 
     def remove_person(self, person_id: str) -> int:
         """Erase a person and every embedding of theirs. Returns the new version."""
-        with self.db.atomic():
+        with self._writing(f"removing person {person_id!r}"):
             if not self.db.execute("SELECT 1 FROM people WHERE person_id = ?", [person_id]).fetchone():
                 raise GalleryError(f"no person with id {person_id!r} in the gallery")
             self.db.execute("DELETE FROM embeddings WHERE person_id = ?", [person_id])
@@ -273,7 +325,13 @@ class Gallery:
         images that still hold it are gone from disk too (secure_delete zeroes them in the database itself)."""
         if str(self.path) == ":memory:":
             return
-        busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        try:
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as exc:  # the erasure itself is committed: a busy checkpoint must not fail it
+            log.warning(
+                "%s: the write-ahead log could not be emptied now (%s); it is at the next checkpoint", self.path, exc
+            )
+            return
         if busy:
             log.warning(
                 "%s: a reader kept the write-ahead log busy; removed data leaves it at the next checkpoint", self.path
@@ -295,3 +353,8 @@ class Gallery:
                     for e in self.embeddings_of(person.person_id)
                 ],
             }
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLite's `database is locked` / `database is busy` (another connection holds the lock)."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))

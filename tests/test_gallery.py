@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,8 @@ import pytest
 from edge.errors import GalleryError
 from edge.gallery import Gallery, NewEmbedding, migrations
 from edge.gallery_json import export_document, parse_people
+
+REPO = Path(__file__).resolve().parent.parent
 
 MODEL = "test-model"
 
@@ -135,3 +140,54 @@ def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GalleryError, match="cannot open the gallery database"):
         Gallery(path)
     assert isinstance(sqlite3.sqlite_version, str)
+
+
+def test_gallery_writes_wait_for_a_busy_event_writer_and_never_fail(tmp_path: Path) -> None:
+    """Another process appends events to the same file as fast as it can; erasures and enrollments still succeed
+    (a deferred transaction that read first used to fail at once with `database is locked`)."""
+    db = tmp_path / "edge.db"
+    with Gallery(db) as g:
+        for i in range(20):
+            g.put_person(f"p{i}", "Ann", [emb(i)])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "crash_writer.py"), str(db), "busy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        with Gallery(db) as g:
+            for i in range(20):
+                g.people()  # a read first, as `sync` does before it writes
+                g.remove_person(f"p{i}")
+                g.put_person(f"q{i}", "Bob", [emb(100 + i)])
+            assert writer.poll() is None, "the event writer kept writing all along"
+            assert [p.person_id for p in g.people()] == sorted(f"q{i}" for i in range(20))
+    finally:
+        writer.kill()
+        writer.wait(10)
+
+
+def test_a_lock_held_past_every_retry_is_a_clear_gallery_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.gallery
+
+    monkeypatch.setattr(edge.gallery, "BUSY_TIMEOUT_S", 0.1)
+    db = tmp_path / "edge.db"
+    with Gallery(db) as g:
+        g.put_person("p1", "Ann", [emb(1)])
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer that never lets go
+        try:
+            with pytest.raises(GalleryError, match="removing person 'p1' failed, nothing was changed"):
+                g.remove_person("p1")
+        finally:
+            holder.rollback()
+            holder.close()
+        assert [p.person_id for p in g.people()] == ["p1"]
+        g.remove_person("p1")  # the lock is free again
