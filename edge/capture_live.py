@@ -13,11 +13,12 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
 import cv2
+import numpy as np
 
 from edge.capture import (
     Backoff,
@@ -196,6 +197,46 @@ def _opencv_has_gstreamer() -> bool:
     return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
 
 
+# ----------------------------------------------------------------------------------------------- frozen streams
+
+
+@dataclass(frozen=True)
+class FreezeLimits:
+    """When a stream that keeps delivering the very same image counts as frozen (both limits must be reached)."""
+
+    after_s: float = 10.0
+    """Identical images for this long (seconds on the capture clock)..."""
+    frames: int = 20
+    """...and at least this many identical reads in a row (a real scene has sensor noise; a frozen one has none)."""
+
+
+class FreezeWatch:
+    """Notices a stream that is 'online' but blind: after a camera changes its resolution mid-stream, OpenCV's FFmpeg
+    reader keeps returning the last image of the old size, read after read, as if all were well."""
+
+    def __init__(self, limits: FreezeLimits) -> None:
+        self.limits = limits
+        self._last: Optional[np.ndarray] = None
+        self._repeats = 0
+        self._since = 0.0
+
+    def frozen(self, image: np.ndarray, mono: float) -> bool:
+        """Record one read image; True once it has been the same image for longer than the limits."""
+        if self._last is not None and same_image(self._last, image):
+            self._repeats += 1
+        else:
+            self._repeats, self._since = 0, mono
+        self._last = image
+        return self._repeats >= self.limits.frames and mono - self._since >= self.limits.after_s
+
+
+def same_image(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-identical images; a sparse sample is compared first, so differing frames cost next to nothing."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a[::16, ::16], b[::16, ::16]) and np.array_equal(a, b))
+
+
 # ----------------------------------------------------------------------------------------------- live cameras
 
 
@@ -211,8 +252,10 @@ class LiveCamera:
         clock: Optional[Clock] = None,
         opener: Optional[Opener] = None,
         wake: Optional[threading.Event] = None,
+        freeze: FreezeLimits = FreezeLimits(),
     ) -> None:
         self.config = config
+        self._freeze = freeze
         self.camera_id = config.id
         self._clock: Clock = clock or SystemClock()
         self._opener: Opener = opener or open_video
@@ -321,6 +364,7 @@ class LiveCamera:
             reader.release()
 
     def _pump(self, reader: Reader) -> str:
+        watch = FreezeWatch(self._freeze)
         while not self._stop.is_set():
             try:
                 raw = reader.read()
@@ -329,6 +373,11 @@ class LiveCamera:
             mono = self._clock.mono()
             if raw is None:
                 return f"no frame (stream ended, failed or stalled > {self.config.read_timeout_s:g} s)"
+            if watch.frozen(raw.image, mono):
+                return (
+                    f"frozen: the same image for {self._freeze.frames}+ reads and {self._freeze.after_s:g}+ s "
+                    "(did the camera change its resolution?)"
+                )
             frame = Frame(self.camera_id, self._seq, raw.image, self._clock.wall(), mono, raw.pts)
             self._seq += 1
             self._slot.put(frame)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ from edge.capture import (
     redact,
 )
 from edge.capture_file import FileSource
-from edge.capture_live import LiveCamera, open_video
+from edge.capture_live import FreezeLimits, FreezeWatch, LiveCamera, open_video
 from edge.capture_set import CameraSet
 from edge.configtree import build
 from edge.errors import ConfigError
@@ -507,3 +509,52 @@ def test_unreachable_cameras_back_off_while_a_working_one_keeps_delivering(
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("camera refused:" in m for m in warned) == 1, warned
     assert sum("camera silent:" in m for m in warned) == 1, warned
+
+
+# ------------------------------------------------------------------------------------------------ frozen streams
+
+
+def test_freeze_watch_needs_both_limits_and_resets_on_a_new_image() -> None:
+    watch = FreezeWatch(FreezeLimits(after_s=2.0, frames=5))
+    still = np.full((32, 32, 3), 7, np.uint8)
+    assert not any(watch.frozen(still.copy(), 0.1 * i) for i in range(10))  # 9 repeats, but only 0.9 s
+    assert watch.frozen(still.copy(), 2.5)  # and now for 2.5 s
+    moved = still.copy()
+    moved[31, 31, 2] = 8  # one pixel off the sampled grid: a different image
+    assert not watch.frozen(moved, 2.6)
+    assert not any(watch.frozen(moved.copy(), 2.6 + 0.1 * i) for i in range(1, 4))  # counting starts over
+
+
+@pytest.fixture(scope="module")
+def two_resolutions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MPEG-TS stream that changes from 320x240 to 640x480 after 2 s, as a camera whose resolution is changed."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not found")
+    folder = tmp_path_factory.mktemp("resolution")
+    parts = []
+    for name, size in (("a", "320x240"), ("b", "640x480")):
+        part = folder / f"{name}.ts"
+        source = f"testsrc=size={size}:rate=10"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", "2", "-c:v", "libx264"]
+            + ["-g", "10", "-pix_fmt", "yuv420p", str(part)],
+            check=True,
+            timeout=60,
+        )
+        parts.append(part.read_bytes())
+    path = folder / "both.ts"
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def test_a_camera_that_changes_resolution_is_not_left_online_and_blind(
+    two_resolutions: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenCV keeps returning the last 320x240 image after the change: the camera must reconnect, not stay online."""
+    config = live_config("door", str(two_resolutions), backoff=BackoffConfig(initial_s=5.0, max_s=5.0, jitter=0.0))
+    with caplog.at_level(logging.INFO, logger="edge.capture"):
+        with LiveCamera(config, freeze=FreezeLimits(after_s=0.0, frames=5)) as cam:
+            assert wait_until(lambda: cam.state is CameraState.RECONNECTING, 20.0), cam.stats()
+            stats = cam.stats()
+    assert stats.last_error.startswith("frozen: the same image"), stats.last_error
+    assert stats.frames_read < 40, "it stopped at the change, not at the end of the stream"
