@@ -1,4 +1,10 @@
-"""Reading still photos safely: every failure is an ImageError that says what is wrong with which file."""
+"""Reading still photos safely: every failure is an ImageError that says what is wrong with which file.
+
+Every photo (a file for `edge enroll`/`identify`, a base64 photo in a gallery command) goes through
+`decode_image`, which reads the size from the header first and refuses a photo over MAX_IMAGE_PIXELS before any
+decoder allocates it (edge/imageheader.py). OPENCV_IO_MAX_IMAGE_PIXELS is only a second line: OpenCV reads it
+when cv2 is first imported, which in the daemon happens before this module.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,15 @@ from typing import Union
 MAX_IMAGE_BYTES = 40 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
 MAX_WORKING_SIDE = 4096
-# OpenCV reads this once, at its first decode: refuse decompression bombs before allocating them.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edge.errors import ImageError  # noqa: E402
+from edge.imageheader import HeaderError, ImageHeader, read_header  # noqa: E402
+
+_REDUCED_JPEG = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
 def read_image(path: Union[str, Path], max_bytes: int = MAX_IMAGE_BYTES) -> np.ndarray:
@@ -40,14 +48,34 @@ def read_image(path: Union[str, Path], max_bytes: int = MAX_IMAGE_BYTES) -> np.n
     return decode_image(data, str(path))
 
 
-def decode_image(data: np.ndarray, name: str) -> np.ndarray:
-    """Decode encoded image bytes to BGR uint8 (grey and alpha are converted), or raise ImageError."""
+def check_header(data: Union[bytes, np.ndarray], name: str) -> ImageHeader:
+    """The photo's declared format and size, or ImageError when it is not an accepted format or too large."""
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        header = read_header(data if isinstance(data, bytes) else np.ascontiguousarray(data).data)
+    except HeaderError as exc:
+        raise ImageError(f"{name}: not a readable image ({exc})") from None
+    if header.pixels > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{name}: {header.width}x{header.height} is over the {MAX_IMAGE_PIXELS // 1_000_000} megapixel limit"
+        )
+    return header
+
+
+def decode_image(data: Union[bytes, np.ndarray], name: str) -> np.ndarray:
+    """Decode encoded image bytes to BGR uint8 (grey and alpha are converted), or raise ImageError.
+    The header is checked first: nothing over the pixel limit, nothing of an unknown format reaches a decoder."""
+    header = check_header(data, name)
+    flags = cv2.IMREAD_COLOR
+    longest = max(header.width, header.height)
+    if header.format == "jpeg":  # libjpeg scales while decoding: a big photo never exists at full size
+        flags = next((f for k, f in _REDUCED_JPEG if longest // k >= MAX_WORKING_SIDE), flags)
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    try:
+        image = cv2.imdecode(buffer, flags)
     except cv2.error as exc:
         raise ImageError(f"{name}: not a readable image ({str(exc).strip().splitlines()[-1]})") from None
     if image is None or image.size == 0:
-        raise ImageError(f"{name}: not a readable image (unknown format or corrupt data)")
+        raise ImageError(f"{name}: not a readable image (corrupt data)")
     height, width = image.shape[:2]
     if height * width > MAX_IMAGE_PIXELS:
         raise ImageError(f"{name}: {width}x{height} is over the {MAX_IMAGE_PIXELS // 1_000_000} megapixel limit")
