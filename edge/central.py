@@ -19,7 +19,10 @@ no central ever stored. Until the first stats arrive, a late central acknowledge
 which is always safe. A seq the box never used (prev_seq jumps over it) counts as stored. An event_id arriving
 again with other facts (type, person, time, ...) is a conflict: the first copy is kept and it is not acknowledged.
 
-Gallery commands: push() checks the command against edge.gallery_command/1 and the box's size limit, publishes it
+Gallery commands: push() signs the command for that one box with the central's Ed25519 key (`key_file`, made by
+`edge central keygen`; see edge.signing), valid for the push's timeout only (a command still queued in the broker
+after the central gave up is refused by the box), checks it against edge.gallery_command/1 and the box's size
+limit, publishes it
 QoS 1 on `<root>/gallery/command` and waits for the edge.gallery_result/1 with the same request_id on
 `<root>/gallery/result` (results are also kept in memory by request_id and in the gallery_results table).
 """
@@ -36,6 +39,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from edge.central_store import AckLedger, CentralError, CentralStore
 from edge.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
+from edge.signing import MAX_LIFETIME_S, load_private_key, sign_command
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,7 @@ class Central:
         store_events: bool = True,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         on_notice: Optional[Callable[[Notice], None]] = None,
+        key_file: Union[str, Path, None] = None,
     ) -> None:
         if not prefix or "#" in prefix or "+" in prefix:
             raise CentralError(f"prefix must be a non-empty topic without wildcards, got {prefix!r}")
@@ -112,6 +117,7 @@ class Central:
         self.store_events = store_events
         self.max_message_bytes = max_message_bytes
         self.on_notice = on_notice
+        self._signing_key = load_private_key(Path(key_file)) if key_file is not None else None
         self.store = CentralStore(db_path)
         self._ledgers: Dict[Tuple[str, str], AckLedger] = {}
         self._floors: Dict[Tuple[str, str], int] = {}
@@ -217,7 +223,13 @@ class Central:
 
     # pushing -----------------------------------------------------------------------------------------------------
     def push(self, site: str, device: str, command: Dict[str, Any], timeout: float = 30.0) -> Dict[str, Any]:
-        """Send a gallery command to one box and wait for its result (same request_id)."""
+        """Sign a gallery command for one box, valid for `timeout` seconds, send it and wait for its result (same
+        request_id)."""
+        if self._signing_key is None:
+            raise CentralError("no signing key: give the central's private key file (make one with edge central keygen)")
+        if not 0 < timeout <= MAX_LIFETIME_S:
+            raise CentralError(f"timeout must be within 0..{MAX_LIFETIME_S:g} s, got {timeout:g}")
+        command = sign_command(command, self._signing_key, f"{site}/{device}", timeout)
         try:
             validate("edge.gallery_command/1", command)
         except MessageError as exc:

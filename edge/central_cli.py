@@ -105,12 +105,12 @@ def _print_result(result: Dict[str, Any]) -> None:
     click.echo(line)
 
 
-def _send(broker: Dict[str, Any], site: str, device: str, command: Dict[str, Any], timeout: float) -> None:
+def _send(broker: Dict[str, Any], target: Dict[str, Any], command: Dict[str, Any]) -> None:
     client_id = f"edge-central-cli-{uuid.uuid4().hex[:8]}"
-    central_ = _central(broker, ":memory:", client_id=client_id, store_events=False)
+    central_ = _central(broker, ":memory:", client_id=client_id, store_events=False, key_file=target["key_file"])
     try:
         central_.connect()
-        result = central_.push(site, device, command, timeout=timeout)
+        result = central_.push(target["site"], target["device"], command, timeout=target["timeout"])
     finally:
         central_.close()
     _print_result(result)
@@ -121,7 +121,12 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--site", required=True, help="Site of the box."),
         click.option("--device", required=True, help="Device id of the box."),
         click.option("--base-version", type=click.IntRange(min=0), help="Refuse unless the box's gallery is at this version."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds to wait for the answer."),
+        click.option("--timeout", type=click.FloatRange(0.1, 86400), default=30.0, show_default=True,
+                     help="Seconds to wait for the answer; the box refuses the command after that."),
+        click.option("--key-file", required=True, envvar="EDGE_CENTRAL_KEY_FILE",
+                     type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     help="The central's private key (edge central keygen) that signs the command. "
+                          "Env: EDGE_CENTRAL_KEY_FILE."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -151,6 +156,7 @@ def push(
     device: str,
     base_version: Optional[int],
     timeout: float,
+    key_file: Path,
     person_id: Optional[str],
     name: Optional[str],
     photos: Sequence[Path],
@@ -169,18 +175,44 @@ def push(
         command = upsert_photos(person_id, name or person_id, list(photos), base_version=base_version)
     else:
         raise click.UsageError("give --person-id ID with at least one --photo, or --file EXPORT")
-    _send(broker, site, device, command, timeout)
+    _send(broker, {"site": site, "device": device, "timeout": timeout, "key_file": key_file}, command)
 
 
 @central.command()
 @broker_options
 @target_options
 @click.option("--person-id", required=True, help="Person to erase from the box (with every embedding).")
-def remove(site: str, device: str, base_version: Optional[int], timeout: float, person_id: str, **broker: Any) -> None:
+def remove(
+    site: str, device: str, base_version: Optional[int], timeout: float, key_file: Path, person_id: str, **broker: Any
+) -> None:
     """Erase one person and their embeddings from a box."""
     from edge.central import remove as remove_command
 
-    _send(broker, site, device, remove_command(person_id, base_version), timeout)
+    target = {"site": site, "device": device, "timeout": timeout, "key_file": key_file}
+    _send(broker, target, remove_command(person_id, base_version))
+
+
+@central.command()
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="central.key",
+    show_default=True,
+    help="Where to write the private key (mode 0600; keep it on the central only).",
+)
+@click.option(
+    "--public-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="central.pub",
+    show_default=True,
+    help="Where to write the public key (copy it to every box as mqtt.central_key_file).",
+)
+def keygen(key_file: Path, public_file: Path) -> None:
+    """Make the Ed25519 key pair that signs gallery commands; refuses to replace existing files."""
+    from edge.signing import generate_keys
+
+    generate_keys(key_file, public_file)
+    click.echo(f"wrote {key_file} (private, keep on the central) and {public_file} (install on every box)")
 
 
 @central.command()

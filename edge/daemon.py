@@ -28,6 +28,7 @@ from edge.errors import ConfigError
 from edge.gallery import Gallery
 from edge.pipeline import Pipeline, PipelineParts
 from edge.recognize import Recognizer
+from edge.signing import box_verifier
 from edge.store import EventStore, StoredEvent
 from edge.sync import GallerySync
 
@@ -84,8 +85,9 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
         parts = build_parts(config, stack, db)
         pipeline = make_pipeline(config, parts, list(config.cameras), datetime.now(config.device.tz))
         camera_set = stack.enter_context(CameraSet.open(list(config.cameras)))
+        verifier = box_verifier(config.mqtt.central_key_file, config.device.site, config.device.id)
         link = open_link(config, parts, stack, db, config_hash)
-        sync = GallerySync(parts.gallery, Recognizer(parts.detector, parts.embedder, config.quality))
+        sync = GallerySync(parts.gallery, Recognizer(parts.detector, parts.embedder, config.quality), verifier)
         camera_set.start()
         log.info(
             "edge running: device %s, %d cameras, gallery version %d, MQTT %s",

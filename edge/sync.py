@@ -1,9 +1,11 @@
 """Gallery commands from the central server applied to the box's gallery: one command in, one result payload out.
 
-    sync = GallerySync(gallery, recognizer)
+    sync = GallerySync(gallery, recognizer, CommandVerifier(load_public_keys(key_file), "school-1/box-17"))
     result = sync.apply(command)      # a dict of schema edge.gallery_result/1, ready for contract.encode
 
-Rules (the command is an `edge.gallery_command/1` object; it is checked against the schema again here):
+Before anything else the command must be signed by the central for this box and valid now (edge.signing), and its
+request_id must not have been handled before (edge.command_log); a box without a central key refuses every command.
+Then (the command is an `edge.gallery_command/1` object; it is checked against the schema again here):
 
 - `upsert` and `remove` may carry `base_version`; when it differs from the gallery's version the command is refused
   with status `version_mismatch` and nothing changes (the central then sends a full `sync`). Without
@@ -33,12 +35,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge.command_log import CommandLog
 from edge.contract import gallery_result_payload, validate
 from edge.enroll import PhotoOutcome, pick_face
 from edge.errors import EdgeError, GalleryError, ImageError
 from edge.gallery import Gallery, NewEmbedding, PersonRecord, check_person_id
 from edge.images import decode_image
 from edge.recognize import Recognizer
+from edge.signing import CommandRefused, CommandVerifier
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +139,11 @@ def check_embeddings(person_id: str, items: Sequence[Dict[str, Any]], model_id: 
 class GallerySync:
     """Applies gallery commands from the central server to the box's gallery (see the module docstring)."""
 
-    def __init__(self, gallery: Gallery, recognizer: Recognizer) -> None:
+    def __init__(self, gallery: Gallery, recognizer: Recognizer, verifier: Optional[CommandVerifier]) -> None:
         self.gallery = gallery
         self.recognizer = recognizer
+        self.verifier = verifier
+        self.log = CommandLog(gallery.db.conn)
 
     @property
     def model_id(self) -> str:
@@ -155,6 +161,7 @@ class GallerySync:
         op = op if isinstance(op, str) else None
         reports: List[PhotoReport] = []
         try:
+            self._admit(command)
             validate(COMMAND_SCHEMA, command)
             reason = self._dispatch(command, reports)
             status = "ok"
@@ -173,6 +180,19 @@ class GallerySync:
         if reports:
             extra["photos"] = [r.to_dict() for r in reports]
         return gallery_result_payload(request_id, op, status, reason, self._version(), **extra)
+
+    def _admit(self, command: Any) -> None:
+        """CommandRefused unless the command is a dict signed by the central for this box, valid now, and new."""
+        if self.verifier is None:
+            raise CommandRefused("no central key configured (mqtt.central_key_file): every gallery command is refused")
+        if not isinstance(command, dict):
+            raise CommandRefused("command is not a JSON object")
+        expires = self.verifier.check(command)
+        request_id = command.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            raise CommandRefused("command has no request_id")
+        if not self.log.record(request_id, expires):
+            raise CommandRefused(f"request {request_id} was handled before: a repeated command is not applied again")
 
     # ops ---------------------------------------------------------------------------------------------------------
     def _dispatch(self, command: Dict[str, Any], reports: List[PhotoReport]) -> str:

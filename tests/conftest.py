@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support import CentralKeys
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,3 +22,9 @@ def data() -> Path:
     if not (root / "README.md").is_file():
         pytest.skip(f"face data not found at {root}: set EDGE_TEST_DATA to the shared data folder")
     return root
+
+
+@pytest.fixture()
+def central_keys(tmp_path: Path) -> CentralKeys:
+    """A fresh central key pair in tmp_path/keys (central.key, central.pub): see support.CentralKeys."""
+    return CentralKeys(tmp_path / "keys")

@@ -8,7 +8,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+if TYPE_CHECKING:
+    from edge.signing import CommandVerifier
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -169,3 +172,26 @@ def stored_events(db: Path) -> list:  # type: ignore[type-arg]
             return [dict(r) for r in conn.execute("SELECT * FROM events ORDER BY seq")]
         except sqlite3.OperationalError:
             return []
+
+
+class CentralKeys:
+    """An Ed25519 key pair as the central and a box hold it (`edge central keygen` files in `folder`), with helpers to
+    sign commands for a box and to make a box's verifier."""
+
+    def __init__(self, folder: Path) -> None:
+        from edge.signing import generate_keys, load_private_key
+
+        self.key_file, self.public_file = folder / "central.key", folder / "central.pub"
+        generate_keys(self.key_file, self.public_file)
+        self.private_key = load_private_key(self.key_file)
+
+    def sign(self, command: Dict[str, Any], device: str, lifetime_s: float = 60.0) -> Dict[str, Any]:
+        """`command` signed for the box `<site>/<device id>`."""
+        from edge.signing import sign_command
+
+        return sign_command(command, self.private_key, device, lifetime_s)
+
+    def verifier(self, device: str) -> CommandVerifier:
+        from edge.signing import CommandVerifier, load_public_keys
+
+        return CommandVerifier(load_public_keys(self.public_file), device)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -20,7 +21,8 @@ from edge.central import Central, CentralError, remove, sync_from_export, upsert
 from edge.central_cli import central as central_cli
 from edge.central_store import ACK_MAX_SEQS, AckLedger
 from edge.contract import Topics, camera_status_payload, encode, status_payload, validate
-from tests.support import REPO, Mosquitto, free_port, mosquitto_unavailable, wait_until
+from edge.signing import SIGNED_FIELDS, parse_time
+from tests.support import REPO, CentralKeys, Mosquitto, free_port, mosquitto_unavailable, wait_until
 
 SITE, DEVICE = "school-1", "box-17"
 
@@ -259,7 +261,7 @@ def test_retained_statuses_are_seen_by_a_central_that_starts_later(broker: Mosqu
 
 
 @needs_broker
-def test_push_waits_for_the_boxes_answer(broker: Mosquitto, tmp_path: Path) -> None:
+def test_push_waits_for_the_boxes_answer(broker: Mosquitto, tmp_path: Path, central_keys: CentralKeys) -> None:
     seen: List[Dict[str, Any]] = []
 
     def answer(command: Dict[str, Any]) -> Dict[str, Any]:
@@ -270,12 +272,16 @@ def test_push_waits_for_the_boxes_answer(broker: Mosquitto, tmp_path: Path) -> N
         return gallery_result_payload(command["request_id"], command["op"], "ok", "erased", 8, people=2)
 
     box = FakeBox(broker.port, answer)
-    central = open_central(broker, tmp_path / "central.db")
+    central = open_central(broker, tmp_path / "central.db", key_file=central_keys.key_file)
     try:
         command = remove("s1", base_version=7)
         result = central.push(SITE, DEVICE, command, timeout=5)
         assert result["request_id"] == command["request_id"] and result["status"] == "ok"
-        assert seen == [command] and central.result(command["request_id"]) == result
+        [sent] = seen  # signed for this one box, valid for the push's timeout
+        assert {k: v for k, v in sent.items() if k not in SIGNED_FIELDS} == command
+        central_keys.verifier(f"{SITE}/{DEVICE}").check(sent)
+        assert parse_time(sent["expires_at"], "") - parse_time(sent["issued_at"], "") == timedelta(seconds=5)
+        assert central.result(command["request_id"]) == result
         with pytest.raises(CentralError, match="no answer from school-1/box-99"):
             central.push(SITE, "box-99", remove("s1"), timeout=0.3)
         with pytest.raises(CentralError, match="not a valid gallery command"):
@@ -286,7 +292,9 @@ def test_push_waits_for_the_boxes_answer(broker: Mosquitto, tmp_path: Path) -> N
 
 
 @needs_broker
-def test_cli_push_photos_to_a_real_gallery_sync(broker: Mosquitto, tmp_path: Path, data: Path) -> None:
+def test_cli_push_photos_to_a_real_gallery_sync(
+    broker: Mosquitto, tmp_path: Path, data: Path, central_keys: CentralKeys
+) -> None:
     from edge.config import Config
     from edge.detect import FaceDetector
     from edge.embed import Embedder
@@ -300,7 +308,8 @@ def test_cli_push_photos_to_a_real_gallery_sync(broker: Mosquitto, tmp_path: Pat
     def gallery_thread() -> None:  # as on the box: one thread owns the gallery connection and the recognizer
         config = Config()
         with FaceDetector(config.detector) as detector, Gallery(tmp_path / "box.db") as gallery:
-            sync = GallerySync(gallery, Recognizer(detector, Embedder(num_threads=2), config.quality))
+            recognizer = Recognizer(detector, Embedder(num_threads=2), config.quality)
+            sync = GallerySync(gallery, recognizer, central_keys.verifier(f"{SITE}/{DEVICE}"))
             for command in iter(commands.get, None):
                 box.send(box.topics.gallery_result, sync.apply(command))
 
@@ -310,14 +319,14 @@ def test_cli_push_photos_to_a_real_gallery_sync(broker: Mosquitto, tmp_path: Pat
         ham = data / "hamilton"
         args = ["push", "--host", "127.0.0.1", "--port", str(broker.port), "--site", SITE, "--device", DEVICE,
                 "--person-id", "obama", "--name", "Barack Obama", "--photo", str(ham / "obama.jpg"),
-                "--photo", str(ham / "two_people.jpg"), "--timeout", "20"]  # fmt: skip
+                "--photo", str(ham / "two_people.jpg"), "--timeout", "20", "--key-file", str(central_keys.key_file)]  # fmt: skip
         out = CliRunner().invoke(central_cli, args)
         assert out.exit_code == 0, out.output
         assert "obama photo 0: enrolled" in out.output and "obama photo 1: several_faces" in out.output
         assert "ok: person 'obama' stored with 1 embeddings (version 1) (gallery version 1, 1 people)" in out.output
 
         args = ["remove", "--host", "127.0.0.1", "--port", str(broker.port), "--site", SITE, "--device", DEVICE,
-                "--person-id", "nobody", "--timeout", "5"]  # fmt: skip
+                "--person-id", "nobody", "--timeout", "5", "--key-file", str(central_keys.key_file)]  # fmt: skip
         out = CliRunner().invoke(central_cli, args)
         assert out.exit_code == 1 and "Error: rejected: no person with id 'nobody'" in out.output
     finally:
@@ -359,16 +368,17 @@ def test_cli_run_prints_events_until_sigterm_and_events_lists_them(broker: Mosqu
     assert json.loads(out.output.splitlines()[0])["event_id"] == f"{DEVICE}-0000000001"
 
 
-def test_every_central_command_has_help_and_errors_are_one_line(tmp_path: Path) -> None:
+def test_every_central_command_has_help_and_errors_are_one_line(tmp_path: Path, central_keys: CentralKeys) -> None:
     for name, command in central_cli.commands.items():  # type: ignore[attr-defined]
         assert command.help, f"edge central {name} has no help text"
         for param in command.params:
             if isinstance(param, __import__("click").Option):
                 assert param.help, f"edge central {name} {param.opts[0]} has no help text"
     port = free_port()
+    key = ["--key-file", str(central_keys.key_file)]
     out = CliRunner().invoke(central_cli, ["remove", "--host", "127.0.0.1", "--port", str(port), "--site", SITE,
-                                           "--device", DEVICE, "--person-id", "s1"])  # fmt: skip
+                                           "--device", DEVICE, "--person-id", "s1", *key])  # fmt: skip
     assert out.exit_code == 1 and out.output.strip().startswith("Error: cannot reach the broker at 127.0.0.1:")
     out = CliRunner().invoke(central_cli, ["push", "--host", "h", "--site", SITE, "--device", DEVICE, "--person-id",
-                                           "s1", "--photo", str(tmp_path / "missing.jpg")])  # fmt: skip
+                                           "s1", "--photo", str(tmp_path / "missing.jpg"), *key])  # fmt: skip
     assert out.exit_code == 1 and "missing.jpg: cannot be read" in out.output

@@ -19,6 +19,7 @@ from typing import Iterator, List, Optional
 import paho.mqtt.client as mqtt
 import pytest
 from support import (
+    CentralKeys,
     Mosquitto,
     RtspServer,
     edge_command,
@@ -54,8 +55,8 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def central(tmp_path: Path, broker: Mosquitto) -> Iterator[Central]:
-    hub = Central("127.0.0.1", broker.port, tmp_path / "central.db")
+def central(tmp_path: Path, broker: Mosquitto, central_keys: CentralKeys) -> Iterator[Central]:
+    hub = Central("127.0.0.1", broker.port, tmp_path / "central.db", key_file=central_keys.key_file)
     hub.start()
     try:
         yield hub
@@ -206,11 +207,12 @@ def test_outages_and_sigkills_lose_nothing(tmp_path: Path, broker: Mosquitto, ce
 
 
 def test_bad_messages_are_rejected_and_the_daemon_keeps_running(
-    tmp_path: Path, data: Path, broker: Mosquitto, central: Central
+    tmp_path: Path, data: Path, broker: Mosquitto, central: Central, central_keys: CentralKeys
 ) -> None:
     db = tmp_path / "box.db"
     enroll_lin_manuel(db, data)
-    daemon = Daemon(write_config(tmp_path, db, broker.port), tmp_path / "edge.log").start()
+    key = f"  central_key_file: {central_keys.public_file}\n"
+    daemon = Daemon(write_config(tmp_path, db, broker.port, extra_mqtt=key), tmp_path / "edge.log").start()
     results: List[dict] = []  # type: ignore[type-arg]
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tester")
     client.on_message = lambda _c, _u, msg: results.append(json.loads(msg.payload))
@@ -262,11 +264,11 @@ def test_bad_messages_are_rejected_and_the_daemon_keeps_running(
 
 
 def test_gallery_pushed_by_the_central_is_used_then_erased(
-    tmp_path: Path, data: Path, broker: Mosquitto, central: Central
+    tmp_path: Path, data: Path, broker: Mosquitto, central: Central, central_keys: CentralKeys
 ) -> None:
     db = tmp_path / "box.db"
     EventStore(db, DEVICE).close()
-    config = write_config(tmp_path, db, broker.port)
+    config = write_config(tmp_path, db, broker.port, extra_mqtt=f"  central_key_file: {central_keys.public_file}\n")
     daemon = Daemon(config, tmp_path / "edge.log").start()
     clip = data / "hamilton" / "short_hamilton_clip.mp4"
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import itertools
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import pytest
+from support import CentralKeys
 
 from edge.config import Config
 from edge.contract import validate
@@ -15,7 +18,11 @@ from edge.detect import FaceDetector
 from edge.embed import Embedder
 from edge.gallery import Gallery
 from edge.recognize import Recognizer
+from edge.signing import CommandVerifier, load_public_keys, sign_command
 from edge.sync import GallerySync
+
+BOX = "school-1/box-17"
+REQUEST_IDS = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +38,19 @@ def gallery(tmp_path: Path) -> Iterator[Gallery]:
         yield g
 
 
+class Box(GallerySync):
+    """The box's GallerySync trusting `keys`, with the keys at hand to sign commands for it (see apply())."""
+
+    def __init__(self, gallery: Gallery, recognizer: Recognizer, keys: CentralKeys) -> None:
+        super().__init__(gallery, recognizer, keys.verifier(BOX))
+        self.keys = keys
+
+
+@pytest.fixture()
+def sync(gallery: Gallery, recognizer: Recognizer, central_keys: CentralKeys) -> Box:
+    return Box(gallery, recognizer, central_keys)
+
+
 def b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -41,7 +61,7 @@ def unit(size: int, seed: int) -> List[float]:
 
 
 def command(op: str, **body: Any) -> Dict[str, Any]:
-    return {"schema": "edge.gallery_command/1", "request_id": f"r-{op}", "op": op, **body}
+    return {"schema": "edge.gallery_command/1", "request_id": f"r-{op}-{next(REQUEST_IDS)}", "op": op, **body}
 
 
 def person(sync: GallerySync, person_id: str, seed: int = 0, count: int = 1) -> Dict[str, Any]:
@@ -50,8 +70,9 @@ def person(sync: GallerySync, person_id: str, seed: int = 0, count: int = 1) -> 
     return {"person_id": person_id, "name": person_id.title(), "embeddings": embeddings}
 
 
-def apply(sync: GallerySync, cmd: Dict[str, Any]) -> Dict[str, Any]:
-    result = sync.apply(cmd)
+def apply(sync: Box, cmd: Dict[str, Any]) -> Dict[str, Any]:
+    """Sign `cmd` as the central does for this box, apply it, check the result."""
+    result = sync.apply(sync.keys.sign(cmd, BOX))
     validate("edge.gallery_result/1", result)
     assert result["request_id"] == cmd.get("request_id") and result["op"] == cmd.get("op")
     return result
@@ -62,9 +83,8 @@ def embedding_rows(gallery: Gallery, person_id: str) -> int:
 
 
 def test_upsert_photos_reports_each_photo_and_skips_the_corrupt_one(
-    gallery: Gallery, recognizer: Recognizer, data: Path
+    gallery: Gallery, sync: Box, recognizer: Recognizer, data: Path
 ) -> None:
-    sync = GallerySync(gallery, recognizer)
     ham = data / "hamilton"
     photos = [b64(ham / "lin-manuel-miranda.png"), "not base64 at all!", base64.b64encode(b"GIF89a junk").decode()]
     result = apply(sync, command("upsert", person={"person_id": "lmm", "name": "Lin-Manuel", "photos": photos}))
@@ -84,8 +104,9 @@ def test_upsert_photos_reports_each_photo_and_skips_the_corrupt_one(
     assert gallery.person("lmm").name == "lmm"
 
 
-def test_upsert_photos_without_a_usable_face_writes_nothing(gallery: Gallery, recognizer: Recognizer) -> None:
-    sync = GallerySync(gallery, recognizer)
+def test_upsert_photos_without_a_usable_face_writes_nothing(
+    gallery: Gallery, sync: Box, recognizer: Recognizer
+) -> None:
     blank = base64.b64encode(_png_of_grey()).decode()
     result = apply(sync, command("upsert", person={"person_id": "ghost", "photos": ["@@@@", blank]}))
     assert result["status"] == "rejected"
@@ -106,8 +127,7 @@ def _png_of_grey() -> bytes:
     return buf.tobytes()
 
 
-def test_upsert_embeddings_checks_model_size_and_values(gallery: Gallery, recognizer: Recognizer) -> None:
-    sync = GallerySync(gallery, recognizer)
+def test_upsert_embeddings_checks_model_size_and_values(gallery: Gallery, sync: Box, recognizer: Recognizer) -> None:
     good = person(sync, "s1", count=2)
     result = apply(sync, command("upsert", base_version=0, person=good))
     assert (result["status"], result["gallery_version"], result["people"]) == ("ok", 1, 1)
@@ -129,8 +149,9 @@ def test_upsert_embeddings_checks_model_size_and_values(gallery: Gallery, recogn
     refused({"vector": unit(size + 4, 3)}, f"has {size + 4} values")
 
 
-def test_remove_erases_every_embedding_and_refuses_unknown_people(gallery: Gallery, recognizer: Recognizer) -> None:
-    sync = GallerySync(gallery, recognizer)
+def test_remove_erases_every_embedding_and_refuses_unknown_people(
+    gallery: Gallery, sync: Box, recognizer: Recognizer
+) -> None:
     assert apply(sync, command("upsert", person=person(sync, "s1", count=3)))["status"] == "ok"
     assert apply(sync, command("upsert", person=person(sync, "s2", seed=5)))["status"] == "ok"
     assert embedding_rows(gallery, "s1") == 3
@@ -146,8 +167,7 @@ def test_remove_erases_every_embedding_and_refuses_unknown_people(gallery: Galle
     assert embedding_rows(gallery, "s2") == 1
 
 
-def test_a_stale_base_version_is_a_version_mismatch(gallery: Gallery, recognizer: Recognizer) -> None:
-    sync = GallerySync(gallery, recognizer)
+def test_a_stale_base_version_is_a_version_mismatch(gallery: Gallery, sync: Box, recognizer: Recognizer) -> None:
     apply(sync, command("upsert", person=person(sync, "s1")))
     result = apply(sync, command("upsert", base_version=0, person=person(sync, "s2")))
     assert result["status"] == "version_mismatch"
@@ -157,8 +177,9 @@ def test_a_stale_base_version_is_a_version_mismatch(gallery: Gallery, recognizer
     assert [p.person_id for p in gallery.people()] == ["s1"]
 
 
-def test_sync_replaces_the_gallery_or_changes_nothing(gallery: Gallery, recognizer: Recognizer, data: Path) -> None:
-    sync = GallerySync(gallery, recognizer)
+def test_sync_replaces_the_gallery_or_changes_nothing(
+    gallery: Gallery, sync: Box, recognizer: Recognizer, data: Path
+) -> None:
     apply(sync, command("upsert", person=person(sync, "old", seed=1, count=2)))
 
     bad = person(sync, "b", seed=3)
@@ -184,11 +205,110 @@ def test_sync_replaces_the_gallery_or_changes_nothing(gallery: Gallery, recogniz
     assert gallery.db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 0
 
 
-def test_a_command_breaking_the_schema_is_rejected_not_raised(gallery: Gallery, recognizer: Recognizer) -> None:
-    sync = GallerySync(gallery, recognizer)
-    result = sync.apply({"schema": "edge.gallery_command/1", "request_id": "x", "op": "upsert"})
+def test_a_command_breaking_the_schema_is_rejected_not_raised(
+    gallery: Gallery, sync: Box, recognizer: Recognizer
+) -> None:
+    result = sync.apply(sync.keys.sign({"schema": "edge.gallery_command/1", "request_id": "x", "op": "upsert"}, BOX))
     validate("edge.gallery_result/1", result)
     assert result["status"] == "rejected" and "person" in result["reason"]
     result = sync.apply({"op": 5})  # type: ignore[dict-item]
     validate("edge.gallery_result/1", result)
     assert result["status"] == "rejected" and result["request_id"] is None and result["op"] is None
+
+
+# the trust boundary: only the central's signed, current, new commands for this box ---------------------------------
+def test_only_a_command_signed_by_the_central_for_this_box_and_valid_now_is_applied(
+    gallery: Gallery, sync: Box, tmp_path: Path
+) -> None:
+    from edge.signing import generate_keys, load_private_key
+
+    generate_keys(tmp_path / "other.key", tmp_path / "other.pub")
+    intruder = load_private_key(tmp_path / "other.key")
+    now = datetime.now(timezone.utc)
+    good = command("upsert", person=person(sync, "s1"))
+    tampered = sync.keys.sign(good, BOX)
+    tampered["person"] = person(sync, "mallory", seed=7)
+    forged = sign_command(good, intruder, BOX, 60)
+    cases = {
+        "unsigned": ({**good}, "not signed"),
+        "tampered after signing": (tampered, "does not verify"),
+        "signed by another key": (forged, "does not verify"),
+        "for another box": (sync.keys.sign(good, "school-1/box-18"), "for device 'school-1/box-18'"),
+        "expired": (sign_command(good, sync.keys.private_key, BOX, 60, now - timedelta(seconds=61)), "expired"),
+        "from the future": (
+            sign_command(good, sync.keys.private_key, BOX, 600, now + timedelta(seconds=400)),
+            "future",
+        ),
+        "valid too long": (_long_lived(sync, good), "lifetime"),
+        "bad signature text": ({**sync.keys.sign(good, BOX), "signature": "!" * 88}, "not base64"),
+    }
+    for name, (cmd, words) in cases.items():
+        result = sync.apply(cmd)
+        validate("edge.gallery_result/1", result)
+        assert result["status"] == "rejected" and words in result["reason"], (name, result["reason"])
+    assert gallery.version == 0 and gallery.people() == []
+    assert apply(sync, good)["status"] == "ok"  # the genuine one, still unused, goes through
+    assert [p.person_id for p in gallery.people()] == ["s1"]
+
+
+def _long_lived(sync: Box, cmd: Dict[str, Any]) -> Dict[str, Any]:
+    """A command valid for 25 h, signed with the right key (sign_command itself refuses to make one)."""
+    import base64 as b64_
+
+    from edge.signing import canonical_bytes, format_time
+
+    now = datetime.now(timezone.utc)
+    body = {**cmd, "device": BOX, "issued_at": format_time(now), "expires_at": format_time(now + timedelta(hours=25))}
+    body["signature"] = b64_.b64encode(sync.keys.private_key.sign(canonical_bytes(body))).decode()
+    return body
+
+
+def test_a_box_without_a_central_key_refuses_every_command(
+    gallery: Gallery, recognizer: Recognizer, central_keys: CentralKeys
+) -> None:
+    keyless = GallerySync(gallery, recognizer, None)
+    result = keyless.apply(central_keys.sign(command("remove", person_id="s1"), BOX))
+    validate("edge.gallery_result/1", result)
+    assert result["status"] == "rejected" and "no central key configured" in result["reason"]
+
+
+def test_a_repeated_command_is_refused_even_after_a_restart(
+    gallery: Gallery, sync: Box, recognizer: Recognizer, tmp_path: Path
+) -> None:
+    signed = sync.keys.sign(command("upsert", person=person(sync, "s1")), BOX)
+    assert sync.apply(signed)["status"] == "ok"
+    removal = sync.keys.sign(command("remove", person_id="s1"), BOX)
+    assert sync.apply(removal)["status"] == "ok"
+    again = sync.apply(signed)  # a replay (or a retained copy, or a QoS 1 duplicate) of the enrollment
+    assert again["status"] == "rejected" and "handled before" in again["reason"]
+    assert gallery.people() == [] and gallery.version == 2
+    with Gallery(tmp_path / "gallery.db") as reopened:  # the ids live in the gallery database: a restart keeps them
+        box = Box(reopened, recognizer, sync.keys)
+        assert box.apply(signed)["status"] == "rejected" and reopened.people() == []
+
+
+def test_request_ids_are_kept_until_a_day_after_their_expiry(gallery: Gallery) -> None:
+    from edge.command_log import CommandLog
+
+    log = CommandLog(gallery.db.conn)
+    now = datetime.now(timezone.utc)
+    assert log.record("old", now - timedelta(hours=25), now) and log.record("recent", now - timedelta(hours=23), now)
+    assert not log.record("recent", now + timedelta(minutes=1), now)
+    assert log.record("new", now + timedelta(seconds=30), now)
+    assert len(log) == 2  # "old" expired more than a day ago: dropped
+
+
+def test_during_a_key_rotation_the_box_accepts_the_old_and_the_new_key(
+    gallery: Gallery, recognizer: Recognizer, central_keys: CentralKeys, tmp_path: Path
+) -> None:
+    from support import CentralKeys as Keys
+
+    new = Keys(tmp_path / "new")
+    both = tmp_path / "central-keys.pem"
+    both.write_bytes(central_keys.public_file.read_bytes() + new.public_file.read_bytes())
+    box = GallerySync(gallery, recognizer, CommandVerifier(load_public_keys(both), BOX))
+    old_signed = central_keys.sign(command("upsert", person=person(box, "s1")), BOX)
+    new_signed = new.sign(command("upsert", person=person(box, "s2")), BOX)
+    assert box.apply(old_signed)["status"] == "ok" and box.apply(new_signed)["status"] == "ok"
+    only_new = GallerySync(gallery, recognizer, new.verifier(BOX))  # the old key removed: its commands are refused
+    assert only_new.apply(central_keys.sign(command("remove", person_id="s1"), BOX))["status"] == "rejected"
