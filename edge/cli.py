@@ -73,7 +73,7 @@ pass_app = click.make_pass_decorator(AppContext)
 @click.pass_context
 def main(ctx: click.Context, config_path: Optional[Path], db: Optional[Path]) -> None:
     """edge: face-recognition attendance on a camera box."""
-    if ctx.invoked_subcommand in ("check-config", "central"):
+    if ctx.invoked_subcommand in ("check-config", "central", "broker"):
         return
     try:
         app = AppContext(config_path, db)
@@ -514,9 +514,11 @@ def events_export(
 
 
 def _register_central() -> None:
+    from edge.broker_cli import broker
     from edge.central_cli import central
 
     main.add_command(central)
+    main.add_command(broker)
 
 
 _register_central()
