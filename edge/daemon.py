@@ -1,12 +1,11 @@
 """The long-running process (`edge run`) and its file twin (`edge replay`): build the parts, drive the pipeline,
 tear down in reverse order. Concurrency: one capture thread per live camera, the pipeline on the calling thread,
-one stop event."""
+one gallery thread applying the central's gallery commands (edge.gallery_worker), one stop event."""
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -24,11 +23,12 @@ from edge.config import Config
 from edge.crops import CropStore
 from edge.detect import FaceDetector
 from edge.embed import Embedder
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError
 from edge.gallery import Gallery
+from edge.gallery_worker import GalleryWorker, SyncFactory
 from edge.pipeline import Pipeline, PipelineParts
 from edge.recognize import Recognizer
-from edge.signing import box_verifier
+from edge.signing import CommandVerifier, box_verifier
 from edge.store import EventStore, StoredEvent
 from edge.sync import GallerySync
 
@@ -87,7 +87,7 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
         camera_set = stack.enter_context(CameraSet.open(list(config.cameras)))
         verifier = box_verifier(config.mqtt.central_key_file, config.device.site, config.device.id)
         link = open_link(config, parts, stack, db, config_hash)
-        sync = GallerySync(parts.gallery, Recognizer(parts.detector, parts.embedder, config.quality), verifier)
+        worker = open_gallery_worker(link, gallery_sync_factory(config, db, verifier), parts.gallery.version, stack)
         camera_set.start()
         log.info(
             "edge running: device %s, %d cameras, gallery version %d, MQTT %s",
@@ -105,15 +105,15 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
                 stop.wait(0.2)  # nothing left to read (no cameras, or files that ended): idle, keep serving MQTT
             stored = pipeline.process(frame) if frame is not None else []
             now = time.monotonic()
+            if worker is not None and not worker.alive:  # no silent half-daemon: systemd restarts the whole process
+                raise EdgeError("the gallery worker thread has died (see the log above); edge stops")
             if now - last_tick >= TICK_INTERVAL_S:  # once a second, not per frame
                 stored += pipeline.tick(time.time(), now)
                 notify_systemd("WATCHDOG=1")
                 reporter.report(now)
                 last_tick = now
-            if link is not None:
-                if stored:
-                    link.notify_new_events()
-                apply_gallery_commands(link, sync, parts.gallery)
+            if link is not None and stored:
+                link.notify_new_events()
         notify_systemd("STOPPING=1")
         log.info("edge stopping")
         if pipeline.flush() and link is not None:  # events held in memory (disk full, locked): one last try
@@ -138,17 +138,26 @@ def open_link(config: Config, parts: PipelineParts, stack: ExitStack, db: Option
     return link
 
 
-def apply_gallery_commands(link: Any, sync: GallerySync, gallery: Gallery) -> None:
-    """Gallery changes from the central server, applied on the pipeline thread between frames."""
-    while True:
-        try:
-            command = link.commands.get_nowait()
-        except queue.Empty:
-            return
-        result = sync.apply(command)
-        log.info("gallery %s %s: %s %s", result.get("op"), result.get("request_id"), result["status"], result["reason"])
-        link.publish_result(result)
-        link.set_gallery_version(gallery.version)
+def gallery_sync_factory(config: Config, db: Optional[Path], verifier: Optional[CommandVerifier]) -> SyncFactory:
+    """What the gallery worker applies commands with, opened on its thread at the first command: its own gallery
+    connection, detector and embedder (one LiteRT thread each: the pipeline keeps the CPU it needs)."""
+
+    def make(stack: ExitStack) -> GallerySync:
+        gallery = stack.enter_context(Gallery(db or config.storage.database))
+        detector = stack.enter_context(FaceDetector(replace(config.detector, num_threads=1)))
+        embedder = Embedder(config.embedder.models_path, 1)
+        return GallerySync(gallery, Recognizer(detector, embedder, config.quality), verifier)
+
+    return make
+
+
+def open_gallery_worker(link: Any, make_sync: SyncFactory, version: int, stack: ExitStack) -> Optional[GalleryWorker]:
+    """The gallery thread when MQTT is on (stopped before the link closes: it is entered after it)."""
+    if link is None:
+        return None
+    worker = GalleryWorker(link.commands, link, make_sync, version=version).start()
+    stack.callback(worker.close)
+    return worker
 
 
 class Reporter:

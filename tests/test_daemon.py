@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
+import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 from support import (
+    CentralKeys,
     RtspServer,
     edge_command,
     enroll_lin_manuel,
@@ -163,3 +167,146 @@ def test_run_on_a_real_rtsp_stream_survives_a_server_restart(
     assert len(events) >= processed_before
     check_hamilton_events(events)
     assert os.path.getsize(db) > 0
+
+
+class FakeLink:
+    """The daemon's view of the MQTT link, without a broker: commands in, results out."""
+
+    def __init__(self) -> None:
+        self.commands: queue.Queue[Dict[str, Any]] = queue.Queue()
+        self.results: List[Dict[str, Any]] = []
+        self.versions: List[int] = []
+
+    def publish_result(self, result: Dict[str, Any]) -> None:
+        self.results.append(result)
+
+    def set_gallery_version(self, version: int) -> None:
+        self.versions.append(version)
+
+    def notify_new_events(self) -> None:
+        pass
+
+    def publish_camera_status(self, *args: object) -> None:
+        pass
+
+    def publish_stats(self, payload: Dict[str, Any]) -> None:
+        pass
+
+    def outbox_stats(self) -> Dict[str, Any]:
+        return {"depth": 0, "oldest_unacked_age_s": None, "last_seq": 0, "acked_up_to": 0}
+
+
+class WatchdogListener:
+    """A NOTIFY_SOCKET as systemd offers it: counts the WATCHDOG=1 datagrams the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.ticks = 0
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._count, daemon=True)
+        self.thread.start()
+
+    def _count(self) -> None:
+        while not self.closed.is_set():
+            try:
+                message = self.sock.recv(256)
+            except TimeoutError:
+                continue
+            if message == b"WATCHDOG=1":
+                self.ticks += 1
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_a_long_gallery_sync_does_not_stop_the_watchdog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big sync (hundreds of photos) takes many seconds to apply: the pipeline loop must keep ticking (and feeding
+    the watchdog) meanwhile. The sync here is slow on purpose: it returns only after the loop ticked 5 times."""
+    import edge.daemon
+    from edge.config import load_config
+    from edge.contract import gallery_result_payload
+
+    listener = WatchdogListener(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setattr(edge.daemon, "TICK_INTERVAL_S", 0.05)
+    link = FakeLink()
+    monkeypatch.setattr(edge.daemon, "open_link", lambda *args: link)
+
+    class SlowSync:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def apply(self, command: Dict[str, Any]) -> Dict[str, Any]:
+            start = listener.ticks
+            wait_until(lambda: listener.ticks >= start + 5, timeout=15)
+            reason = f"{listener.ticks - start} watchdog ticks while applying"
+            return gallery_result_payload(command["request_id"], "sync", "ok", reason, 7)
+
+    monkeypatch.setattr(edge.daemon, "GallerySync", SlowSync)
+    db = tmp_path / "edge.db"
+    config = load_config(write_config(tmp_path / "edge.yml", db, "  []\nmqtt:\n  host: 127.0.0.1\n"))
+    stop = threading.Event()
+    daemon = threading.Thread(target=edge.daemon.run, args=(config, stop, db), daemon=True)
+    daemon.start()
+    try:
+        link.commands.put({"request_id": "big-sync", "op": "sync", "people": []})
+        assert wait_until(lambda: bool(link.results), timeout=40, poll=0.1)
+    finally:
+        stop.set()
+        daemon.join(30)
+        listener.close()
+    assert not daemon.is_alive()
+    result = link.results[0]
+    assert result["request_id"] == "big-sync" and result["status"] == "ok", result
+    ticked = int(str(result["reason"]).split()[0])
+    assert ticked >= 5, f"the watchdog was fed {ticked} times during the sync"
+    assert link.versions == [7]
+
+
+def test_the_gallery_worker_applies_signed_commands_on_its_own_connection(
+    tmp_path: Path, central_keys: CentralKeys
+) -> None:
+    """The real sync pieces on the worker thread; the pipeline's own gallery connection sees the new version."""
+    import numpy as np
+
+    from edge.config import load_config
+    from edge.daemon import gallery_sync_factory
+    from edge.embed import Embedder
+    from edge.gallery import Gallery
+    from edge.gallery_worker import GalleryWorker
+    from edge.signing import box_verifier
+
+    db = tmp_path / "edge.db"
+    text = f"  []\nmqtt:\n  host: 127.0.0.1\n  central_key_file: {central_keys.public_file}\n"
+    config = load_config(write_config(tmp_path / "edge.yml", db, text))
+    embedder = Embedder(config.embedder.models_path)
+    rng = np.random.default_rng(1)
+
+    def person(i: int) -> Dict[str, Any]:
+        vector = rng.normal(size=embedder.manifest.embedding_size)
+        vector /= np.linalg.norm(vector)
+        embedding = {"model_id": embedder.model_id, "vector": [float(x) for x in vector], "quality": 0.8}
+        return {"person_id": f"p{i}", "name": f"Person {i}", "embeddings": [embedding]}
+
+    command = {"schema": "edge.gallery_command/1", "request_id": "s-1", "op": "sync"}
+    command["people"] = [person(i) for i in range(30)]
+    link = FakeLink()
+    verifier = box_verifier(str(central_keys.public_file), "default", "door-box")
+    with Gallery(db) as pipeline_gallery:
+        before = pipeline_gallery.index(embedder.model_id)
+        worker = GalleryWorker(link.commands, link, gallery_sync_factory(config, db, verifier)).start()
+        try:
+            link.commands.put(central_keys.sign(command, "default/door-box"))
+            link.commands.put(central_keys.sign(command, "default/door-box"))  # a replay: refused
+            assert wait_until(lambda: len(link.results) == 2, timeout=60, poll=0.05)
+        finally:
+            worker.close()
+        assert worker.alive, "closed on request: not a dead worker"
+        after = pipeline_gallery.index(embedder.model_id)
+    assert [r["status"] for r in link.results] == ["ok", "rejected"], link.results
+    assert after.version > before.version and len(after.people) == 30
+    assert link.versions == [after.version, after.version]
