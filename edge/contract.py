@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from edge.errors import EdgeError
+from edge.jsoncheck import JsonRefused, describe, load_json, strict_validator
 from edge.store import StoredEvent, event_to_dict
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -88,31 +89,27 @@ def now_iso() -> str:
 
 @cache
 def _validator(schema_id: str) -> Any:
-    import jsonschema
-
     schema = json.loads((SCHEMA_DIR / SCHEMAS[schema_id]).read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return strict_validator(schema)
 
 
 def validate(schema_id: str, payload: Any) -> None:
-    """Raise MessageError naming the first problem (with its JSON path) when `payload` breaks the schema."""
-    errors = sorted(_validator(schema_id).iter_errors(payload), key=lambda e: list(e.absolute_path))
+    """Raise MessageError naming the first problem (its JSON path and the rule broken, never the value: names and
+    embeddings must not reach logs or result messages) when `payload` breaks the schema."""
+    errors = sorted(_validator(schema_id).iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        error = errors[0]
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise MessageError(f"{schema_id}: {where}: {error.message[:300]}")
+        raise MessageError(f"{schema_id}: {describe(errors[0])}")
 
 
 def parse(schema_id: str, raw: bytes, max_bytes: int) -> Dict[str, Any]:
-    """Check an incoming payload: size, UTF-8 JSON object, schema. Returns the decoded object."""
+    """Check an incoming payload: size, UTF-8 JSON object (nesting, numbers: edge.jsoncheck), schema. Returns the
+    decoded object."""
     if len(raw) > max_bytes:
         raise MessageError(f"message of {len(raw):,} bytes is over the {max_bytes:,} byte limit")
     try:
-        payload = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(f"not UTF-8 JSON ({str(exc)[:200]})") from None
+        payload = load_json(raw)
+    except JsonRefused as exc:
+        raise MessageError(str(exc)) from None
     if not isinstance(payload, dict):
         raise MessageError("not a JSON object")
     validate(schema_id, payload)
