@@ -1,0 +1,192 @@
+"""The broker set-up of `edge broker` against a real mosquitto (password_file + acl_file, no anonymous clients):
+each box only its own topics, only the central publishes acks and gallery commands, strangers are refused."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import paho.mqtt.client as mqtt
+import pytest
+from click.testing import CliRunner
+from support import CentralKeys, Mosquitto, edge_command, free_port, mosquitto_unavailable, wait_until
+
+from edge.broker_cli import broker as broker_cli
+from edge.central import Central, remove
+from edge.contract import Topics
+
+PREFIX, SITE = "edge/v1", "school-1"
+A, B = Topics.of(PREFIX, SITE, "box-a"), Topics.of(PREFIX, SITE, "box-b")
+
+
+@dataclass
+class AclBroker:
+    server: Mosquitto
+    passwords: Dict[str, str]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+def run_broker_cli(*args: str) -> str:
+    out = CliRunner().invoke(broker_cli, list(args))
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[AclBroker]:
+    """mosquitto set up as the README says, through `edge broker`: the central and boxes box-a and box-b."""
+    if mosquitto_unavailable():
+        pytest.skip(str(mosquitto_unavailable()))
+    etc = tmp_path / "etc"
+    passwd, acl = etc / "edge.passwd", etc / "edge.acl"
+    run_broker_cli("acl", "--prefix", PREFIX, "-o", str(acl))
+    run_broker_cli("add-central", "--password-file", str(passwd), "--secret-out", str(etc / "edge-central.secret"))
+    for box in ("box-a", "box-b"):
+        args = ["--site", SITE, "--device", box, "--secret-out", str(etc / f"{box}.secret")]
+        run_broker_cli("add-box", "--password-file", str(passwd), *args)
+    conf = run_broker_cli("conf", "--password-file", str(passwd), "--acl-file", str(acl))
+    server = Mosquitto(tmp_path / "broker", free_port())
+    server.conf.write_text(server.conf.read_text().replace("allow_anonymous true\n", "") + conf)
+    server.start()
+    secrets = {user: (etc / f"{user}.secret").read_text().strip() for user in ("edge-central", "box-a", "box-b")}
+    try:
+        yield AclBroker(server, secrets)
+    finally:
+        server.kill()
+
+
+class Client:
+    """A paho client logged in as `user` (None: anonymous), recording what it receives."""
+
+    def __init__(self, port: int, user: object, password: object = None, client_id: str = "") -> None:
+        self.received: List[Tuple[str, bytes]] = []
+        self.connack: List[str] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"edge-{user}")
+        if isinstance(user, str):
+            self.client.username_pw_set(user, str(password))
+        self.client.on_connect = lambda _c, _u, _f, reason, _p: self.connack.append(str(reason))
+        self.client.on_message = lambda _c, _u, msg: self.received.append((msg.topic, bytes(msg.payload)))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert wait_until(lambda: bool(self.connack), 5)
+
+    def subscribe(self, *topics: str) -> None:
+        self.client.subscribe([(t, 1) for t in topics])
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def payloads(self) -> List[bytes]:
+        return [p for _, p in self.received]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_strangers_and_wrong_passwords_are_refused(acl_broker: AclBroker) -> None:
+    anonymous = Client(acl_broker.port, None, client_id="stranger")
+    wrong = Client(acl_broker.port, "box-a", acl_broker.passwords["box-b"])
+    unknown = Client(acl_broker.port, "box-c", acl_broker.passwords["box-a"])
+    try:
+        for client in (anonymous, wrong, unknown):
+            assert client.connack == ["Not authorized"], client.connack
+    finally:
+        for client in (anonymous, wrong, unknown):
+            client.close()
+
+
+def test_a_box_login_reaches_only_its_own_topics(acl_broker: AclBroker) -> None:
+    pw = acl_broker.passwords
+    central = Client(acl_broker.port, "edge-central", pw["edge-central"], "edge-central")
+    box_a = Client(acl_broker.port, "box-a", pw["box-a"])
+    box_b = Client(acl_broker.port, "box-b", pw["box-b"])
+    clients = (central, box_a, box_b)
+    try:
+        for client in clients:
+            assert client.connack == ["Success"], client.connack
+        central.subscribe(f"{PREFIX}/#")
+        box_b.subscribe(B.ack, B.gallery_command)
+        # box A tries to listen to everything, and to box B's events and commands in particular
+        box_a.subscribe(f"{PREFIX}/#", B.events, B.gallery_command, B.ack, A.ack, A.gallery_command)
+        time.sleep(0.5)
+        forged = {  # box A publishing where it must not
+            B.events: b"A-forges-B-event", B.status: b"A-spoofs-B-status", B.stats: b"A-forges-B-stats",
+            B.gallery_result: b"A-forges-B-result", B.camera_status("door"): b"A-forges-B-camera",
+            B.ack: b"A-acks-B", B.gallery_command: b"A-commands-B",
+            A.ack: b"A-acks-itself", A.gallery_command: b"A-commands-itself",
+        }  # fmt: skip
+        for topic, payload in forged.items():
+            box_a.publish(topic, payload, retain=topic.endswith("status"))
+        box_b.publish(B.events, b"B-event")
+        central.publish(B.gallery_command, b"central-commands-B")
+        central.publish(B.ack, b"central-acks-B")
+        central.publish(A.gallery_command, b"central-commands-A")
+        box_a.publish(A.events, b"A-event")  # last: once the central has it, everything before was routed
+        assert wait_until(lambda: b"A-event" in central.payloads(), 5), central.received
+        time.sleep(0.3)
+        assert sorted(central.payloads()) == sorted(
+            [b"B-event", b"central-commands-B", b"central-acks-B", b"central-commands-A", b"A-event"]
+        )
+        assert sorted(box_b.payloads()) == [b"central-acks-B", b"central-commands-B"]
+        assert box_a.payloads() == [b"central-commands-A"]  # its own command from the central, nothing else
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_add_box_writes_owner_only_credentials_and_keeps_device_ids_unique(tmp_path: Path) -> None:
+    passwd, secret = tmp_path / "edge.passwd", tmp_path / "box-a.secret"
+    args = ["add-box", "--password-file", str(passwd), "--site", SITE, "--device", "box-a", "--secret-out", str(secret)]
+    out = run_broker_cli(*args)
+    assert "client_id edge-box-a" in out
+    assert stat.S_IMODE(passwd.stat().st_mode) == 0o600 and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    first = secret.read_text()
+    assert passwd.read_text().startswith("box-a:") and first.strip() not in passwd.read_text()  # hashed there
+    again = CliRunner().invoke(broker_cli, args)
+    assert again.exit_code == 1 and "already has a user 'box-a'" in again.output and secret.read_text() == first
+    assert CliRunner().invoke(broker_cli, [*args, "--replace"]).exit_code == 0 and secret.read_text() != first
+    bad = CliRunner().invoke(broker_cli, [*args[:-3], "box/+", "--secret-out", str(secret)])
+    assert bad.exit_code == 1 and "user name must be" in bad.output
+
+
+def test_the_daemon_and_the_central_work_under_the_acl(
+    acl_broker: AclBroker, tmp_path: Path, central_keys: CentralKeys
+) -> None:
+    """Everything a box needs is granted: its retained status and last will, reading commands, answering them."""
+    config = tmp_path / "edge.yml"
+    config.write_text(
+        f"device: {{id: box-a, site: {SITE}}}\nstorage: {{database: {tmp_path / 'box.db'}}}\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {acl_broker.port}\n  username: box-a\n"
+        f"  password: '{acl_broker.passwords['box-a']}'\n  central_key_file: {central_keys.public_file}\n"
+        "  reconnect_min_s: 0.2\n  reconnect_max_s: 1.0\n  keepalive_s: 5\n"
+        "cameras: []\n"
+    )
+    central = Central("127.0.0.1", acl_broker.port, tmp_path / "central.db", username="edge-central",
+                      password=acl_broker.passwords["edge-central"], key_file=central_keys.key_file)  # fmt: skip
+    with open(tmp_path / "edge.log", "w") as log:
+        daemon = subprocess.Popen(
+            [*edge_command(), "--config", str(config), "run"], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        central.start()
+        assert wait_until(lambda: (central.status_of(SITE, "box-a") or {}).get("state") == "online", 30), (
+            tmp_path / "edge.log"
+        ).read_text()
+        result = central.push(SITE, "box-a", remove("nobody"), timeout=20)
+        assert result["status"] == "rejected" and "nobody" in result["reason"]  # read, verified, applied, answered
+        daemon.kill()  # no goodbye: the broker publishes the box's last will on its own status topic
+        daemon.wait(10)
+        assert wait_until(lambda: central.status_of(SITE, "box-a")["state"] == "offline", 20)  # type: ignore[index]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
+        central.close()
