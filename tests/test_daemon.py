@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import sqlite3
@@ -69,7 +70,9 @@ def test_replay_names_lin_manuel_once(tmp_path: Path, data: Path, enrolled_db: P
     assert [p["event_id"] for p in printed] == [s["event_id"] for s in stored]
     check_hamilton_events(stored)
     entry = next(e for e in stored if e["type"] == "entry")
-    assert entry["camera_id"] == "door" and entry["event_id"] == f"door-box-{entry['seq']:010d}"
+    assert entry["camera_id"] == "door" and re.fullmatch(
+        rf"door-box-[0-9a-f]{{16}}-{entry['seq']:010d}", entry["event_id"]
+    )
     assert str(entry["at"]).startswith("2026-11-23T09:00:0")  # on the clip's own timeline
     assert entry["model_id"] and entry["gallery_version"] == 1 and int(entry["frames"]) >= 3  # type: ignore[call-overload]
     # the same recording again: same decisions, new (never repeated) sequence numbers
