@@ -4,14 +4,51 @@
 # Puts a virtualenv in /opt/edge/venv, the config in /etc/edge/edge.yml (kept if present), data in /var/lib/edge,
 # and the systemd unit edge.service (enabled, started once the config checks out).
 #   bash scripts/install_box.sh --print-config    prints the config it would write (no root needed)
+#   sudo bash scripts/install_box.sh --central-key central.pub --mqtt-secret box-17.secret
+#        also installs the central's public key (/etc/edge/central.pub: gallery commands must be signed with it) and
+#        the box's broker password (/etc/edge/mqtt.password, mode 0600, owner edge); see README "Security"
+# On the broker host (mosquitto, with edge installed), once per box: its own login, and the ACL keeping it to its
+# own topics (writes /etc/mosquitto/edge.{acl,passwd} and conf.d/edge.conf; the password goes to /root/edge-DEVICE.secret):
+#   sudo bash scripts/install_box.sh --broker-login SITE DEVICE
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+broker_login() {  # on the broker host: the ACL, the central's login (once), the box's login; then reload mosquitto
+    local site=$1 device=$2 etc=${MOSQUITTO_ETC:-/etc/mosquitto} secrets=${EDGE_SECRETS:-/root}
+    local edge=${EDGE:-$(command -v edge || echo /opt/edge/venv/bin/edge)}
+    "$edge" broker acl --prefix "${EDGE_PREFIX:-edge/v1}" -o "$etc/edge.acl"
+    [ -f "$etc/conf.d/edge.conf" ] \
+        || "$edge" broker conf --password-file "$etc/edge.passwd" --acl-file "$etc/edge.acl" > "$etc/conf.d/edge.conf"
+    grep -qs '^edge-central:' "$etc/edge.passwd" \
+        || "$edge" broker add-central --password-file "$etc/edge.passwd" --secret-out "$secrets/edge-central.secret"
+    "$edge" broker add-box --password-file "$etc/edge.passwd" --site "$site" --device "$device" \
+        --secret-out "$secrets/edge-$device.secret"
+    # hashes only, but mosquitto (user mosquitto) must read them
+    if chgrp mosquitto "$etc/edge.passwd" 2>/dev/null; then chmod 0640 "$etc/edge.passwd"; fi
+    if [ -d /run/systemd/system ] && systemctl reload-or-restart mosquitto; then
+        echo "install_box: mosquitto reloaded"
+    else
+        echo "install_box: restart mosquitto to use the new login"
+    fi
+    echo "install_box: copy $secrets/edge-$device.secret to the box (install_box.sh --mqtt-secret FILE), then delete it"
+}
 
 box_config() {  # the example config with the box's paths
     sed -e 's|database: var/edge.db|database: /var/lib/edge/edge.db|' \
         -e 's|  models_dir: null |  models_dir: /opt/edge/models |' config/edge.example.yml
 }
-if [ "${1:-}" = "--print-config" ]; then box_config; exit 0; fi
+central_key="" mqtt_secret=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --print-config) box_config; exit 0 ;;
+        --broker-login) [ $# -ge 3 ] || { echo "install_box: --broker-login SITE DEVICE" >&2; exit 2; }
+                        [ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
+                        broker_login "$2" "$3"; exit 0 ;;
+        --central-key) central_key=${2:?--central-key FILE}; shift 2 ;;
+        --mqtt-secret) mqtt_secret=${2:?--mqtt-secret FILE}; shift 2 ;;
+        *) echo "install_box: unknown option $1" >&2; exit 2 ;;
+    esac
+done
 
 [ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
 
@@ -42,6 +79,11 @@ if [ ! -f /etc/edge/edge.yml ]; then
     echo "install_box: wrote /etc/edge/edge.yml from the example: set device, cameras and schedule, then"
     echo "             systemctl restart edge"
 fi
+# trust: the central's public key (commands are refused without one) and the box's own broker password
+if [ -n "$central_key" ]; then install -m 0644 "$central_key" /etc/edge/central.pub; fi
+if [ -n "$mqtt_secret" ]; then install -m 0600 -o edge -g edge "$mqtt_secret" /etc/edge/mqtt.password; fi
+[ -f /etc/edge/central.pub ] || echo "install_box: no /etc/edge/central.pub: this box refuses every gallery command" \
+    "until the central's public key is installed (--central-key FILE) and set as mqtt.central_key_file"
 install -m 0644 systemd/edge.service /etc/systemd/system/edge.service
 if ! /opt/edge/venv/bin/edge check-config /etc/edge/edge.yml; then
     echo "install_box: fix /etc/edge/edge.yml (see the error above), then: systemctl restart edge" >&2

@@ -3,6 +3,7 @@ each box only its own topics, only the central publishes acks and gallery comman
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import time
@@ -13,7 +14,7 @@ from typing import Dict, Iterator, List, Tuple
 import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
-from support import CentralKeys, Mosquitto, edge_command, free_port, mosquitto_unavailable, wait_until
+from support import REPO, CentralKeys, Mosquitto, edge_command, free_port, mosquitto_unavailable, wait_until
 
 from edge.broker_cli import broker as broker_cli
 from edge.central import Central, remove
@@ -190,3 +191,44 @@ def test_the_daemon_and_the_central_work_under_the_acl(
             daemon.kill()
             daemon.wait(10)
         central.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install_box.sh --broker-login runs as root")
+def test_the_installer_gives_each_box_a_login_on_the_broker(tmp_path: Path) -> None:
+    if mosquitto_unavailable():
+        pytest.skip(str(mosquitto_unavailable()))
+    etc, secrets = tmp_path / "mosquitto", tmp_path / "secrets"
+    (etc / "conf.d").mkdir(parents=True)
+    secrets.mkdir()
+    wrapper = tmp_path / "edge"
+    wrapper.write_text(f'#!/bin/sh\nexec {" ".join(edge_command())} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "EDGE": str(wrapper), "MOSQUITTO_ETC": str(etc), "EDGE_SECRETS": str(secrets)}
+    for box in ("box-a", "box-b"):
+        done = subprocess.run(["bash", str(REPO / "scripts" / "install_box.sh"), "--broker-login", SITE, box],
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"copy {secrets}/edge-{box}.secret to the box" in done.stdout
+    assert sorted(p.name for p in secrets.iterdir()) == [
+        "edge-box-a.secret",
+        "edge-box-b.secret",
+        "edge-central.secret",
+    ]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secrets.iterdir())
+    server = Mosquitto(tmp_path / "broker", free_port())
+    conf = (etc / "conf.d" / "edge.conf").read_text()
+    server.conf.write_text(server.conf.read_text().replace("allow_anonymous true\n", "") + conf)
+    server.start()
+    clients = []
+    try:
+        for user in ("edge-central", "box-a", "box-b"):
+            clients.append(
+                Client(server.port, user, (secrets / f"edge-{user.removeprefix('edge-')}.secret").read_text().strip())
+            )
+            assert clients[-1].connack == ["Success"], user
+        clients.append(Client(server.port, None, client_id="stranger"))
+        assert clients[-1].connack == ["Not authorized"]
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
