@@ -21,3 +21,7 @@ class ImageError(EdgeError):
 
 class GalleryError(EdgeError):
     """A gallery operation was refused (unknown person, wrong model id, bad import file)."""
+
+
+class StoreError(EdgeError):
+    """The event store cannot be opened, or a read or write failed (the message names the file)."""

@@ -12,7 +12,13 @@ Choices:
 - `seq` is `INTEGER PRIMARY KEY AUTOINCREMENT`: SQLite keeps the highest seq ever committed in `sqlite_sequence`,
   updated in the same transaction as the rows, so a seq is never handed out twice, even after the latest rows
   were deleted or the process crashed. A rolled-back append consumes nothing (its seqs were never visible, never
-  published). `event_id` = f"{device_id}-{seq:010d}" is fixed at insert and never changes (the MQTT dedup key).
+  published). `event_id` = f"{device_id}-{epoch}-{seq:010d}" is fixed at insert and never changes (the MQTT
+  dedup key; events stored before epochs existed keep their f"{device_id}-{seq:010d}").
+- Epochs: the database gets a random epoch (16 hex digits) when it is created, so event ids never repeat across a
+  database reset (a new database starts at seq 1 again). An epoch rotates when start-up finds committed rows lost
+  (`edge run --init` after a lost WAL): table `epochs(epoch, first_seq)`, the epoch of a seq is the one with the
+  largest first_seq <= seq. The marker file beside the database (edge/store_marker.py) lets a box refuse to start on
+  a database that is missing, empty, replaced or behind, instead of silently starting a new one.
 - `synchronous=FULL` (WAL mode): a commit returns only after the WAL is fsynced, so an event that may already have
   been published survives a power cut and its seq is never reissued. With NORMAL the last commits can vanish on
   power loss and their seqs would be handed out again to different events. Measured on the dev VM (ext4 on a
@@ -27,45 +33,61 @@ Choices:
   the day its person went out), in seq order = emission order, with times converted to `tz`: what
   `AttendanceMachine.restore` wants.
 - The outbox: `pending`, `mark_published`, `ack_up_to`, `oldest_unacked` over `published_at`, `acked_at` and
-  `publish_attempts` of the same table (write the event, then publish, then mark it delivered).
+  `publish_attempts` of the same table (write the event, then publish, then mark it delivered). The outbox calls
+  `reserve_published(seq)` before it publishes a seq: the marker's hwm then covers it.
 - Exports: CSV with a header row and JSON Lines (one object per line: streamable, appendable, and each line is
   the shape an MQTT payload will have). Both come from `event_to_dict`; times are ISO-8601, missing values are
   empty in CSV and null in JSON.
 - The gallery ("edge.gallery") and the events ("edge.events") may share one file; both migration sets record
   themselves in the same `_sqlite_migrations` table. Migrations run inside `BEGIN IMMEDIATE`, so two stores
-  opening the same new file do not race. One EventStore per thread (the connection is not shared).
+  opening the same new file do not race (a busy lock while the file is set up is retried). A database with
+  migrations this version does not know was written by a newer edge: refused. A read-only database is refused at
+  open (one write is tried). One EventStore per thread (the connection is not shared).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import random
 import re
+import secrets
 import sqlite3
+import time as clock
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from edge.attendance import AttendanceEvent, EventType
-from edge.errors import EdgeError
+from edge.errors import StoreError
 from edge.private import private_file
+from edge.store_marker import (
+    EPOCH_PATTERN,
+    MAX_SEQ,
+    Marker,
+    folder_unwritable,
+    lost_database,
+    new_marker,
+    read_marker,
+    refusal,
+    set_aside,
+    write_marker,
+)
 
+log = logging.getLogger("edge.store")
 migrations = Migrations("edge.events")
 
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 BUSY_TIMEOUT_S = 10.0
 SQLITE_FULL = 13
 _UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-class StoreError(EdgeError):
-    """The event store cannot be opened, or a read or write failed (the message names the file)."""
 
 
 @migrations()
@@ -101,6 +123,18 @@ def m001_events(db: Database) -> None:
     db.execute("CREATE INDEX idx_events_at ON events (at_utc)")
     db.execute("CREATE INDEX idx_events_person_at ON events (person_id, at_utc)")
     db.execute("CREATE INDEX idx_events_outbox ON events (acked_at, seq)")
+
+
+@migrations()
+def m002_epochs(db: Database) -> None:
+    """The database's epoch (event ids carry it); events stored before keep their ids and belong to it."""
+    db.execute("CREATE TABLE box_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE TABLE epochs (epoch TEXT PRIMARY KEY, first_seq INTEGER NOT NULL UNIQUE)")
+    db.execute("INSERT INTO epochs (epoch, first_seq) VALUES (?, 1)", [new_epoch()])
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(8)
 
 
 # ---------------------------------------------------------------- values
@@ -144,10 +178,14 @@ class StoredEvent:
     published_at: Optional[datetime] = None
     acked_at: Optional[datetime] = None
     publish_attempts: int = 0
+    epoch: str = ""
+    """The database epoch the seq belongs to (part of event_id)."""
+    first_of_epoch: bool = False
+    """The first seq of its epoch (published with prev_seq null)."""
 
 
-def make_event_id(device_id: str, seq: int) -> str:
-    return f"{device_id}-{seq:010d}"
+def make_event_id(device_id: str, epoch: str, seq: int) -> str:
+    return f"{device_id}-{epoch}-{seq:010d}"
 
 
 def check_event(event: AttendanceEvent) -> None:
@@ -181,9 +219,11 @@ def _parse(text: Optional[str]) -> Optional[datetime]:
     return datetime.fromisoformat(text) if text is not None else None
 
 
+_EPOCH_OF_SEQ = "(SELECT e.{0} FROM epochs e WHERE e.first_seq <= events.seq ORDER BY e.first_seq DESC LIMIT 1)"
 _COLUMNS = (
     "seq, event_id, device_id, type, person_id, camera_id, at, decided_at, session, track_id, score, margin, "
-    "frames, quality, gallery_version, model_id, mono_time, wall_time, published_at, acked_at, publish_attempts"
+    "frames, quality, gallery_version, model_id, mono_time, wall_time, published_at, acked_at, publish_attempts, "
+    f"{_EPOCH_OF_SEQ.format('epoch')}, {_EPOCH_OF_SEQ.format('first_seq')} = seq"
 )
 _INSERT = (
     "INSERT INTO events (seq, event_id, device_id, type, person_id, camera_id, at, at_utc, decided_at, session, "
@@ -192,10 +232,10 @@ _INSERT = (
 )
 
 
-def _row_values(seq: int, device_id: str, e: AttendanceEvent, c: EventContext) -> tuple:
+def _row_values(seq: int, device_id: str, epoch: str, e: AttendanceEvent, c: EventContext) -> tuple:
     return (
         seq,
-        make_event_id(device_id, seq),
+        make_event_id(device_id, epoch, seq),
         device_id,
         e.type.value,
         e.person_id,
@@ -231,7 +271,7 @@ def _from_row(r: Sequence[Any]) -> StoredEvent:
         quality=r[13],
     )
     context = EventContext(gallery_version=r[14], model_id=r[15], mono_time=r[16], wall_time=r[17])
-    return StoredEvent(r[0], r[1], r[2], event, context, _parse(r[18]), _parse(r[19]), r[20])
+    return StoredEvent(r[0], r[1], r[2], event, context, _parse(r[18]), _parse(r[19]), r[20], r[21] or "", bool(r[22]))
 
 
 # ---------------------------------------------------------------- the store
@@ -240,7 +280,10 @@ def _from_row(r: Sequence[Any]) -> StoredEvent:
 class EventStore:
     """Attendance events of one device in one SQLite file (WAL, synchronous=FULL)."""
 
-    def __init__(self, path: Union[str, Path], device_id: str) -> None:
+    def __init__(self, path: Union[str, Path], device_id: str, init: bool = False) -> None:
+        """Open (creating it when new) the event database. Refuses (StoreError) a database that is missing, empty,
+        replaced or behind its marker unless `init` (`edge run --init`: a new database, or a new epoch on this one),
+        one written by a newer edge, and one that is read-only."""
         if not isinstance(device_id, str) or not DEVICE_ID_PATTERN.match(device_id):
             raise StoreError(
                 f"invalid device id {device_id!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a "
@@ -248,24 +291,125 @@ class EventStore:
             )
         self.path = Path(path)
         self.device_id = device_id
+        marker = read_marker(self.path)
+        lost = lost_database(self.path, marker)
+        if lost is not None and marker is not None:
+            if not init:
+                raise refusal(self.path, marker, f"is {lost}")
+            set_aside(self.path)
         try:
             private_file(self.path)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot create the event store or its folder ({exc})") from exc
-        conn: Optional[sqlite3.Connection] = None
-        try:
-            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self.db = Database(conn)
-            self.db.enable_wal()
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            with self._transaction():
-                migrations.apply(self.db)
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
-            raise StoreError(f"{self.path}: cannot open the event store ({exc})") from exc
+        self._epochs: List[Tuple[int, str]] = []
+        self._open(marker, init)
+
+    def _open(self, marker: Optional[Marker], init: bool) -> None:
+        """Connect and set the file up; a busy lock while another process creates the same file is retried."""
+        deadline = clock.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            conn: Optional[sqlite3.Connection] = None
+            try:
+                conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                self.db = Database(conn)
+                self._set_up(marker, init)
+                return
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if busy and clock.monotonic() < deadline:
+                    clock.sleep(random.uniform(0.02, 0.1))
+                    continue
+                if "readonly" in str(exc) or "read-only" in str(exc) or folder_unwritable(self.path):
+                    raise StoreError(
+                        f"{self.path}: the event database or its folder is read-only ({exc}); the box cannot store "
+                        "or deliver events: make both writable by the service user"
+                    ) from exc
+                raise StoreError(f"{self.path}: cannot open the event store ({exc})") from exc
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                raise
+
+    def _set_up(self, marker: Optional[Marker], init: bool) -> None:
+        conn = self.db.conn
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self.db.enable_wal()
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self._transaction():
+            known = self._applied_migrations()
+            newer = sorted(known - {m.name for m in migrations._migrations})
+            if newer:
+                raise StoreError(
+                    f"{self.path}: the event database was written by a newer edge (unknown migrations: "
+                    f"{', '.join(newer)[:200]}); run that version, or restore a database this version wrote"
+                )
+            ours = "m001_events" in known
+            migrations.apply(self.db)
+            stamp = datetime.now(timezone.utc).isoformat()  # one write now: a read-only file fails here, not later
+            conn.execute("INSERT OR REPLACE INTO box_meta (key, value) VALUES ('opened_at', ?)", [stamp])
+        self._load_epochs()
+        high = self._high_water()
+        problem = None if marker is None else _mismatch(marker, ours, {e for _, e in self._epochs}, high)
+        if problem is not None and marker is not None:
+            if not init:
+                raise refusal(self.path, marker, problem)
+            self._rotate_epoch()
+            log.warning("%s: the event database %s; --init: new epoch %s from seq %d", self.path, problem,
+                        self.epoch, self._epochs[-1][0])  # fmt: skip
+        if marker is None or problem is not None:
+            marker = new_marker(self.device_id, self.epoch, high)
+            write_marker(self.path, marker)
+        self._marker = marker
+
+    def _applied_migrations(self) -> Set[str]:
+        conn = self.db.conn
+        table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'")
+        if table.fetchone() is None:
+            return set()
+        rows = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [migrations.name])
+        return {str(r[0]) for r in rows}
+
+    def _load_epochs(self) -> None:
+        rows = self.db.conn.execute("SELECT first_seq, epoch FROM epochs ORDER BY first_seq").fetchall()
+        if not rows or not all(EPOCH_PATTERN.match(str(r[1])) for r in rows):
+            raise StoreError(f"{self.path}: the epochs table is empty or damaged")
+        self._epochs = [(int(r[0]), str(r[1])) for r in rows]
+
+    def _rotate_epoch(self) -> None:
+        """A new epoch from the next seq on: ids of seqs that may be handed out again never repeat."""
+        first = self._high_water() + 1
+        with self._transaction():
+            self.db.conn.execute("DELETE FROM epochs WHERE first_seq >= ?", [first])
+            self.db.conn.execute("INSERT INTO epochs (epoch, first_seq) VALUES (?, ?)", [new_epoch(), first])
+        self._load_epochs()
+
+    @property
+    def epoch(self) -> str:
+        """The current epoch: new events' ids carry it."""
+        return self._epochs[-1][1]
+
+    def epoch_span(self, epoch: str) -> Optional[Tuple[int, int]]:
+        """The first and last seq an epoch of this database can hold (the current one: up to MAX_SEQ); None when
+        the epoch is not this database's."""
+        for i, (first, name) in enumerate(self._epochs):
+            if name == epoch:
+                last = self._epochs[i + 1][0] - 1 if i + 1 < len(self._epochs) else MAX_SEQ
+                return first, last
+        return None
+
+    def reserve_published(self, seq: int) -> None:
+        """Call before publishing `seq`: the marker's hwm must cover every seq that may have left the box, so a
+        database that later comes back behind it is noticed. Written rarely: up to the whole high water at once."""
+        if seq <= self._marker.hwm:
+            return
+        with self._guard("reading the last seq"):
+            high = self._high_water()
+        marker = replace(self._marker, hwm=max(high, int(seq)))
+        write_marker(self.path, marker)
+        self._marker = marker
 
     def close(self) -> None:
         self.db.close()
@@ -313,12 +457,21 @@ class EventStore:
             check_event(event)
         if not events:
             return []
+        epoch_first, epoch = self._epochs[-1]
         with self._guard(f"storing {len(events)} event(s)"), self._transaction():
             first = self._high_water() + 1
-            rows = [_row_values(first + i, self.device_id, e, context) for i, e in enumerate(events)]
+            rows = [_row_values(first + i, self.device_id, epoch, e, context) for i, e in enumerate(events)]
             self.db.conn.executemany(_INSERT, rows)
         return [
-            StoredEvent(first + i, make_event_id(self.device_id, first + i), self.device_id, e, context)
+            StoredEvent(
+                first + i,
+                make_event_id(self.device_id, epoch, first + i),
+                self.device_id,
+                e,
+                context,
+                epoch=epoch,
+                first_of_epoch=first + i == epoch_first,
+            )
             for i, e in enumerate(events)
         ]
 
@@ -430,14 +583,80 @@ class EventStore:
                 ).rowcount
         return marked
 
-    def ack_up_to(self, seq: int, when: datetime) -> int:
-        """Mark every unacknowledged event with seq <= `seq` as acknowledged at `when`; returns how many."""
+    def ack_up_to(self, seq: int, when: datetime, since: int = 1) -> int:
+        """Mark every unacknowledged event with since <= seq' <= `seq` (one epoch's span) as acknowledged at `when`;
+        returns how many."""
         stamp = _checked_iso(when)
         with self._guard("acknowledging events"), self._transaction():
             cursor = self.db.conn.execute(
-                "UPDATE events SET acked_at = ? WHERE seq <= ? AND acked_at IS NULL", [stamp, int(seq)]
+                "UPDATE events SET acked_at = ? WHERE seq BETWEEN ? AND ? AND acked_at IS NULL",
+                [stamp, int(since), int(seq)],
             )
             return int(cursor.rowcount)
+
+    def never_published(self, first: int, last: int, limit: int) -> List[int]:
+        """Up to `limit` unacknowledged seqs within first..last that no run has recorded as published."""
+        with self._guard("reading the outbox"):
+            rows = self.db.conn.execute(
+                "SELECT seq FROM events WHERE seq BETWEEN ? AND ? AND acked_at IS NULL AND published_at IS NULL "
+                f"ORDER BY seq LIMIT {int(limit)}",
+                [int(first), int(last)],
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def never_published_among(self, seqs: Iterable[int]) -> List[int]:
+        """Those of `seqs` that are unacknowledged and not recorded as published."""
+        chosen = sorted({int(s) for s in seqs})
+        found: List[int] = []
+        with self._guard("reading the outbox"):
+            for i in range(0, len(chosen), 500):
+                chunk = chosen[i : i + 500]
+                rows = self.db.conn.execute(
+                    f"SELECT seq FROM events WHERE seq IN ({', '.join('?' for _ in chunk)}) "
+                    "AND acked_at IS NULL AND published_at IS NULL",
+                    chunk,
+                ).fetchall()
+                found.extend(int(r[0]) for r in rows)
+        return found
+
+    def has_unacked(self, first: int, last: int) -> bool:
+        with self._guard("reading the outbox"):
+            row = self.db.conn.execute(
+                "SELECT 1 FROM events WHERE seq BETWEEN ? AND ? AND acked_at IS NULL LIMIT 1", [int(first), int(last)]
+            ).fetchone()
+        return row is not None
+
+    def unacknowledge(self, first: int, last: int, limit: int) -> List[int]:
+        """The central server lost its copies: make up to `limit` acknowledged events with first <= seq <= last
+        unacknowledged and unpublished again (they go out once more); returns their seqs."""
+        with self._guard("re-queueing events"), self._transaction():
+            rows = self.db.conn.execute(
+                "SELECT seq FROM events WHERE seq BETWEEN ? AND ? AND acked_at IS NOT NULL "
+                f"ORDER BY seq LIMIT {int(limit)}",
+                [int(first), int(last)],
+            ).fetchall()
+            seqs = [int(r[0]) for r in rows]
+            if seqs:
+                self.db.conn.execute(
+                    "UPDATE events SET acked_at = NULL, published_at = NULL WHERE seq BETWEEN ? AND ? "
+                    "AND acked_at IS NOT NULL",
+                    [seqs[0], seqs[-1]],
+                )
+        return seqs
+
+
+def _mismatch(marker: Marker, ours: bool, epochs: Set[str], high: int) -> Optional[str]:
+    """How the database found at start differs from what its marker says, or None."""
+    if not ours:
+        return "was replaced by a new one (created by another command after the old one was lost?)"
+    if marker.epoch not in epochs:
+        return "is not the one its marker describes (another box's database, or an older copy?)"
+    if high < marker.hwm:
+        return (
+            f"lost committed events: its last seq is {high}, below {marker.hwm} (a lost or damaged write-ahead "
+            "log after a crash?)"
+        )
+    return None
 
 
 def _checked_iso(moment: datetime) -> str:

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time as clock
 from collections import Counter
 from dataclasses import replace
@@ -93,6 +94,14 @@ def seen(person: Optional[str], hhmmss: str, camera: str = "door-in", day: date 
     return Sighting(person, f"{camera}-{person}-{hhmmss}", camera, None, at(hhmmss, day), 0.8, 0.2, 6, 0.9)
 
 
+def conn_epoch(path: Path) -> str:
+    conn = sqlite3.connect(str(path))
+    try:
+        return str(conn.execute("SELECT epoch FROM epochs ORDER BY first_seq DESC LIMIT 1").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def integrity(store: EventStore) -> str:
     return str(store.db.conn.execute("PRAGMA integrity_check").fetchone()[0])
 
@@ -121,10 +130,14 @@ def test_every_field_round_trips(tmp_path: Path) -> None:
     assert [s.seq for s in read] == [1, 2, 3]
 
 
-def test_event_ids_are_device_and_ten_digit_seq(tmp_path: Path) -> None:
+def test_event_ids_are_device_epoch_and_ten_digit_seq(tmp_path: Path) -> None:
     with EventStore(tmp_path / "e.db", DEVICE) as store:
         stored = store.append([event(), event(track="t2")], CONTEXT)
-        assert [s.event_id for s in stored] == ["box-7-0000000001", "box-7-0000000002"]
+        epoch = store.epoch
+        assert len(epoch) == 16 and int(epoch, 16) >= 0
+        assert [s.event_id for s in stored] == [f"box-7-{epoch}-0000000001", f"box-7-{epoch}-0000000002"]
+        assert [(s.epoch, s.first_of_epoch) for s in stored] == [(epoch, True), (epoch, False)]
+        assert store.events_between(at("00:00"), at("23:00")) == stored
         assert all(s.device_id == DEVICE for s in stored)
         assert store.last_seq() == 2 and store.count() == 2
         assert store.append([], CONTEXT) == []
@@ -137,7 +150,7 @@ def test_wal_full_sync_and_migrations_recorded_once(tmp_path: Path) -> None:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
             assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-            assert [m.name for m in migrations.applied(store.db)] == ["m001_events"]
+            assert [m.name for m in migrations.applied(store.db)] == ["m001_events", "m002_epochs"]
 
 
 # ---------------------------------------------------------------- atomic appends and seqs
@@ -187,7 +200,7 @@ def test_seq_never_repeats_after_deleting_the_last_rows(tmp_path: Path) -> None:
     with EventStore(path, DEVICE) as store:
         assert store.last_seq() == 6
         again = store.append([event(track="n2")], CONTEXT)
-        assert again[0].seq == 7 and again[0].event_id == "box-7-0000000007"
+        assert again[0].seq == 7 and again[0].event_id == f"box-7-{store.epoch}-0000000007"
 
 
 # ---------------------------------------------------------------- queries and restore
@@ -299,7 +312,7 @@ def test_gallery_and_events_share_one_file(tmp_path: Path, gallery_first: bool) 
         store.append([event()], replace(CONTEXT, gallery_version=version))
         gallery.put_person("carol", "Carol", [_embedding(3)])
     with EventStore(path, DEVICE) as store, Gallery(path) as gallery:
-        assert [m.name for m in migrations.applied(store.db)] == ["m001_events"]
+        assert [m.name for m in migrations.applied(store.db)] == ["m001_events", "m002_epochs"]
         assert [m.name for m in gallery_migrations.applied(gallery.db)] == ["m001_gallery"]
         sets = store.db.conn.execute("SELECT DISTINCT migration_set FROM _sqlite_migrations").fetchall()
         assert sorted(r[0] for r in sets) == ["edge.events", "edge.gallery"]
@@ -466,7 +479,8 @@ def test_sigkill_at_random_moments_never_leaves_half_a_step(tmp_path: Path) -> N
     seqs = [r[0] for r in rows]
     assert seqs == sorted(set(seqs)) and len(seqs) > 15
     assert len({r[1] for r in rows}) == len(rows)
-    assert all(r[1] == f"crash-box-{r[0]:010d}" for r in rows)
+    epoch = conn_epoch(path)
+    assert all(r[1] == f"crash-box-{epoch}-{r[0]:010d}" for r in rows)
     groups = Counter(r[2] for r in rows)
     assert set(groups.values()) == {3}, [g for g, n in groups.items() if n != 3]
     for track in groups:
@@ -474,3 +488,169 @@ def test_sigkill_at_random_moments_never_leaves_half_a_step(tmp_path: Path) -> N
         assert members == list(range(members[0], members[0] + 3))  # one step = consecutive seqs
     monos = [r[3] for r in rows]
     assert monos == sorted(monos)  # seqs follow commit order across processes
+
+
+# ---------------------------------------------------------------- start-up checks (issue 7)
+
+
+def _store_with_events(path: Path, n: int, published: bool = True) -> str:
+    with EventStore(path, DEVICE) as store:
+        store.append([event(track=f"t{i}") for i in range(n)], CONTEXT)
+        if published:
+            store.reserve_published(n)
+            return store.epoch
+    return ""
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+def test_a_database_the_box_had_is_refused_when_missing_or_empty_unless_init(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "edge.db"
+    old_epoch = _store_with_events(path, 3)
+    marker = json.loads((tmp_path / "edge.db.id").read_text())
+    assert marker["epoch"] == old_epoch and marker["device_id"] == DEVICE and marker["hwm"] == 3
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if damage == "empty":
+        path.write_bytes(b"")
+    with pytest.raises(StoreError, match=r"--init") as caught:
+        EventStore(path, DEVICE)
+    assert str(path) in str(caught.value) and damage in str(caught.value)
+    assert not path.exists() or path.stat().st_size == 0  # nothing was created in its place
+    with EventStore(path, DEVICE, init=True) as store:
+        new = store.append([event()], CONTEXT)
+        assert store.epoch != old_epoch and new[0].seq == 1 and new[0].first_of_epoch
+        assert new[0].event_id == f"{DEVICE}-{store.epoch}-0000000001"  # never the lost database's id
+    assert json.loads((tmp_path / "edge.db.id").read_text())["epoch"] != old_epoch
+    with EventStore(path, DEVICE) as store:  # the new database is accepted from now on
+        assert store.count() == 1
+
+
+def test_a_database_recreated_by_another_command_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    _store_with_events(path, 2)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    Gallery(path).close()  # e.g. `edge gallery list` after the card was wiped: SQLite creates a new file
+    with pytest.raises(StoreError, match="replaced by a new one"):
+        EventStore(path, DEVICE)
+
+
+def test_an_old_database_without_a_marker_is_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    _store_with_events(path, 2)
+    (tmp_path / "edge.db.id").unlink()  # a database from before markers (or a crash before the marker was written)
+    with EventStore(path, DEVICE) as store:
+        assert store.count() == 2
+    assert json.loads((tmp_path / "edge.db.id").read_text())["hwm"] == 2
+
+
+def test_a_lost_wal_is_detected_and_init_rotates_the_epoch(tmp_path: Path) -> None:
+    """The database file comes back without its last committed rows (as after a lost or damaged WAL): their seqs
+    would be handed out again, so start-up refuses; --init gives the seqs from there on a new epoch."""
+    path = tmp_path / "edge.db"
+    with EventStore(path, DEVICE) as store:
+        store.append([event(track=f"a{i}") for i in range(5)], CONTEXT)
+        first_epoch = store.epoch
+    backup = (tmp_path / "edge.db").read_bytes()  # checkpointed at close: 5 events
+    with EventStore(path, DEVICE) as store:
+        store.append([event(track=f"b{i}") for i in range(5)], CONTEXT)
+        store.reserve_published(10)  # seqs 6..10 went out
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(backup)
+    with pytest.raises(StoreError, match=r"lost committed events: its last seq is 5, below 10.*--init"):
+        EventStore(path, DEVICE)
+    with EventStore(path, DEVICE, init=True) as store:
+        assert store.epoch != first_epoch and store.epoch_span(first_epoch) == (1, 5)
+        again = store.append([event(track="c")], CONTEXT)
+        assert again[0].seq == 6 and again[0].first_of_epoch
+        assert again[0].event_id == f"{DEVICE}-{store.epoch}-0000000006"
+        old = store.events_between(at("00:00"), at("23:00"))[:5]
+        assert all(s.epoch == first_epoch and s.event_id.startswith(f"{DEVICE}-{first_epoch}-") for s in old)
+    with EventStore(path, DEVICE) as store:  # settled: the marker follows the new epoch
+        assert store.last_seq() == 6
+
+
+def test_the_marker_hwm_is_raised_before_a_seq_is_published_and_rarely(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    with EventStore(path, DEVICE) as store:
+        store.append([event(track=f"t{i}") for i in range(50)], CONTEXT)
+        marker = tmp_path / "edge.db.id"
+        assert json.loads(marker.read_text())["hwm"] == 0
+        store.reserve_published(1)
+        assert json.loads(marker.read_text())["hwm"] == 50  # the whole high water at once
+        written = marker.stat().st_mtime_ns
+        for seq in range(2, 51):
+            store.reserve_published(seq)
+        assert marker.stat().st_mtime_ns == written
+
+
+def test_a_database_written_by_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edge.db"
+    _store_with_events(path, 1, published=False)
+    conn = sqlite3.connect(str(path))
+    with conn:
+        conn.execute(
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('edge.events', 'm007_x', 'now')"
+        )
+    conn.close()
+    with pytest.raises(StoreError, match=r"written by a newer edge \(unknown migrations: m007_x\)"):
+        EventStore(path, DEVICE)
+
+
+def _read_only(path: Path) -> None:
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here (root ignores file modes)")
+    else:
+        path.chmod(0o444)
+
+
+def _writable(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    else:
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_read_only_database_or_folder_is_refused_at_open(tmp_path: Path, what: str) -> None:
+    folder = tmp_path / "var"
+    path = folder / "edge.db"
+    _store_with_events(path, 2, published=False)
+    target = path if what == "file" else folder
+    _read_only(target)
+    try:
+        with pytest.raises(StoreError, match="read-only") as caught:
+            EventStore(path, DEVICE)
+        assert str(path) in str(caught.value)
+    finally:
+        _writable(target)
+
+
+def test_opening_while_another_process_creates_the_database_waits_for_it(tmp_path: Path) -> None:
+    """Two processes creating a fresh database at once: the second finds the file in the first's creating
+    transaction (rollback journal, not yet WAL). Switching to WAL then fails at once with "database is locked"
+    (SQLite's busy handler does not cover it): the open must wait and succeed, not exit."""
+    path = tmp_path / "fresh.db"
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE being_created (x)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        started = clock.monotonic()
+        with EventStore(path, DEVICE) as store:
+            assert store.last_seq() == 0 and clock.monotonic() - started >= 0.4
+    finally:
+        release.join()
+        other.close()
+    code = "import sys\nfrom edge.store import EventStore\nEventStore(sys.argv[1], 'box-7').close()\n"
+    fresh = tmp_path / "second.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(fresh)], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]  # fmt: skip
+    errors = [proc.communicate(timeout=60)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    with EventStore(fresh, DEVICE) as store:
+        assert json.loads(Path(f"{fresh}.id").read_text())["epoch"] == store.epoch
