@@ -87,6 +87,7 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
         camera_set = stack.enter_context(CameraSet.open(list(config.cameras)))
         verifier = box_verifier(config.mqtt.central_key_file, config.device.site, config.device.id)
         link = open_link(config, parts, stack, db, config_hash)
+        stack.callback(flush_held_events, pipeline, link)  # however the loop ends: before the link and stores close
         worker = open_gallery_worker(link, gallery_sync_factory(config, db, verifier), parts.gallery.version, stack)
         camera_set.start()
         log.info(
@@ -116,8 +117,12 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
                 link.notify_new_events()
         notify_systemd("STOPPING=1")
         log.info("edge stopping")
-        if pipeline.flush() and link is not None:  # events held in memory (disk full, locked): one last try
-            link.notify_new_events()
+
+
+def flush_held_events(pipeline: Pipeline, link: Any) -> None:
+    """At stop: events held in memory (disk full, locked) get one last try (the pipeline logs what is lost)."""
+    if pipeline.flush() and link is not None:
+        link.notify_new_events()
 
 
 def open_link(config: Config, parts: PipelineParts, stack: ExitStack, db: Optional[Path], config_hash: str) -> Any:

@@ -75,6 +75,12 @@ class GalleryWorker:
                 log.warning("the gallery worker is still applying a command after %g s; leaving it", timeout)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:  # the thread ends: `alive` turns False and the pipeline loop stops the daemon
+            log.exception("the gallery worker failed and stopped")
+
+    def _serve(self) -> None:
         with ExitStack() as stack:
             sync: Optional[Applier] = None
             while not self._stop.is_set():

@@ -313,3 +313,22 @@ def test_the_gallery_worker_applies_signed_commands_on_its_own_connection(
     assert [r["status"] for r in link.results] == ["ok", "rejected"], link.results
     assert after.version > before.version and len(after.people) == 30
     assert link.versions == [after.version, after.version]
+
+
+def test_a_dead_gallery_worker_stops_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker thread that dies must not leave a daemon that feeds the watchdog but applies no command."""
+    import edge.daemon
+    from edge.config import load_config
+    from edge.errors import EdgeError
+
+    class BrokenLink(FakeLink):
+        def publish_result(self, result: Dict[str, Any]) -> None:
+            raise RuntimeError("a bug in the link")
+
+    link = BrokenLink()
+    monkeypatch.setattr(edge.daemon, "open_link", lambda *args: link)
+    db = tmp_path / "edge.db"
+    config = load_config(write_config(tmp_path / "edge.yml", db, "  []\nmqtt:\n  host: 127.0.0.1\n"))
+    link.commands.put({"request_id": "r-1", "op": "remove", "person_id": "nobody"})  # refused: no central key
+    with pytest.raises(EdgeError, match="gallery worker thread has died"):
+        edge.daemon.run(config, threading.Event(), db)
