@@ -332,3 +332,49 @@ def test_a_dead_gallery_worker_stops_the_daemon(tmp_path: Path, monkeypatch: pyt
     link.commands.put({"request_id": "r-1", "op": "remove", "person_id": "nobody"})  # refused: no central key
     with pytest.raises(EdgeError, match="gallery worker thread has died"):
         edge.daemon.run(config, threading.Event(), db)
+
+
+def test_a_real_photo_sync_is_applied_while_the_loop_keeps_ticking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: Path, central_keys: CentralKeys
+) -> None:
+    """The issue's case, scaled down: a signed sync of LFW photos (each decoded, detected and embedded) goes through
+    the real worker while the loop keeps feeding the watchdog; the pipeline's gallery then has everyone."""
+    import base64
+
+    import edge.daemon
+    from edge.config import load_config
+
+    folders = sorted((data / "lfw-view1" / "lfw-deepfunneled").glob("*/*_0003.jpg"))[:40]
+    people = [
+        {
+            "person_id": f"lfw-{i}",
+            "name": path.parent.name,
+            "photos": [base64.b64encode(p.read_bytes()).decode() for p in sorted(path.parent.glob("*.jpg"))[:3]],
+        }
+        for i, path in enumerate(folders)
+    ]
+    command = {"schema": "edge.gallery_command/1", "request_id": "lfw-sync", "op": "sync", "people": people}
+    listener = WatchdogListener(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setattr(edge.daemon, "TICK_INTERVAL_S", 0.05)
+    link = FakeLink()
+    monkeypatch.setattr(edge.daemon, "open_link", lambda *args: link)
+    db = tmp_path / "edge.db"
+    text = f"  []\nmqtt:\n  host: 127.0.0.1\n  central_key_file: {central_keys.public_file}\n"
+    config = load_config(write_config(tmp_path / "edge.yml", db, text))
+    stop = threading.Event()
+    daemon = threading.Thread(target=edge.daemon.run, args=(config, stop, db), daemon=True)
+    daemon.start()
+    try:
+        assert wait_until(lambda: listener.ticks > 0, timeout=30)
+        before = listener.ticks
+        link.commands.put(central_keys.sign(command, "default/door-box"))
+        assert wait_until(lambda: bool(link.results), timeout=120, poll=0.05)
+        during = listener.ticks - before
+    finally:
+        stop.set()
+        daemon.join(30)
+        listener.close()
+    result = link.results[0]
+    assert result["status"] == "ok" and result["people"] == 40, result["reason"]
+    assert during >= 5, f"the watchdog was fed {during} times while 40 photos were enrolled"
