@@ -243,8 +243,13 @@ class MqttConfig:
     signed with one of them. null: every gallery command is refused."""
 
     def __post_init__(self) -> None:
-        if self.central_key_file is not None and not Path(self.central_key_file).is_file():
-            raise ValueError(f"central_key_file {self.central_key_file} is not a file")
+        if self.central_key_file is not None:
+            from edge.signing import KeyFileError, load_public_keys
+
+            try:  # checked here so that check-config (systemd's ExecStartPre) catches a bad key file
+                load_public_keys(Path(self.central_key_file))
+            except KeyFileError as exc:
+                raise ValueError(f"central_key_file: {exc}") from None
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be within 1..65535, got {self.port}")
         if not self.prefix or "#" in self.prefix or "+" in self.prefix:

@@ -134,3 +134,22 @@ def test_a_timed_out_push_is_refused_when_the_box_gets_it_later(
         result = sync.apply(received[0])
         assert result["status"] == "rejected" and "expired" in result["reason"]
         assert [p.person_id for p in gallery.people()] == ["s1"]  # the removal the central gave up on did not happen
+
+
+def test_check_config_refuses_a_central_key_file_that_is_not_a_public_key(
+    tmp_path: Path, central_keys: CentralKeys
+) -> None:
+    from edge.cli import main
+
+    config = tmp_path / "edge.yml"
+    for key_file, words in [
+        (central_keys.public_file, None),
+        (central_keys.key_file, "key 1 is not a PEM public key"),  # the private key copied to the box by mistake
+        (tmp_path / "missing.pub", "cannot be read"),
+    ]:
+        config.write_text(f"mqtt:\n  central_key_file: {key_file}\n")
+        out = CliRunner().invoke(main, ["check-config", str(config)])
+        if words is None:
+            assert out.exit_code == 0, out.output
+        else:
+            assert out.exit_code == 1 and "central_key_file" in out.output and words in out.output, out.output
