@@ -9,15 +9,16 @@ It subscribes (QoS 1, persistent session) to every box's events, statuses, camer
 results under `<prefix>/+/+/...`, checks every message against its schema (a bad one is logged and counted, never
 fatal), keeps events and statuses in its own SQLite file, and acknowledges stored events to each box.
 
-The ack rule (per box, see AckLedger): `up_to_seq` is the highest N such that every seq from the box's floor + 1
-to N is stored here; `seqs` lists stored seqs above N (at most ACK_MAX_SEQS, always including the one just
-received). The floor starts at 0 and rises to the `outbox.acked_up_to` a box reports in its stats: those events
-are done on the box (a previous copy of the central acknowledged them), so a central that joins late acknowledges
-from there. It does not start from the lowest seq it happens to receive first: a box sends live events before its
-older unacknowledged backlog, and acknowledging "everything up to" a live seq would mark backlog events done that
-no central ever stored. Until the first stats arrive, a late central acknowledges by the explicit `seqs` list,
-which is always safe. A seq the box never used (prev_seq jumps over it) counts as stored. An event_id arriving
-again with other facts (type, person, time, ...) is a conflict: the first copy is kept and it is not acknowledged.
+Events are identified per box epoch (`<device>-<epoch>-<seq>`: a box whose database was started again has a new
+epoch, so its seqs start again without reusing an id). The ack rule is per box epoch (edge/central_ledger.py):
+`up_to_seq` is the highest N such that every seq from the box's floor + 1 to N is stored here (a seq the box never
+used counts as stored); `seqs` lists stored seqs above N. The floor rises to the `outbox.acked_up_to` a box reports
+in its stats, so a central that joins late acknowledges from there, never from the lowest seq it happens to receive
+first (a box sends live events before its older backlog). paho's network thread only checks and stores; acks go
+out from their own thread in batches, at most one per box epoch every ACK_INTERVAL_S (edge/central_acks.py). An
+event_id arriving again with other facts, or stats whose last_seq went back, mean the box reuses seqs: the epoch is
+flagged and no longer acknowledged. A box epoch that reports more events delivered than this copy has (its
+database was lost) is asked to send them again (`resend_from` in the ack, at most once a minute per box).
 
 Gallery commands: push() signs the command for that one box with the central's Ed25519 key (`key_file`, made by
 `edge central keygen`; see edge.signing), valid for the push's timeout only (a command still queued in the broker
@@ -37,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from edge.central_store import AckLedger, CentralError, CentralStore
+from edge.central_acks import Acks, Flag, resend_request
+from edge.central_store import CentralError, CentralStore
 from edge.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
 from edge.signing import MAX_LIFETIME_S, load_private_key, sign_command
 
@@ -119,18 +121,17 @@ class Central:
         self.on_notice = on_notice
         self._signing_key = load_private_key(Path(key_file)) if key_file is not None else None
         self.store = CentralStore(db_path)
-        self._ledgers: Dict[Tuple[str, str], AckLedger] = {}
-        self._floors: Dict[Tuple[str, str], int] = {}
         self._results: Dict[str, Dict[str, Any]] = {}
         self._stats: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self._counts: Dict[str, int] = {}
         self._cond = threading.Condition()
         self._connected = threading.Event()
+        self._answered = threading.Event()  # the broker accepted (and subscribed) or refused
         self._subscribe_mid: Optional[int] = None
         self._refused: Optional[str] = None
         self._closing = False
         self._client = self._make_client(client_id, username, password, tls)
-        self._load_ledgers()
+        self._acks = Acks(self.store, self._publish_ack, self._flag) if store_events else None
 
     def _make_client(
         self, client_id: str, username: Optional[str], password: Optional[str], tls: Optional[TlsConfig]
@@ -155,18 +156,11 @@ class Central:
         client.on_subscribe = self._on_subscribe
         return client
 
-    def _load_ledgers(self) -> None:
-        marks = self.store.device_marks()
-        for key in set(marks) | set(self.store.devices_with_events()):
-            floor, acked = marks.get(key, (0, 0))
-            ledger = AckLedger(max(floor, acked))
-            for seq, prev in self.store.seqs_above(key[0], key[1], ledger.up_to):
-                ledger.add(seq, prev)
-            self._ledgers[key], self._floors[key] = ledger, floor
-
     # lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background (retrying until close()); see wait_connected()."""
+        if self._acks is not None:
+            self._acks.start()
         self._client.connect_async(self.host, self.port, keepalive=30)
         self._client.loop_start()
 
@@ -177,7 +171,8 @@ class Central:
         except (OSError, ValueError) as exc:
             raise CentralError(f"cannot reach the broker at {self.host}:{self.port} ({exc})") from None
         self._client.loop_start()
-        if not self._connected.wait(timeout):
+        self._answered.wait(timeout)
+        if not self._connected.is_set():
             refused = f": {self._refused}" if self._refused else ""
             raise CentralError(f"the broker at {self.host}:{self.port} did not accept the connection{refused}")
 
@@ -187,6 +182,8 @@ class Central:
     def close(self) -> None:
         self._closing = True
         try:
+            if self._acks is not None:
+                self._acks.close()  # the acks still due go out first
             self._client.disconnect()
         finally:
             self._client.loop_stop()
@@ -213,13 +210,40 @@ class Central:
             return self._stats.get((site, device))
 
     def counts(self) -> Dict[str, int]:
-        """Messages by outcome: events, duplicates, conflicts, statuses, stats, results, acks, invalid, errors."""
+        """Messages by outcome: events, duplicates, conflicts, statuses, stats, results, acks, invalid, errors; and
+        flags by kind: new_epoch, regression, resend."""
         with self._cond:
             return dict(self._counts)
 
     def result(self, request_id: str) -> Optional[Dict[str, Any]]:
         with self._cond:
             return self._results.get(request_id)
+
+    def flags(self) -> List[Dict[str, Any]]:
+        """What the central flagged about boxes' seqs (new_epoch, regression, resend), oldest first."""
+        return self.store.flags()
+
+    # asking for events again ---------------------------------------------------------------------------------------
+    def request_resend(self, site: str, device: str, from_seq: int, epoch: Optional[str] = None) -> str:
+        """Ask a box to send its events from `from_seq` again (this copy lost them); `epoch`: the box's latest one
+        seen here by default. Returns the epoch asked about. A running central asks in its next ack; a command-only
+        client publishes the request now."""
+        epoch = epoch or next(iter(self.store.epochs(site, device)), None)
+        if epoch is None:
+            raise CentralError(f"no epoch known for {site}/{device}: give the box's epoch")
+        request = resend_request(epoch, from_seq)
+        try:
+            validate("edge.ack/1", request)
+        except MessageError as exc:
+            raise CentralError(f"not a valid resend request: {exc}") from None
+        if self._acks is not None and self._acks.running:
+            self._acks.request_resend(site, device, epoch, from_seq)
+        else:
+            info = self._client.publish(Topics.of(self.prefix, site, device).ack, encode(request), qos=1)
+            info.wait_for_publish(10)
+            if not info.is_published():
+                raise CentralError(f"the broker at {self.host}:{self.port} did not take the request in 10 s")
+        return epoch
 
     # pushing -----------------------------------------------------------------------------------------------------
     def push(self, site: str, device: str, command: Dict[str, Any], timeout: float = 30.0) -> Dict[str, Any]:
@@ -257,6 +281,7 @@ class Central:
         if reason_code.is_failure:
             self._refused = str(reason_code)
             log.warning("broker %s:%s refused the connection: %s", self.host, self.port, reason_code)
+            self._answered.set()
             return
         tails = ["status", "cameras/+/status", "gallery/result"]
         if self.store_events:
@@ -272,8 +297,10 @@ class Central:
         if refused:
             self._refused = f"the broker refused the subscriptions ({', '.join(refused)})"
             log.warning("broker %s:%s %s", self.host, self.port, self._refused)
+            self._answered.set()
             return
         self._connected.set()
+        self._answered.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self._connected.is_set() and not self._closing:
@@ -310,7 +337,7 @@ class Central:
         try:
             payload = parse(schema, raw, self.max_message_bytes)
             self._check_source(payload, site, device)
-        except MessageError as exc:
+        except (MessageError, RecursionError) as exc:  # RecursionError: JSON nested too deep to decode
             log.warning("invalid message on %s: %s", topic, exc)
             self._count("invalid")
             self._notify("invalid", site, device, f"invalid   {site}/{device} {tail}: {exc}")
@@ -339,50 +366,45 @@ class Central:
             raise MessageError(f"device_id {payload['device_id']!r} does not match the topic's {device!r}")
         if "site" in payload and payload["site"] != site:
             raise MessageError(f"site {payload['site']!r} does not match the topic's {site!r}")
-        if payload.get("schema") == "edge.event/1" and payload["event_id"] != f"{device}-{payload['seq']:010d}":
-            raise MessageError(f"event_id {payload['event_id']!r} does not match device {device!r} and seq")
+        if payload.get("schema") == "edge.event/1" and payload["event_id"] != "{}-{}-{:010d}".format(
+            device, payload["epoch"], payload["seq"]
+        ):
+            raise MessageError(f"event_id {payload['event_id']!r} does not match device {device!r}, epoch and seq")
 
-    def _ledger(self, key: Tuple[str, str]) -> AckLedger:
-        if key not in self._ledgers:
-            self._ledgers[key] = AckLedger()
-            self._floors[key] = 0
-        return self._ledgers[key]
+    def _publish_ack(self, site: str, device: str, ack: Dict[str, Any]) -> None:  # the ack thread
+        self._client.publish(Topics.of(self.prefix, site, device).ack, encode(ack), qos=1)
+        self._count("acks")
+
+    def _flag(self, flag: Flag) -> None:
+        log.warning("%s/%s %s: %s", flag.site, flag.device, flag.kind, flag.detail)
+        self.store.add_flag(flag.site, flag.device, flag.epoch, flag.kind, flag.detail)
+        self._count(flag.kind)
+        self._notify("flag", flag.site, flag.device, f"flag      {flag.site}/{flag.device} {flag.kind}: {flag.detail}")
 
     def _take_event(self, site: str, device: str, payload: Dict[str, Any]) -> None:
+        assert self._acks is not None  # events are subscribed to only then
         stored = self.store.add_event(site, payload)
-        seq = int(payload["seq"])
         if stored.conflict:
-            # Same event_id, other facts: a box reinstalled with an old device id? Keep the first, do not ack.
+            # Same event_id, other facts: the box reuses seqs. Keep the first; the epoch is no longer acknowledged.
             log.warning("event %s arrived again with different facts; kept the first, not acknowledged",
                         payload["event_id"])  # fmt: skip
             self._count("conflicts")
             self._notify("conflict", site, device, _describe("conflict", site, device, payload, "(not acknowledged)"))
+            self._acks.conflict(site, device, payload["epoch"], payload["event_id"])
             return
         self._count("events" if stored.new else "duplicates")
-        key = (site, device)
-        with self._cond:
-            ledger = self._ledger(key)
-            ledger.add(seq, payload["prev_seq"])
-            ack = ledger.ack(latest=seq)
-            floor = self._floors[key]
-        self.store.save_marks(site, device, floor, ack["up_to_seq"])
-        self._client.publish(Topics.of(self.prefix, site, device).ack, encode(ack), qos=1)
-        self._count("acks")
+        self._acks.stored(site, device, payload["epoch"], int(payload["seq"]), payload["prev_seq"])
         kind = "event" if stored.new else "duplicate"
         extra = "" if stored.new else f"(delivery {stored.deliveries})"
         self._notify(kind, site, device, _describe(kind, site, device, payload, extra))
 
     def _take_stats(self, site: str, device: str, payload: Dict[str, Any]) -> None:
-        key = (site, device)
-        floor = int(payload["outbox"]["acked_up_to"])
         with self._cond:
-            self._stats[key] = payload
+            self._stats[(site, device)] = payload
             self._counts["stats"] = self._counts.get("stats", 0) + 1
-            ledger = self._ledger(key)
-            self._floors[key] = max(self._floors[key], floor)
-            ledger.raise_floor(floor)
-            up_to = ledger.up_to
-        self.store.save_marks(site, device, floor, up_to)
+        outbox = payload["outbox"]
+        if self._acks is not None and outbox.get("epoch"):
+            self._acks.stats(site, device, outbox["epoch"], int(outbox["last_seq"]), int(outbox["acked_up_to"]))
 
 
 # building commands --------------------------------------------------------------------------------------------------

@@ -30,7 +30,18 @@ def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True, help="Broker port."),
         click.option("--prefix", default="edge/v1", show_default=True, help="Topic prefix the boxes publish under."),
         click.option("--username", help="Broker user name."),
-        click.option("--password", envvar="EDGE_CENTRAL_PASSWORD", help="Broker password. Env: EDGE_CENTRAL_PASSWORD."),
+        click.option(
+            "--password-file",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            envvar="EDGE_CENTRAL_PASSWORD_FILE",
+            help="File whose first line is the broker password. Env: EDGE_CENTRAL_PASSWORD_FILE.",
+        ),
+        click.option(
+            "--password",
+            envvar="EDGE_CENTRAL_PASSWORD",
+            help="Broker password; better from the environment, EDGE_CENTRAL_PASSWORD (on the command line every "
+            "user sees it in ps), or --password-file.",
+        ),
         click.option(
             "--ca-file",
             type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -42,10 +53,34 @@ def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _password(broker: Dict[str, Any]) -> Optional[str]:
+    """The broker password: from --password-file, the environment or (with a warning) the command line."""
+    password, password_file = broker.pop("password"), broker.pop("password_file")
+    if password is not None and password_file is not None:
+        raise click.UsageError("give the password either in a file (--password-file) or directly, not both")
+    if password_file is not None:
+        try:
+            lines = Path(password_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"{password_file}: cannot read the password ({exc})") from None
+        if not lines or not lines[0]:
+            raise click.ClickException(f"{password_file}: the first line (the password) is empty")
+        return lines[0]
+    source = click.get_current_context().get_parameter_source("password")
+    if password is not None and source == click.core.ParameterSource.COMMANDLINE:
+        click.echo(
+            "warning: --password on the command line is visible to every user (ps); "
+            "use --password-file or the environment variable EDGE_CENTRAL_PASSWORD",
+            err=True,
+        )
+    return password  # type: ignore[no-any-return]
+
+
 def _central(broker: Dict[str, Any], db: Any, **kwargs: Any) -> Any:
     from edge.central import Central
     from edge.contract import TlsConfig
 
+    broker["password"] = _password(broker)
     ca_file = broker.pop("ca_file")
     tls = TlsConfig(ca_file=str(ca_file)) if ca_file is not None else None
     return Central(broker.pop("host"), broker.pop("port"), db, broker.pop("prefix"), tls=tls, **broker, **kwargs)
@@ -213,6 +248,43 @@ def keygen(key_file: Path, public_file: Path) -> None:
 
     generate_keys(key_file, public_file)
     click.echo(f"wrote {key_file} (private, keep on the central) and {public_file} (install on every box)")
+
+
+@central.command()
+@broker_options
+@click.option("--site", required=True, help="Site of the box.")
+@click.option("--device", required=True, help="Device id of the box.")
+@click.option("--from", "from_seq", required=True, type=click.IntRange(1, 2**53 - 1), help="First seq to send again.")
+@click.option("--epoch", help="The box's epoch (16 hex digits); default: its latest one in --db.")
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default="central.db",
+    show_default=True,
+    help="The central's SQLite file, where the box's latest epoch is found (without --epoch).",
+)
+def resend(site: str, device: str, from_seq: int, epoch: Optional[str], db: Path, **broker: Any) -> None:
+    """Ask a box to send its events again from a seq on (the central lost them). The box takes one such request a
+    minute and sends at most 10,000 events for it, as backlog; the running central acknowledges them."""
+    from edge.central_store import CentralError, CentralStore
+
+    if epoch is None:
+        if not db.is_file():
+            raise CentralError(f"{db}: no central database there; give the box's --epoch")
+        store = CentralStore(db)
+        try:
+            epoch = next(iter(store.epochs(site, device)), None)
+        finally:
+            store.close()
+        if epoch is None:
+            raise CentralError(f"no epoch known for {site}/{device} in {db}; give the box's --epoch")
+    central_ = _central(broker, ":memory:", client_id=f"edge-central-cli-{uuid.uuid4().hex[:8]}", store_events=False)
+    try:
+        central_.connect()
+        central_.request_resend(site, device, from_seq, epoch)
+    finally:
+        central_.close()
+    click.echo(f"asked {site}/{device} to send its events of epoch {epoch} again from seq {from_seq}")
 
 
 @central.command()

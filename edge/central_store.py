@@ -1,7 +1,9 @@
-"""The reference central server's own SQLite copy (events, statuses, gallery results) and its ack rule (pure).
+"""The reference central server's own SQLite copy: events (per box epoch), statuses, gallery results, the ack marks
+of each box epoch (edge/central_ledger.py) and the flags it raised (a new epoch, a seq regression, a resend).
 
-See edge/central.py for the rule in words: per box, `up_to_seq` is the highest N such that every seq from the box's
-floor + 1 to N is stored here, and `seqs` lists the stored seqs above it.
+Events are committed without waiting for the disk (synchronous=NORMAL); `save_ledgers(..., durable=True)` commits
+with an fsync of the WAL, which makes every earlier commit durable too: the central calls it before each ack, so
+one fsync covers a whole batch and nothing is acknowledged that a power cut could take back.
 """
 
 from __future__ import annotations
@@ -13,20 +15,17 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from edge.central_ledger import Marks
 from edge.errors import EdgeError
 from edge.private import private_file
 
 log = logging.getLogger("edge.central")
 migrations = Migrations("edge.central")
-
-ACK_MAX_SEQS = 1000
-"""Most seqs listed in one ack beyond up_to_seq (the schema allows 10,000)."""
-
 
 class CentralError(EdgeError):
     """The central cannot do what was asked: broker unreachable, no answer in time, a bad command or file."""
@@ -86,52 +85,31 @@ def m001_central(db: Database) -> None:
     db.execute("CREATE INDEX idx_results_request ON gallery_results (request_id)")
 
 
-# the ack rule -------------------------------------------------------------------------------------------------------
-class AckLedger:
-    """Which seqs of one box are stored, as a contiguous watermark plus the stored seqs above it. Pure."""
-
-    def __init__(self, up_to: int = 0) -> None:
-        self.up_to = up_to
-        self._above: Set[int] = set()
-        self._skip: Dict[int, int] = {}  # prev_seq -> seq: the seqs in between were never used by the box
-
-    def add(self, seq: int, prev_seq: Optional[int]) -> None:
-        if seq > self.up_to:
-            self._above.add(seq)
-        previous = prev_seq if prev_seq is not None else 0
-        if previous < seq - 1:
-            self._skip[previous] = seq
-        self._advance()
-
-    def raise_floor(self, floor: int) -> None:
-        """The box says every seq <= floor is done on its side."""
-        if floor > self.up_to:
-            self.up_to = floor
-            self._advance()
-
-    def _advance(self) -> None:
-        while True:
-            if self.up_to + 1 in self._above:
-                self.up_to += 1
-            elif self._skip.get(self.up_to, 0) > self.up_to:
-                self.up_to = self._skip[self.up_to]
-            else:
-                break
-        self._above = {s for s in self._above if s > self.up_to}
-        self._skip = {p: s for p, s in self._skip.items() if s > self.up_to}
-
-    def ack(self, latest: Optional[int] = None) -> Dict[str, Any]:
-        """The edge.ack/1 payload; `latest` (the seq just received) is listed whenever it is above up_to_seq."""
-        above = sorted(self._above)
-        if len(above) > ACK_MAX_SEQS:
-            keep = set(above[-(ACK_MAX_SEQS - 1) :])
-            if latest is not None and latest in self._above:
-                keep.add(latest)
-            above = sorted(keep)
-        payload: Dict[str, Any] = {"schema": "edge.ack/1", "up_to_seq": self.up_to}
-        if above:
-            payload["seqs"] = above
-        return payload
+@migrations()
+def m002_epochs(db: Database) -> None:
+    # Event ids carry the box's epoch (<device>-<epoch>-<seq>); ledgers are kept per box epoch. The per-box marks
+    # of m001 belonged to ids without an epoch, which no box sends any more.
+    db.execute("ALTER TABLE events ADD COLUMN epoch TEXT")
+    db.execute("CREATE INDEX idx_events_epoch_seq ON events (site, device_id, epoch, seq)")
+    db.execute("DROP TABLE devices")
+    db.execute(
+        """
+        CREATE TABLE ledgers (
+            site TEXT NOT NULL, device_id TEXT NOT NULL, epoch TEXT NOT NULL,
+            floor INTEGER NOT NULL DEFAULT 0, acked_up_to INTEGER NOT NULL DEFAULT 0,
+            stored_up_to INTEGER NOT NULL DEFAULT 0, halted TEXT, first_seen_at TEXT NOT NULL,
+            PRIMARY KEY (site, device_id, epoch)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE flags (
+            id INTEGER PRIMARY KEY, site TEXT NOT NULL, device_id TEXT NOT NULL, epoch TEXT NOT NULL,
+            kind TEXT NOT NULL, detail TEXT NOT NULL, at TEXT NOT NULL
+        )
+        """
+    )
 
 
 # the SQLite copy ----------------------------------------------------------------------------------------------------
@@ -144,7 +122,7 @@ class Stored:
     conflict: bool = False
 
 
-_SAME_FACTS = ("seq", "device_id", "type", "person_id", "camera_id", "at", "track_id")
+_SAME_FACTS = ("seq", "epoch", "device_id", "type", "person_id", "camera_id", "at", "track_id")
 
 
 class CentralStore:
@@ -160,6 +138,7 @@ class CentralStore:
             self.db = Database(conn)
             if self.path != ":memory:":
                 self.db.enable_wal()
+            conn.execute("PRAGMA synchronous=NORMAL")
             migrations.apply(self.db)
         except (sqlite3.Error, OSError) as exc:
             raise CentralError(f"{self.path}: cannot open the central database ({exc})") from exc
@@ -172,13 +151,13 @@ class CentralStore:
     def add_event(self, site: str, payload: Dict[str, Any]) -> Stored:
         now = _now()
         row = (
-            payload["event_id"], site, payload["device_id"], payload["seq"], payload["prev_seq"], payload["type"],
-            payload["person_id"], payload["at"], json.dumps(payload, ensure_ascii=False), now, now,
+            payload["event_id"], site, payload["device_id"], payload["epoch"], payload["seq"], payload["prev_seq"],
+            payload["type"], payload["person_id"], payload["at"], json.dumps(payload, ensure_ascii=False), now, now,
         )  # fmt: skip
         with self._lock, self.db.conn:
             cursor = self.db.conn.execute(
-                "INSERT OR IGNORE INTO events (event_id, site, device_id, seq, prev_seq, type, person_id, at, payload, "
-                "first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO events (event_id, site, device_id, epoch, seq, prev_seq, type, person_id, at, "
+                "payload, first_received_at, last_received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             if cursor.rowcount == 1:
@@ -195,52 +174,85 @@ class CentralStore:
         return Stored(new=False, deliveries=int(deliveries), conflict=conflict)
 
     def events(self, device: Optional[str] = None, site: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Stored events by box, its epochs in the order first seen, and seq."""
         where, args = [], []
         if device is not None:
-            where.append("device_id = ?")
+            where.append("e.device_id = ?")
             args.append(device)
         if site is not None:
-            where.append("site = ?")
+            where.append("e.site = ?")
             args.append(site)
         sql = (
-            "SELECT event_id, site, device_id, seq, type, person_id, at, payload, first_received_at, deliveries "
-            f"FROM events {'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY site, device_id, seq"
+            "SELECT e.event_id, e.site, e.device_id, e.epoch, e.seq, e.type, e.person_id, e.at, e.payload, "
+            "e.first_received_at, e.deliveries FROM events e LEFT JOIN ledgers l USING (site, device_id, epoch) "
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY e.site, e.device_id, l.first_seen_at, e.epoch, e.seq"
         )
         with self._lock:
             rows = self.db.conn.execute(sql, args).fetchall()
-        keys = ("event_id", "site", "device_id", "seq", "type", "person_id", "at", "payload", "first_received_at",
-                "deliveries")  # fmt: skip
+        keys = ("event_id", "site", "device_id", "epoch", "seq", "type", "person_id", "at", "payload",
+                "first_received_at", "deliveries")  # fmt: skip
         out = [dict(zip(keys, r)) for r in rows]
         for item in out:
             item["payload"] = json.loads(item["payload"])
         return out
 
-    def seqs_above(self, site: str, device: str, seq: int) -> List[Tuple[int, Optional[int]]]:
+    def seqs_above(self, site: str, device: str, epoch: str, seq: int) -> List[Tuple[int, Optional[int]]]:
         with self._lock:
             rows = self.db.conn.execute(
-                "SELECT seq, prev_seq FROM events WHERE site = ? AND device_id = ? AND seq > ? ORDER BY seq",
-                [site, device, seq],
+                "SELECT seq, prev_seq FROM events WHERE site = ? AND device_id = ? AND epoch = ? AND seq > ? "
+                "ORDER BY seq",
+                [site, device, epoch, seq],
             ).fetchall()
         return [(int(r[0]), r[1]) for r in rows]
 
-    def device_marks(self) -> Dict[Tuple[str, str], Tuple[int, int]]:
+    def ledger_marks(self) -> Dict[Tuple[str, str, str], Marks]:
         with self._lock:
-            rows = self.db.conn.execute("SELECT site, device_id, floor, acked_up_to FROM devices").fetchall()
-        return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+            rows = self.db.conn.execute(
+                "SELECT site, device_id, epoch, floor, acked_up_to, stored_up_to, halted FROM ledgers"
+            ).fetchall()
+        return {(r[0], r[1], r[2]): Marks(int(r[3]), int(r[4]), int(r[5]), r[6]) for r in rows}
 
-    def devices_with_events(self) -> List[Tuple[str, str]]:
+    def save_ledgers(self, marks: Iterable[Tuple[Tuple[str, str, str], Marks]], durable: bool = False) -> None:
+        """Record ledger marks (they only rise; a halt stays); durable: fsync, with every commit before it."""
+        rows = [[*key, m.floor, m.acked_up_to, m.stored_up_to, m.halted, _now()] for key, m in marks]
         with self._lock:
-            rows = self.db.conn.execute("SELECT DISTINCT site, device_id FROM events").fetchall()
-        return [(r[0], r[1]) for r in rows]
+            if durable:
+                self.db.conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with self.db.conn:
+                    self.db.conn.executemany(
+                        "INSERT INTO ledgers (site, device_id, epoch, floor, acked_up_to, stored_up_to, halted, "
+                        "first_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id, epoch) DO UPDATE "
+                        "SET floor = MAX(floor, excluded.floor), acked_up_to = MAX(acked_up_to, excluded.acked_up_to), "
+                        "stored_up_to = MAX(stored_up_to, excluded.stored_up_to), "
+                        "halted = COALESCE(halted, excluded.halted)",
+                        rows,
+                    )
+            finally:
+                if durable:
+                    self.db.conn.execute("PRAGMA synchronous=NORMAL")
 
-    def save_marks(self, site: str, device: str, floor: int, acked_up_to: int) -> None:
+    def epochs(self, site: str, device: str) -> List[str]:
+        """The epochs of a box seen here, the most recently first seen first."""
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT epoch FROM ledgers WHERE site = ? AND device_id = ? ORDER BY first_seen_at DESC, rowid DESC",
+                [site, device],
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def add_flag(self, site: str, device: str, epoch: str, kind: str, detail: str) -> None:
         with self._lock, self.db.conn:
             self.db.conn.execute(
-                "INSERT INTO devices (site, device_id, floor, acked_up_to) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (site, device_id) DO UPDATE SET floor = MAX(floor, excluded.floor), "
-                "acked_up_to = MAX(acked_up_to, excluded.acked_up_to)",
-                [site, device, floor, acked_up_to],
+                "INSERT INTO flags (site, device_id, epoch, kind, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
+                [site, device, epoch, kind, detail, _now()],
             )
+
+    def flags(self) -> List[Dict[str, Any]]:
+        with self._lock:
+            rows = self.db.conn.execute("SELECT site, device_id, epoch, kind, detail, at FROM flags ORDER BY id").fetchall()
+        return [dict(zip(("site", "device_id", "epoch", "kind", "detail", "at"), r)) for r in rows]
 
     def put_status(self, site: str, device: str, camera_id: Optional[str], payload: Optional[Dict[str, Any]]) -> None:
         """Store the latest (retained) status of a box or camera; None: the retained status was cleared."""

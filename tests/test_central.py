@@ -8,60 +8,19 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
-import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
 
-from edge.central import Central, CentralError, remove, sync_from_export, upsert_embeddings
+from edge.central import CentralError, remove, sync_from_export, upsert_embeddings
 from edge.central_cli import central as central_cli
-from edge.central_store import ACK_MAX_SEQS, AckLedger
-from edge.contract import Topics, camera_status_payload, encode, status_payload, validate
+from edge.contract import camera_status_payload, encode, status_payload, validate
 from edge.signing import SIGNED_FIELDS, parse_time
+from tests.central_box import DEVICE, EPOCH, OTHER_EPOCH, SITE, FakeBox, ack, event, open_central, stats
 from tests.support import REPO, CentralKeys, Mosquitto, free_port, mosquitto_unavailable, wait_until
-
-SITE, DEVICE = "school-1", "box-17"
-
-
-# the ack rule, pure ---------------------------------------------------------------------------------------------------
-def test_ack_ledger_acks_the_contiguous_prefix_and_lists_the_rest() -> None:
-    ledger = AckLedger()
-    ledger.add(1, None)
-    ledger.add(2, 1)
-    ledger.add(4, 3)
-    assert ledger.ack(4) == {"schema": "edge.ack/1", "up_to_seq": 2, "seqs": [4]}
-    ledger.add(3, 2)
-    assert ledger.ack(3) == {"schema": "edge.ack/1", "up_to_seq": 4}
-    ledger.add(7, 5)  # seq 6 was never used by the box: prev_seq jumps over it
-    assert ledger.ack(7) == {"schema": "edge.ack/1", "up_to_seq": 4, "seqs": [7]}
-    ledger.add(5, 4)
-    assert ledger.ack(5)["up_to_seq"] == 7
-
-
-def test_a_late_central_acks_by_list_until_the_box_reports_its_floor() -> None:
-    ledger = AckLedger()
-    ledger.add(15, 14)  # a live event arrives before the box's older unacknowledged backlog
-    assert ledger.ack(15) == {"schema": "edge.ack/1", "up_to_seq": 0, "seqs": [15]}
-    ledger.raise_floor(12)  # stats: outbox.acked_up_to = 12 (a previous central stored 1..12)
-    ledger.add(13, 12)
-    assert ledger.ack(13) == {"schema": "edge.ack/1", "up_to_seq": 13, "seqs": [15]}
-    ledger.add(14, 13)
-    assert ledger.ack(14) == {"schema": "edge.ack/1", "up_to_seq": 15}
-
-
-def test_the_ack_list_is_capped_but_always_names_the_latest_seq() -> None:
-    ledger = AckLedger()
-    for seq in range(10, 10 + 2 * ACK_MAX_SEQS):
-        ledger.add(seq, seq - 1)
-    ledger.add(5, 4)
-    ack = ledger.ack(5)
-    validate("edge.ack/1", ack)
-    assert ack["up_to_seq"] == 0 and len(ack["seqs"]) == ACK_MAX_SEQS and 5 in ack["seqs"]
-    assert max(ack["seqs"]) == 9 + 2 * ACK_MAX_SEQS
 
 
 # commands, pure -----------------------------------------------------------------------------------------------------
@@ -94,115 +53,36 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     mosquitto.kill()
 
 
-def event(seq: int, prev_seq: Optional[int], device: str = DEVICE, **changes: Any) -> Dict[str, Any]:
-    payload = {
-        "schema": "edge.event/1", "event_id": f"{device}-{seq:010d}", "seq": seq, "prev_seq": prev_seq,
-        "device_id": device, "site": SITE, "type": "entry", "person_id": f"s{seq}", "camera_id": "door",
-        "at": "2026-03-02T08:00:00+09:00", "decided_at": "2026-03-02T08:00:02+09:00", "session": "2026-03-02",
-        "track_id": f"door-{seq}", "score": 0.71, "margin": 0.2, "frames": 5, "quality": 0.8,
-        "gallery_version": 3, "model_id": "sface-int8", "stored_at": "2026-03-01T23:00:02+00:00",
-        "historical": False,
-    }  # fmt: skip
-    payload.update(changes)
-    validate("edge.event/1", payload)
-    return payload
-
-
-class FakeBox:
-    """A plain paho client playing the box: publishes events, statuses and stats; records acks; answers commands."""
-
-    def __init__(self, port: int, answer: Optional[Callable[[Dict[str, Any]], Any]] = None) -> None:
-        self.topics = Topics.of("edge/v1", SITE, DEVICE)
-        self.acks: List[Dict[str, Any]] = []
-        self.answer = answer
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"box-{uuid.uuid4().hex[:6]}")
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe([(self.topics.ack, 1), (self.topics.gallery_command, 1)])
-        self.client.loop_start()
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        payload = json.loads(message.payload)
-        if message.topic == self.topics.ack:
-            validate("edge.ack/1", payload)
-            with self.lock:
-                self.acks.append(payload)
-        elif self.answer is not None:
-            result = self.answer(payload)
-            if result is not None:
-                self.client.publish(self.topics.gallery_result, encode(result), qos=1)
-
-    def send(self, topic: str, payload: Any, retain: bool = False) -> None:
-        raw = payload if isinstance(payload, bytes) else encode(payload)
-        self.client.publish(topic, raw, qos=1, retain=retain).wait_for_publish(5)
-
-    def ack_count(self) -> int:
-        with self.lock:
-            return len(self.acks)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def open_central(broker: Mosquitto, db: Path, **kwargs: Any) -> Central:
-    central = Central("127.0.0.1", broker.port, db, client_id=kwargs.pop("client_id", "central-test"), **kwargs)
-    central.start()
-    assert central.wait_connected(5)
-    return central
-
-
-def stats(acked_up_to: int) -> Dict[str, Any]:
-    payload = {"schema": "edge.stats/1", "device_id": DEVICE, "at": "2026-03-02T08:00:00+00:00", "interval_s": 60,
-               "uptime_s": 100, "cameras": [],
-               "outbox": {"depth": 0, "oldest_unacked_age_s": None, "last_seq": 20, "acked_up_to": acked_up_to}}  # fmt: skip
-    validate("edge.stats/1", payload)
-    return payload
-
-
 @needs_broker
 def test_events_are_stored_once_acked_in_order_and_bad_messages_counted(broker: Mosquitto, tmp_path: Path) -> None:
     box = FakeBox(broker.port)
     central = open_central(broker, tmp_path / "central.db")
     try:
         # 2 again: a redelivery (historical now, the facts unchanged); 4 before 3; 7 after 5 with 6 never used
-        for seq, prev, again in [
-            (1, None, False),
-            (2, 1, False),
-            (4, 3, False),
-            (2, 1, True),
-            (3, 2, False),
-            (7, 5, False),
-        ]:
+        for seq, prev, again in [(1, None, False), (2, 1, False), (4, 3, False), (2, 1, True), (7, 5, False)]:
             box.send(box.topics.events, event(seq, prev, historical=again))
+        assert wait_until(lambda: box.last_ack() == ack(2, [4, 7]), 20), box.acks
+        box.send(box.topics.events, event(3, 2))
+        assert wait_until(lambda: box.last_ack() == ack(4, [7]), 20), box.acks
         bad = [b"not json", encode({**event(5, 4), "score": "high"}), encode(event(5, 4, device="other-box")),
-               encode({**event(5, 4), "event_id": f"{DEVICE}-0000000009"})]  # fmt: skip
+               encode({**event(5, 4), "event_id": f"{DEVICE}-{EPOCH}-0000000009"}),
+               encode({**event(5, 4), "event_id": f"{DEVICE}-0000000005"}),  # the id of a box without epochs
+               encode({**event(5, 4), "epoch": OTHER_EPOCH})]  # fmt: skip
         for raw in bad:
             box.send(box.topics.events, raw)
         box.send(box.topics.status, b"{}")
-        assert wait_until(lambda: central.counts().get("invalid", 0) == 5, 20)
-        assert wait_until(lambda: box.ack_count() == 6, 20)
-        assert [(a["up_to_seq"], a.get("seqs", [])) for a in box.acks] == [
-            (1, []), (2, []), (2, [4]), (2, [4]), (4, []), (4, [7])
-        ]  # fmt: skip
+        assert wait_until(lambda: central.counts().get("invalid", 0) == 7, 20)
 
         box.send(box.topics.events, event(5, 4))  # still working after the bad ones; 6 was never used
-        assert wait_until(lambda: box.ack_count() == 7, 20)
-        assert box.acks[-1] == {"schema": "edge.ack/1", "up_to_seq": 7}
-
-        box.send(box.topics.events, event(5, 4, type="exit"))  # same event_id, other facts: kept out, not acked
-        assert wait_until(lambda: central.counts().get("conflicts") == 1, 20)
-        assert box.ack_count() == 7
+        assert wait_until(lambda: box.last_ack() == ack(7), 20), box.acks
 
         rows = central.events(DEVICE)
         assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 7]
-        assert [r["deliveries"] for r in rows] == [1, 2, 1, 1, 2, 1]
-        assert rows[4]["payload"]["type"] == "entry"
-        assert rows[0]["payload"] == event(1, None) and rows[0]["site"] == SITE
+        assert [r["deliveries"] for r in rows] == [1, 2, 1, 1, 1, 1]
+        assert rows[0]["payload"] == event(1, None) and rows[0]["site"] == SITE and rows[0]["epoch"] == EPOCH
         counts = central.counts()
-        assert (counts["events"], counts["duplicates"], counts["acks"]) == (6, 1, 7)
-        assert central.events("other-box") == []
+        assert (counts["events"], counts["duplicates"], counts.get("errors", 0)) == (6, 1, 0)
+        assert central.events("other-box") == [] and central.flags() == []
     finally:
         central.close()
         box.close()
@@ -213,7 +93,7 @@ def test_events_are_stored_once_acked_in_order_and_bad_messages_counted(broker: 
     central = open_central(broker, tmp_path / "central.db")
     try:
         assert wait_until(lambda: box.ack_count() == 1, 20)
-        assert box.acks == [{"schema": "edge.ack/1", "up_to_seq": 8}]
+        assert box.acks == [ack(8)]
     finally:
         central.close()
         box.close()
@@ -226,12 +106,11 @@ def test_a_late_central_starts_from_the_box_floor_in_its_stats(broker: Mosquitto
     try:
         box.send(box.topics.events, event(15, 14))
         assert wait_until(lambda: box.ack_count() == 1, 20)
-        assert box.acks[0] == {"schema": "edge.ack/1", "up_to_seq": 0, "seqs": [15]}
-        box.send(box.topics.stats, stats(acked_up_to=13))
+        assert box.acks[0] == ack(0, [15])
+        box.send(box.topics.stats, stats(acked_up_to=13, last_seq=15))
         assert wait_until(lambda: central.stats_of(SITE, DEVICE) is not None, 20)
         box.send(box.topics.events, event(14, 13, historical=True))
-        assert wait_until(lambda: box.ack_count() == 2, 20)
-        assert box.acks[1] == {"schema": "edge.ack/1", "up_to_seq": 15}
+        assert wait_until(lambda: (box.last_ack() or {}).get("up_to_seq") == 15, 20), box.acks
     finally:
         central.close()
         box.close()
@@ -365,7 +244,60 @@ def test_cli_run_prints_events_until_sigterm_and_events_lists_them(broker: Mosqu
     assert out.exit_code == 0, out.output
     assert f"{SITE}/{DEVICE} #1 entry s1 at 2026-03-02T08:00:00+09:00 (deliveries" in out.output
     out = CliRunner().invoke(central_cli, ["events", "--db", str(db), "--json"])
-    assert json.loads(out.output.splitlines()[0])["event_id"] == f"{DEVICE}-0000000001"
+    assert json.loads(out.output.splitlines()[0])["event_id"] == f"{DEVICE}-{EPOCH}-0000000001"
+
+
+@needs_broker
+def test_nested_or_oversized_json_is_counted_invalid_and_never_raises(broker: Mosquitto, tmp_path: Path) -> None:
+    box = FakeBox(broker.port)
+    central = open_central(broker, tmp_path / "central.db", max_message_bytes=64 * 1024)
+    try:
+        deep = [b"[" * 5000 + b"]" * 5000, b'{"a":' * 5000 + b"1" + b"}" * 5000, b'{"schema": ' + b"[" * 3000]
+        for topic in (box.topics.events, box.topics.stats, box.topics.status, box.topics.gallery_result):
+            for raw in deep:
+                box.send(topic, raw)
+        box.send(box.topics.events, encode({**event(1, None), "camera_id": "x" * 70_000}))  # over 64 KiB
+        assert wait_until(lambda: central.counts().get("invalid", 0) == 13, 20), central.counts()
+        box.send(box.topics.events, event(1, None))
+        assert wait_until(lambda: box.last_ack() == ack(1), 20)
+        assert central.counts().get("errors", 0) == 0
+    finally:
+        central.close()
+        box.close()
+
+
+@needs_broker
+def test_the_broker_password_comes_from_a_file_or_the_environment_and_never_silently_from_argv(
+    tmp_path: Path,
+) -> None:
+    if mosquitto_unavailable():
+        pytest.skip(str(mosquitto_unavailable()))
+    folder = tmp_path / "broker"
+    mosquitto = Mosquitto(folder, free_port(), extra=f"password_file {folder / 'passwd'}\n")
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(folder / "passwd"), "central", "s3cret"], check=True)
+    (tmp_path / "password").write_text("s3cret\n")
+    (tmp_path / "wrong").write_text("guess\n")
+    mosquitto.start()
+    box = FakeBox(mosquitto.port)
+    base = ["resend", "--host", "127.0.0.1", "--port", str(mosquitto.port), "--username", "central", "--site", SITE,
+            "--device", DEVICE, "--epoch", EPOCH, "--from", "3"]  # fmt: skip
+    try:
+        out = CliRunner().invoke(central_cli, [*base, "--password-file", str(tmp_path / "password")])
+        assert out.exit_code == 0 and "warning" not in out.output, out.output
+        out = CliRunner().invoke(central_cli, base, env={"EDGE_CENTRAL_PASSWORD": "s3cret"})
+        assert out.exit_code == 0 and "warning" not in out.output, out.output
+        out = CliRunner().invoke(central_cli, [*base, "--password", "s3cret"])
+        assert out.exit_code == 0, out.output
+        assert "warning: --password on the command line is visible to every user (ps)" in out.output
+        assert wait_until(lambda: box.ack_count() == 3, 20) and box.acks[0] == ack(0, resend_from=3)
+        out = CliRunner().invoke(central_cli, [*base, "--password-file", str(tmp_path / "wrong")])
+        assert out.exit_code == 1 and "did not accept the connection" in out.output, out.output
+        out = CliRunner().invoke(central_cli, [*base, "--password-file", str(tmp_path / "password"), "--password", "x"])
+        assert out.exit_code == 2 and "not both" in out.output
+    finally:
+        box.close()
+        mosquitto.kill()
+    assert "--password-file" in CliRunner().invoke(central_cli, ["run", "--help"]).output
 
 
 def test_every_central_command_has_help_and_errors_are_one_line(tmp_path: Path, central_keys: CentralKeys) -> None:
