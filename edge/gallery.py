@@ -126,14 +126,16 @@ class Gallery:
                 db.enable_wal()
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten with zeros, not left in free pages
-            conn.execute("BEGIN IMMEDIATE")  # two processes creating the file at once: one migrates, one waits
-            try:
-                migrations.apply(db)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise
+            check_not_newer(db, path)
+            if migrations.pending(db):  # a current database opens without a write (also read-only)
+                conn.execute("BEGIN IMMEDIATE")  # two processes creating the file at once: one migrates, one waits
+                try:
+                    migrations.apply(db)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.rollback()
+                    raise
         except BaseException:
             conn.close()
             raise
@@ -353,6 +355,17 @@ class Gallery:
                     for e in self.embeddings_of(person.person_id)
                 ],
             }
+
+
+def check_not_newer(db: Database, path: Union[str, Path]) -> None:
+    """GalleryError when the file holds gallery migrations this version does not know (a newer edge wrote it)."""
+    known = {m.name for m in migrations._migrations}
+    unknown = sorted({m.name for m in migrations.applied(db)} - known)
+    if unknown:
+        raise GalleryError(
+            f"{path}: the gallery was written by a newer edge (unknown migrations {', '.join(unknown)}); "
+            "install that version again, or restore a backup"
+        )
 
 
 def _is_busy(exc: BaseException) -> bool:

@@ -191,7 +191,6 @@ class Pipeline:
             log.info("event %s %s %s on %s", event.event_id, ev.type.value, ev.person_id or "-", ev.camera_id)
         return stored
 
-
     def flush(self) -> List[StoredEvent]:
         """At stop: try once more to store the events held in memory (disk full, locked); what still fails is lost,
         and the log says how many and which (type, person id, camera, time; nothing more)."""

@@ -172,9 +172,7 @@ def test_gallery_writes_wait_for_a_busy_event_writer_and_never_fail(tmp_path: Pa
         writer.wait(10)
 
 
-def test_a_lock_held_past_every_retry_is_a_clear_gallery_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lock_held_past_every_retry_is_a_clear_gallery_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import edge.gallery
 
     monkeypatch.setattr(edge.gallery, "BUSY_TIMEOUT_S", 0.1)
@@ -191,3 +189,14 @@ def test_a_lock_held_past_every_retry_is_a_clear_gallery_error(
             holder.close()
         assert [p.person_id for p in g.people()] == ["p1"]
         g.remove_person("p1")  # the lock is free again
+
+
+def test_a_gallery_written_by_a_newer_edge_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    with Gallery(db) as g:
+        g.put_person("p1", "Ann", [emb(1)])
+        g.db["_sqlite_migrations"].insert(  # type: ignore[union-attr]
+            {"migration_set": "edge.gallery", "name": "m002_from_the_future", "applied_at": "2027-01-01"}
+        )
+    with pytest.raises(GalleryError, match="written by a newer edge .*m002_from_the_future"):
+        Gallery(db)
