@@ -8,9 +8,11 @@ import stat
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
@@ -232,3 +234,86 @@ def test_the_installer_gives_each_box_a_login_on_the_broker(tmp_path: Path) -> N
         for client in clients:
             client.close()
         server.kill()
+
+
+def test_hostile_gallery_commands_change_nothing_and_the_daemon_keeps_running(
+    acl_broker: AclBroker, tmp_path: Path, central_keys: CentralKeys
+) -> None:
+    """Forged, tampered, cross-device, expired, replayed and retained commands, from another box's login, a stolen
+    central login without the key, and no login at all: each refused; only the genuine command changes the gallery."""
+    from edge.contract import encode
+    from edge.gallery import Gallery, NewEmbedding
+    from edge.signing import generate_keys, load_private_key, sign_command
+
+    db, pw = tmp_path / "box.db", acl_broker.passwords
+    with Gallery(db) as gallery:
+        vector = np.full(128, 128**-0.5, np.float32)
+        for person_id in ("s1", "s2"):
+            gallery.put_person(person_id, person_id, [NewEmbedding(vector, "m", 0.9, "test")])
+    config = tmp_path / "edge.yml"
+    config.write_text(
+        f"device: {{id: box-a, site: {SITE}}}\nstorage: {{database: {db}}}\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {acl_broker.port}\n  username: box-a\n"
+        f"  password: '{pw['box-a']}'\n  central_key_file: {central_keys.public_file}\n"
+        "  reconnect_min_s: 0.2\n  reconnect_max_s: 1.0\n  keepalive_s: 5\ncameras: []\n"
+    )
+    generate_keys(tmp_path / "intruder.key", tmp_path / "intruder.pub")
+    intruder = load_private_key(tmp_path / "intruder.key")
+    central = Central("127.0.0.1", acl_broker.port, tmp_path / "central.db", username="edge-central",
+                      password=pw["edge-central"], key_file=central_keys.key_file)  # fmt: skip
+    stolen = Client(acl_broker.port, "edge-central", pw["edge-central"], "attacker-with-central-login")
+    box_b = Client(acl_broker.port, "box-b", pw["box-b"])
+    with open(tmp_path / "edge.log", "w") as log:
+        daemon = subprocess.Popen(
+            [*edge_command(), "--config", str(config), "run"], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        central.start()
+        assert wait_until(lambda: (central.status_of(SITE, "box-a") or {}).get("state") == "online", 30)
+
+        def erase(person_id: str) -> Dict[str, object]:
+            return {"schema": "edge.gallery_command/1", "request_id": f"r-{person_id}-{time.time_ns()}",
+                    "op": "remove", "person_id": person_id}  # fmt: skip
+
+        now = datetime.now(timezone.utc)
+        tampered = central_keys.sign(erase("s2"), f"{SITE}/box-a")
+        tampered["person_id"] = "s1"
+        refused = {
+            "unsigned": erase("s1"),
+            "signed by another key": sign_command(erase("s1"), intruder, f"{SITE}/box-a", 60),
+            "tampered": tampered,
+            "for box-b": central_keys.sign(erase("s1"), f"{SITE}/box-b"),
+            "expired": sign_command(
+                erase("s1"), central_keys.private_key, f"{SITE}/box-a", 60, now - timedelta(seconds=120)
+            ),  # fmt: skip
+        }
+        for cmd in refused.values():
+            stolen.publish(A.gallery_command, encode(cmd))
+        from_box_b = central_keys.sign(erase("s1"), f"{SITE}/box-a")  # a genuine command, but sent with B's login
+        box_b.publish(A.gallery_command, encode(from_box_b))
+        anonymous = Client(acl_broker.port, None, client_id="stranger")
+        assert anonymous.connack == ["Not authorized"]
+        anonymous.close()
+        for name, cmd in refused.items():
+            assert wait_until(lambda: central.result(cmd["request_id"]) is not None, 20), name  # noqa: B023
+            result = central.result(cmd["request_id"])
+            assert result is not None and result["status"] == "rejected", (name, result)
+
+        genuine = central_keys.sign(erase("s2"), f"{SITE}/box-a")
+        stolen.publish(A.gallery_command, encode(genuine))
+        assert wait_until(lambda: (central.result(genuine["request_id"]) or {}).get("status") == "ok", 20)
+        stolen.publish(A.gallery_command, encode(genuine))  # replayed
+        stolen.publish(A.gallery_command, encode(genuine), retain=True)  # and left retained for every reconnect
+        time.sleep(1.5)
+        assert central.result(from_box_b["request_id"]) is None  # the broker never delivered box B's publish
+        assert daemon.poll() is None
+        with Gallery(db) as gallery:
+            assert [p.person_id for p in gallery.people()] == ["s1"]  # only the genuine command took effect
+        assert central.push(SITE, "box-a", erase("nobody"), timeout=20)["status"] == "rejected"  # still serving
+    finally:
+        daemon.kill()
+        daemon.wait(10)
+        for client in (stolen, box_b):
+            client.close()
+        central.close()
+    assert "Traceback" not in (tmp_path / "edge.log").read_text()
