@@ -317,3 +317,26 @@ def events(db: Path, device: Optional[str], as_json: bool) -> None:
             )
     if not as_json:
         click.echo(f"{len(rows)} events", err=True)
+
+
+@central.command()
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default="central.db",
+    show_default=True,
+    help="The central's SQLite file (written by `edge central run`).",
+)
+def flags(db: Path) -> None:
+    """List what the central flagged about boxes' seqs: a new epoch (a box's database started again), a regression
+    (seqs reused: that epoch is no longer acknowledged) and its requests to send events again."""
+    from edge.central_store import CentralStore
+
+    store = CentralStore(db)
+    try:
+        rows = store.flags()
+    finally:
+        store.close()
+    for row in rows:
+        click.echo(f"{row['at']} {row['site']}/{row['device_id']} epoch {row['epoch']} {row['kind']}: {row['detail']}")
+    click.echo(f"{len(rows)} flags", err=True)

@@ -161,6 +161,8 @@ def test_a_new_epoch_is_flagged_and_acknowledged_on_its_own(broker: Mosquitto, t
     finally:
         central.close()
         box.close()
+    out = CliRunner().invoke(central_cli, ["flags", "--db", str(tmp_path / "central.db")])
+    assert out.exit_code == 0 and f"{SITE}/{DEVICE} epoch {OTHER_EPOCH} new_epoch: new epoch" in out.output
     central = open_central(broker, tmp_path / "central.db")  # known epochs are not flagged again after a restart
     box = FakeBox(broker.port)
     try:
