@@ -378,3 +378,47 @@ def test_a_real_photo_sync_is_applied_while_the_loop_keeps_ticking(
     result = link.results[0]
     assert result["status"] == "ok" and result["people"] == 40, result["reason"]
     assert during >= 5, f"the watchdog was fed {during} times while 40 photos were enrolled"
+
+
+def test_events_held_in_memory_are_stored_when_the_daemon_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided events the store refused (disk full) are still in memory at stop: they get one last try."""
+    from datetime import datetime
+
+    import edge.daemon
+    from edge.attendance import AttendanceEvent, EventType
+    from edge.config import load_config
+    from edge.store import EventStore, StoreError
+
+    stop = threading.Event()
+    real_append = EventStore.append
+
+    def append(self: EventStore, events: Any, context: Any) -> Any:
+        if not stop.is_set():  # the disk is full until the daemon is asked to stop
+            raise StoreError(f"{self.path}: disk full, storing {len(events)} event(s) failed")
+        return real_append(self, events, context)
+
+    def make_pipeline(*args: Any) -> Any:
+        pipeline = real_make_pipeline(*args)
+        at = datetime.now(config.device.tz)
+        held = AttendanceEvent(EventType.ENTRY, "ann", "door", at, at, None, "door-x-1", 0.7, 0.2, 9, 0.8)
+        pipeline._store([held], time.monotonic(), time.time(), 0)  # refused: kept in memory
+        made.append(pipeline)
+        return pipeline
+
+    made: List[Any] = []
+    real_make_pipeline = edge.daemon.make_pipeline
+    monkeypatch.setattr(EventStore, "append", append)
+    monkeypatch.setattr(edge.daemon, "make_pipeline", make_pipeline)
+    monkeypatch.setattr(edge.daemon, "TICK_INTERVAL_S", 3600.0)  # no retry from the loop: only the one at stop
+    db = tmp_path / "edge.db"
+    config = load_config(write_config(tmp_path / "edge.yml", db, "  - {id: door, url: none.mp4, enabled: false}\n"))
+    daemon = threading.Thread(target=edge.daemon.run, args=(config, stop, db), daemon=True)
+    daemon.start()
+    assert wait_until(lambda: bool(made), timeout=30)
+    assert stored_events(db) == []
+    stop.set()
+    daemon.join(30)
+    assert not daemon.is_alive()
+    assert [(e["type"], e["person_id"]) for e in stored_events(db)] == [("entry", "ann")]
