@@ -122,9 +122,17 @@ def encode(payload: Dict[str, Any]) -> bytes:
 
 # payload builders ------------------------------------------------------------------------------------------------
 def event_payload(stored: StoredEvent, site: str, prev_seq: Optional[int], historical: bool) -> Dict[str, Any]:
+    """The event as published; `prev_seq` is None for the first seq of an epoch (`stored.first_of_epoch`)."""
     body = event_to_dict(stored)
     body.pop("mono_time", None)
-    return {"schema": "edge.event/1", **body, "prev_seq": prev_seq, "site": site, "historical": historical}
+    return {
+        "schema": "edge.event/1",
+        **body,
+        "epoch": stored.epoch,
+        "prev_seq": prev_seq,
+        "site": site,
+        "historical": historical,
+    }
 
 
 def status_payload(

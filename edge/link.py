@@ -8,11 +8,14 @@
 
 SQLite is the source of truth and MQTT is an outbox over it. Three threads touch a Link:
 
-- paho's network thread runs the callbacks. It only checks incoming messages (contract.parse) and hands them on:
-  acks and PUBACK confirmations to the outbox thread through queues, gallery commands to `commands`. It never
-  touches SQLite, and nothing incoming can raise out of a callback (paho would stop its loop).
-- the outbox thread owns one EventStore and the delivery state (`Outbox`): while connected it sends the events the
-  central server has not acknowledged, marks them published when the broker's PUBACK arrives and applies acks.
+- paho's network thread runs the callbacks. They do no heavy work (a slow callback misses keepalives): incoming
+  acks and gallery commands are queued as raw bytes (bounded queues; retained copies are ignored), PUBACKs as
+  message ids. It never touches SQLite, and nothing incoming can raise out of a callback (paho would stop its loop).
+- the outbox thread owns one EventStore and the delivery state (`Outbox`): it parses and checks gallery commands
+  (then handed to `commands`) and acks (edge/acks.py: an ack confirming anything this box has not published is
+  refused whole), and while connected sends the events the central server has not acknowledged and marks them
+  published when the broker's PUBACK arrives. If it dies, `failure()` says why and the daemon stops (no watchdog
+  feed), so systemd restarts the box rather than leaving it alive and delivering nothing.
 - the daemon's pipeline thread calls the publish_* methods, `outbox_stats` and reads `commands`.
 
 Delivery rules (`Outbox.step`):
@@ -25,13 +28,16 @@ Delivery rules (`Outbox.step`):
   the central server's ack (it has stored the event). An event is done only when acknowledged.
 - at most MAX_INFLIGHT events await a PUBACK and nothing is handed to paho while disconnected, so paho never
   queues an unbounded number of messages; an outage only grows the SQLite table.
+- redelivery times are monotonic: a wall clock set back never holds events back (an event published by an earlier
+  run is due at most `redeliver_after_s` after this process started).
+- before a seq is handed to paho the database marker's hwm is raised to cover it (store.reserve_published), so a
+  database that later comes back behind it is refused at start instead of handing the seq out again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import queue
 import socket
 import sqlite3
@@ -43,28 +49,28 @@ from collections import Counter, deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Set
+from typing import Any, Deque, Dict, List, Optional, Set
 
 import paho.mqtt.client as mqtt
 
 from edge import contract
+from edge.acks import AckRefused, check_ack, parse_ack
 from edge.config import DeviceConfig
 from edge.contract import MessageError, MqttConfig, Topics
 from edge.errors import ConfigError, EdgeError
+from edge.outbox import IDLE_WAKE_S, MAX_INFLIGHT, Outbox
 from edge.store import EventStore, StoredEvent
 
 log = logging.getLogger("edge.link")
 
-MAX_INFLIGHT = 100
-"""Events handed to paho and not yet confirmed by a PUBACK (also paho's in-flight window)."""
 MAX_QUEUED = 1000
 """paho's own queue bound: a guard, the link never lets it fill (it publishes only while connected)."""
 MAX_COMMANDS = 16
 """Gallery commands waiting for the pipeline thread; more are rejected (each may hold megabytes of photos)."""
+MAX_RAW_ACKS = 1000
+"""Acks received and not yet checked by the outbox thread; more are dropped (the central server acks again)."""
 MAX_HELD_RESULTS = 100
 """Gallery results kept while disconnected, sent after the next connect (the oldest are dropped beyond this)."""
-SCAN_ROWS = 500
-IDLE_WAKE_S = 1.0
 CLOSE_TIMEOUT_S = 5.0
 GALLERY_OPS = ("upsert", "remove", "sync")
 
@@ -85,150 +91,36 @@ class LinkInfo:
             raise ValueError(f"gallery_version must be >= 0, got {self.gallery_version}")
 
 
+NO_EPOCH = "0" * 16
+"""The stats' epoch before the database could be read once."""
+
+
 def read_outbox_stats(db_path: Path, now_wall: float) -> Dict[str, Any]:
-    """The outbox figures of the stats message, read through a short-lived connection (any thread may call it)."""
+    """The outbox figures of the stats message, read through a short-lived connection (any thread may call it).
+    last_seq and acked_up_to count within the current epoch; depth and the age cover every epoch."""
     conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=rw", uri=True, timeout=5.0)  # never creates it
     try:
-        depth, first = conn.execute("SELECT count(*), min(seq) FROM events WHERE acked_at IS NULL").fetchone()
+        epoch, since = conn.execute("SELECT epoch, first_seq FROM epochs ORDER BY first_seq DESC LIMIT 1").fetchone()
+        depth, oldest = conn.execute("SELECT count(*), min(seq) FROM events WHERE acked_at IS NULL").fetchone()
+        first = conn.execute("SELECT min(seq) FROM events WHERE acked_at IS NULL AND seq >= ?", [since]).fetchone()[0]
         last = conn.execute(
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), "
             "coalesce((SELECT max(seq) FROM events), 0))"
         ).fetchone()[0]
         age: Optional[float] = None
-        if first is not None:
-            stored = conn.execute("SELECT wall_time FROM events WHERE seq = ?", [first]).fetchone()[0]
+        if oldest is not None:
+            stored = conn.execute("SELECT wall_time FROM events WHERE seq = ?", [oldest]).fetchone()[0]
             age = round(max(0.0, now_wall - float(stored)), 3)
     finally:
         conn.close()
-    acked_up_to = int(first) - 1 if first is not None else int(last)
-    return {"depth": int(depth), "oldest_unacked_age_s": age, "last_seq": int(last), "acked_up_to": acked_up_to}
-
-
-# ---------------------------------------------------------------- the delivery state (outbox thread only)
-
-Send = Callable[[StoredEvent, bool], Optional[int]]
-"""Publish one event (historical or not); returns paho's message id, or None when it was not handed over."""
-
-
-class Outbox:
-    """What was sent when, what awaits a PUBACK and the backlog's pace. Time comes in as arguments."""
-
-    def __init__(self, store: EventStore, config: MqttConfig, send: Send) -> None:
-        self.store, self.config, self.send = store, config, send
-        self.inflight: Dict[int, int] = {}
-        """paho mid -> seq, handed to paho and not yet confirmed by a PUBACK."""
-        self.sent: Dict[int, float] = {}
-        """seq -> monotonic time of its last send by this process, until acknowledged."""
-        self.live_cursor = 0
-        self.backlog_cursor = 0
-        self.next_pass = 0.0
-        self.pass_due = math.inf
-        self.burst = max(1.0, config.backlog_rate * 0.05)
-        self.tokens = self.burst
-        self.last_refill: Optional[float] = None
-        self.delivered = 0
-
-    def reconnected(self) -> None:
-        """A new connection: look at the whole backlog again (events stored while away have aged meanwhile)."""
-        self.backlog_cursor, self.next_pass, self.pass_due = 0, 0.0, math.inf
-
-    def confirm(self, mids: List[int], when: datetime) -> None:
-        seqs = [self.inflight.pop(mid) for mid in mids if mid in self.inflight]
-        if seqs:
-            self.store.mark_published(seqs, when)
-            self.delivered += len(seqs)
-
-    def acknowledge(self, up_to: int, seqs: Set[int], when: datetime) -> None:
-        if up_to > 0:
-            self.store.ack_up_to(up_to, when)
-        extra = {s for s in seqs if s > up_to}
-        if extra:
-            self.store.ack_seqs(extra, when)
-        for seq in [s for s in self.sent if s <= up_to or s in extra]:
-            del self.sent[seq]
-
-    def step(self, now: float, now_wall: float) -> float:
-        """Send what is due (the caller is connected); returns the seconds until the next step is needed."""
-        self._refill(now)
-        for mid, seq in list(self.inflight.items()):
-            if now - self.sent.get(seq, now) > self.config.redeliver_after_s:
-                del self.inflight[mid]  # no PUBACK for that long: stop counting it; it is redelivered when due
-        self._send_live(now, now_wall)
-        self._send_backlog(now, now_wall)
-        if len(self.inflight) >= MAX_INFLIGHT:
-            return IDLE_WAKE_S  # a PUBACK wakes the thread
-        if now < self.next_pass:
-            wait = self.next_pass - now
-        elif self.tokens < 1:
-            wait = (1 - self.tokens) / self.config.backlog_rate
-        else:
-            wait = IDLE_WAKE_S
-        return min(max(wait, 0.02), IDLE_WAKE_S)
-
-    def _refill(self, now: float) -> None:
-        if self.last_refill is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.last_refill) * self.config.backlog_rate)
-        self.last_refill = now
-
-    def _is_live(self, stored: StoredEvent, now_wall: float) -> bool:
-        fresh = now_wall - stored.context.wall_time < self.config.live_window_s
-        return fresh and stored.published_at is None and stored.seq not in self.sent
-
-    def _send_live(self, now: float, now_wall: float) -> None:
-        while len(self.inflight) < MAX_INFLIGHT:
-            limit = min(SCAN_ROWS, max(32, MAX_INFLIGHT - len(self.inflight)))
-            rows = self.store.unacked_after(self.live_cursor, limit)
-            for stored in rows:
-                if len(self.inflight) >= MAX_INFLIGHT:
-                    return
-                if self._is_live(stored, now_wall) and not self._send(stored, False, now):
-                    return
-                self.live_cursor = stored.seq
-            if len(rows) < limit:
-                return
-
-    def _send_backlog(self, now: float, now_wall: float) -> None:
-        if now < self.next_pass:
-            return
-        while self.tokens >= 1 and len(self.inflight) < MAX_INFLIGHT:
-            rows = self.store.unacked_after(self.backlog_cursor, max(16, min(SCAN_ROWS, int(self.tokens) * 2)))
-            if not rows:  # a pass over the whole backlog is done: the next when the first skipped one is due
-                self.backlog_cursor = 0
-                self.next_pass = min(self.pass_due, now + self.config.redeliver_after_s)
-                self.pass_due = math.inf
-                return
-            for stored in rows:
-                if self.tokens < 1 or len(self.inflight) >= MAX_INFLIGHT:
-                    return
-                due = self._due(stored, now, now_wall)
-                if due is None:
-                    pass  # live: the live path sends it
-                elif due > now:
-                    self.pass_due = min(self.pass_due, due)
-                elif self._send(stored, True, now):
-                    self.tokens -= 1
-                else:
-                    return
-                self.backlog_cursor = stored.seq
-
-    def _due(self, stored: StoredEvent, now: float, now_wall: float) -> Optional[float]:
-        """When this unacknowledged event may go out as backlog (monotonic); None while it is live."""
-        if self._is_live(stored, now_wall):
-            return None
-        redeliver = self.config.redeliver_after_s
-        if stored.seq in self.sent:
-            return self.sent[stored.seq] + redeliver
-        if stored.published_at is not None:  # published by an earlier run
-            return now + (stored.published_at.timestamp() + redeliver - now_wall)
-        return now
-
-    def _send(self, stored: StoredEvent, historical: bool, now: float) -> bool:
-        mid = self.send(stored, historical)
-        if mid is None:
-            return False
-        self.inflight[mid] = stored.seq
-        self.sent[stored.seq] = now
-        return True
+    acked_up_to = max(int(since) - 1, int(first) - 1 if first is not None else int(last))
+    return {
+        "epoch": str(epoch),
+        "depth": int(depth),
+        "oldest_unacked_age_s": age,
+        "last_seq": int(last),
+        "acked_up_to": acked_up_to,
+    }
 
 
 # ---------------------------------------------------------------- the link
@@ -247,11 +139,15 @@ class Link:
         self.commands: queue.Queue[Dict[str, Any]] = queue.Queue(MAX_COMMANDS)
         self.rejected: Counter[str] = Counter()
         """Refused incoming messages by topic kind ("ack", "gallery_command")."""
+        self.subscription_refused: Optional[str] = None
+        """Why the broker refused a subscription (also the online status' reason), None when all were granted."""
         self.connected = False
         self._lock = threading.Lock()
         self._cameras: Dict[str, Dict[str, Any]] = {}
         self._held_results: Deque[Dict[str, Any]] = deque(maxlen=MAX_HELD_RESULTS)
-        self._acks: queue.SimpleQueue[Dict[str, Any]] = queue.SimpleQueue()
+        self._acks: queue.Queue[bytes] = queue.Queue(MAX_RAW_ACKS)
+        self._raw_commands: queue.Queue[bytes] = queue.Queue(MAX_COMMANDS)
+        self._told: Set[str] = set()
         self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -259,7 +155,15 @@ class Link:
         self._connects = 0
         self._state = "starting"
         self._thread: Optional[threading.Thread] = None
-        self._last_stats: Dict[str, Any] = {"depth": 0, "oldest_unacked_age_s": None, "last_seq": 0, "acked_up_to": 0}
+        self._died: Optional[str] = None
+        self._started = time.monotonic()
+        self._last_stats: Dict[str, Any] = {
+            "epoch": NO_EPOCH,
+            "depth": 0,
+            "oldest_unacked_age_s": None,
+            "last_seq": 0,
+            "acked_up_to": 0,
+        }
         self.client = self._make_client()
 
     # setup ---------------------------------------------------------------------------------------------------
@@ -290,11 +194,12 @@ class Link:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> None:
         """Connect in the background (paho retries with back-off) and start the outbox thread; returns at once."""
-        self._thread = threading.Thread(target=self._run_outbox, name="edge-outbox", daemon=True)
+        self._thread = threading.Thread(target=self._outbox_thread, name="edge-outbox", daemon=True)
         self._thread.start()
         self.client.connect_async(self.config.host or "", self.config.port, self.config.keepalive_s)
         self.client.loop_start()
@@ -327,6 +232,13 @@ class Link:
             self._thread.join(CLOSE_TIMEOUT_S)
             if self._thread.is_alive():
                 log.warning("the outbox thread did not stop within %.0f s", CLOSE_TIMEOUT_S)
+
+    def failure(self) -> Optional[str]:
+        """Why the link can no longer deliver (its outbox thread died), None while it works. The daemon checks it
+        before feeding the watchdog and stops with this reason: a restart is better than a box delivering nothing."""
+        if self._thread is None or self._closing or self._thread.is_alive():
+            return None
+        return self._died or "the outbox thread stopped"
 
     # publishing (any thread) ---------------------------------------------------------------------------------
     def notify_new_events(self) -> None:
@@ -367,6 +279,8 @@ class Link:
 
     def _status(self, state: str, reason: Optional[str] = None) -> Dict[str, Any]:
         info = self.info
+        if reason is None and state == "online":
+            reason = self.subscription_refused
         return contract.status_payload(
             self.device.id,
             self.device.site,
@@ -437,12 +351,37 @@ class Link:
         self._confirmed.put(mid)
         self._wake.set()
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
+        topics = (self.topics.ack, self.topics.gallery_command)
+        refused = [f"{topic} ({code})" for topic, code in zip(topics, codes) if code.is_failure]
+        why = f"subscription refused by the broker: {', '.join(refused)}" if refused else None
+        if why != self.subscription_refused:
+            self.subscription_refused = why
+            if why is not None:
+                log.error("%s; acks and gallery commands cannot arrive (check the broker's ACL for this box)", why)
+            else:
+                log.warning("subscriptions granted by the broker")
+            if self.connected:
+                self._publish(self.topics.status, self._status("online"), qos=1, retain=True)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Network thread: queue the raw bytes, nothing more (the outbox thread parses and checks them)."""
         try:
             if message.topic == self.topics.ack:
-                self._take_ack(bytes(message.payload))
+                kind, inbox = "ack", self._acks
             elif message.topic == self.topics.gallery_command:
-                self._take_command(bytes(message.payload))
+                kind, inbox = "gallery_command", self._raw_commands
+            else:
+                return
+            if message.retain:  # only the central server sends these, never retained: someone else's copy
+                self._reject_once(kind, "retained", "a retained message on an inbound topic is ignored")
+                return
+            try:
+                inbox.put_nowait(bytes(message.payload))
+            except queue.Full:
+                self._reject_once(kind, "busy", f"{inbox.maxsize} messages already wait; dropped")
+                return
+            self._wake.set()
         except Exception:  # nothing incoming may stop the network thread
             log.exception("incoming message on %s could not be handled", message.topic)
 
@@ -450,15 +389,6 @@ class Link:
         if state != self._state:
             self._state = state
             log.warning("%s", message)
-
-    def _take_ack(self, raw: bytes) -> None:
-        try:
-            ack = contract.parse("edge.ack/1", raw, self.config.max_message_bytes)
-        except MessageError as exc:
-            self._reject("ack", exc)
-            return
-        self._acks.put(ack)
-        self._wake.set()
 
     def _take_command(self, raw: bytes) -> None:
         try:
@@ -478,7 +408,25 @@ class Link:
         self.rejected[kind] += 1
         log.warning("rejected a message on %s: %s", kind, reason)
 
+    def _reject_once(self, topic_kind: str, why: str, detail: str) -> None:
+        """Count a refused message; log the first of each kind only (a flood of forgeries must not flood the log)."""
+        self.rejected[topic_kind] += 1
+        key = f"{topic_kind}/{why}"
+        if key in self._told:
+            log.debug("rejected a message on %s: %s (%s)", topic_kind, detail, why)
+            return
+        self._told.add(key)
+        log.warning("rejected a message on %s: %s (%s; further ones of this kind are only counted)", topic_kind,
+                    detail, why)  # fmt: skip
+
     # the outbox thread ---------------------------------------------------------------------------------------
+    def _outbox_thread(self) -> None:
+        try:
+            self._run_outbox()
+        except BaseException as exc:  # a bug: say so, and let failure() take the daemon down
+            self._died = f"the outbox thread died: {type(exc).__name__}: {str(exc)[:300]}"
+            log.exception("%s", self._died)
+
     def _run_outbox(self) -> None:
         store: Optional[EventStore] = None
         outbox: Optional[Outbox] = None
@@ -488,10 +436,11 @@ class Link:
         while not self._stop.is_set():
             self._wake.wait(wait)
             self._wake.clear()
+            self._take_commands()
             try:
                 if store is None or outbox is None:
                     store = EventStore(self.db_path, self.device.id)
-                    outbox = Outbox(store, self.config, self._send_event)
+                    outbox = Outbox(store, self.config, self._send_event, self._started)
                 if self._connects != seen_connects:
                     seen_connects = self._connects
                     outbox.reconnected()
@@ -519,7 +468,7 @@ class Link:
         return outbox.step(time.monotonic(), time.time())
 
     def _drain(self, outbox: Outbox) -> None:
-        """Record the PUBACKs and acks the network thread handed over (batched: one transaction each)."""
+        """Record the PUBACKs (one transaction), then check and apply the acks the network thread queued."""
         now = datetime.now(timezone.utc)
         mids: List[int] = []
         while True:
@@ -528,23 +477,44 @@ class Link:
             except queue.Empty:
                 break
         outbox.confirm(mids, now)
-        up_to, any_ack = 0, False
-        seqs: Set[int] = set()
-        while True:
+        for _ in range(MAX_RAW_ACKS):
             try:
-                ack = self._acks.get_nowait()
+                raw = self._acks.get_nowait()
             except queue.Empty:
                 break
-            any_ack = True
-            up_to = max(up_to, int(ack["up_to_seq"]))
-            seqs.update(int(s) for s in ack.get("seqs", ()))
-        if any_ack:
-            outbox.acknowledge(up_to, seqs, now)
+            self._take_ack(outbox, raw, now)
+
+    def _take_ack(self, outbox: Outbox, raw: bytes, now: datetime) -> None:
+        try:
+            checked = check_ack(parse_ack(raw, self.config.max_message_bytes), outbox.store, outbox.sent)
+        except AckRefused as refused:
+            self._reject_once("ack", refused.kind, refused.detail)
+            return
+        outbox.acknowledge(checked, now)
+        try:
+            resent = outbox.resend(checked, time.monotonic())
+        except AckRefused as refused:
+            self._reject_once("ack", refused.kind, refused.detail)
+            return
+        if resent:
+            log.warning("the central server asked for epoch %s from seq %d again: %d events re-queued",
+                        checked.ack.epoch, checked.ack.resend_from, resent)  # fmt: skip
+
+    def _take_commands(self) -> None:
+        while True:
+            try:
+                raw = self._raw_commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._take_command(raw)
+            except Exception:  # a command must not stop the outbox
+                log.exception("a gallery command could not be handled")
 
     def _send_event(self, stored: StoredEvent, historical: bool) -> Optional[int]:
         if not self.connected or self._closing:
             return None
-        prev_seq = stored.seq - 1 if stored.seq > 1 else None  # seqs are contiguous (store.py: no gaps)
+        prev_seq = None if stored.first_of_epoch else stored.seq - 1  # seqs are contiguous (store.py: no gaps)
         payload = contract.event_payload(stored, self.device.site, prev_seq, historical)
         info = self._publish(self.topics.events, payload, qos=1)
         return None if info is None else int(info.mid)

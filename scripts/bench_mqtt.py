@@ -87,6 +87,7 @@ class Central:
         self.have: Set[int] = set()
         self.arrived: Dict[int, float] = {}
         self.up_to = self.acked = 0
+        self.epoch = ""
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.ready = threading.Event()
@@ -99,8 +100,10 @@ class Central:
         self.acker.start()
 
     def on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        seq = int(json.loads(message.payload)["seq"])
+        payload = json.loads(message.payload)
+        seq = int(payload["seq"])
         with self.lock:
+            self.epoch = payload["epoch"]
             self.arrived.setdefault(seq, time.monotonic())
             self.have.add(seq)
             while self.up_to + 1 in self.have:
@@ -110,8 +113,10 @@ class Central:
         while not self.stop.wait(0.01):
             with self.lock:
                 up_to = self.up_to
+                epoch = self.epoch
             if up_to > self.acked:
-                self.client.publish(TOPICS.ack, json.dumps({"schema": "edge.ack/1", "up_to_seq": up_to}), qos=1)
+                ack = {"schema": "edge.ack/1", "epoch": epoch, "up_to_seq": up_to}
+                self.client.publish(TOPICS.ack, json.dumps(ack), qos=1)
                 self.acked = up_to
 
     def close(self) -> None:

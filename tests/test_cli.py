@@ -102,6 +102,7 @@ def test_events_list_and_export_filter_by_date_person_and_type(tmp_path: Path) -
         store.append([event(EventType.ENTRY, "ann", 23, 9), event(EventType.LATE, "ann", 23, 9)], context)
         store.append([event(EventType.ENTRY, "bob", 23, 10)], context)
         store.append([event(EventType.ENTRY, "ann", 24, 9)], context)
+        epoch = store.epoch
     cfg = tmp_path / "edge.yml"
     cfg.write_text(f"device: {{id: box, timezone: Asia/Seoul}}\nstorage: {{database: {db}}}\n")
     runner = CliRunner()
@@ -122,7 +123,7 @@ def test_events_list_and_export_filter_by_date_person_and_type(tmp_path: Path) -
     as_json = runner.invoke(
         main, ["--config", str(cfg), "events", "export", "--format", "json", "--since", "2026-11-24"]
     )
-    assert [json.loads(line)["event_id"] for line in as_json.output.splitlines()] == ["box-0000000004"]
+    assert [json.loads(line)["event_id"] for line in as_json.output.splitlines()] == [f"box-{epoch}-0000000004"]
     bad = runner.invoke(main, ["--config", str(cfg), "events", "list", "--type", "party"])
     assert bad.exit_code == 2 and "unknown type 'party'" in bad.output
     bad_date = runner.invoke(main, ["--config", str(cfg), "events", "list", "--since", "yesterday"])

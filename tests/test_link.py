@@ -123,7 +123,7 @@ class Central:
         while self.up_to + 1 in self.have:
             self.up_to += 1
         if self.ack:
-            ack = {"schema": "edge.ack/1", "up_to_seq": self.up_to}
+            ack = {"schema": "edge.ack/1", "epoch": payload["epoch"], "up_to_seq": self.up_to}
             self.client.publish(TOPICS.ack, json.dumps(ack), qos=1)
 
     def by_event_id(self) -> Dict[str, List[Dict[str, Any]]]:
@@ -244,7 +244,8 @@ def test_every_event_is_delivered_valid_and_acked(store: EventStore, broker: Mos
     assert [e["prev_seq"] for e in central.events] == [None, *range(1, 50)]
     stored = store.pending(1000)
     assert stored == []
-    assert stats == {"depth": 0, "oldest_unacked_age_s": None, "last_seq": 50, "acked_up_to": 50}
+    assert stats == {"epoch": store.epoch, "depth": 0, "oldest_unacked_age_s": None, "last_seq": 50, "acked_up_to": 50}
+    assert {e["epoch"] for e in central.events} == {store.epoch}
     rows = store.db.conn.execute("SELECT count(*) FROM events WHERE published_at IS NOT NULL AND acked_at IS NOT NULL")
     assert rows.fetchone()[0] == 50
 
@@ -338,7 +339,7 @@ BAD = {
     "too large": b"{" + b" " * (10 * 1024 * 1024) + b"}",
     "not JSON": b"\xff not json",
     "wrong schema": json.dumps({"schema": "edge.other/1", "up_to_seq": 1}).encode(),
-    "wrong types": json.dumps({"schema": "edge.ack/1", "up_to_seq": "7"}).encode(),
+    "wrong types": json.dumps({"schema": "edge.ack/1", "epoch": "0123456789abcdef", "up_to_seq": "7"}).encode(),
 }
 BAD_COMMANDS = {
     "too large": BAD["too large"],
@@ -387,7 +388,7 @@ def test_bad_messages_are_rejected_with_a_reason_and_delivery_goes_on(
     assert any("byte limit" in r for r in reasons) and any("not UTF-8 JSON" in r for r in reasons)
     assert all(r["gallery_version"] == 4 for r in central.results)
     rejected = [r.getMessage() for r in caplog.records if "rejected a message" in r.getMessage()]
-    assert len(rejected) == 8 and all(": " in line and "\n" not in line for line in rejected)
+    assert len(rejected) == 7 and all(": " in line and "\n" not in line for line in rejected)  # acks: once per kind
     assert list(dict.fromkeys(e["seq"] for e in central.events)) == list(range(1, 7))
 
 
@@ -406,7 +407,13 @@ def test_no_broker_no_crash(store: EventStore, tmp_path: Path) -> None:
         link.close()
     link.close()  # twice is harmless
     broken = Link(mqtt_config(free_port()), DEVICE, tmp_path / "missing" / "none.db", INFO)
-    assert broken.outbox_stats() == {"depth": 0, "oldest_unacked_age_s": None, "last_seq": 0, "acked_up_to": 0}
+    assert broken.outbox_stats() == {
+        "epoch": "0" * 16,
+        "depth": 0,
+        "oldest_unacked_age_s": None,
+        "last_seq": 0,
+        "acked_up_to": 0,
+    }
 
 
 def test_an_ack_may_list_single_seqs(store: EventStore, broker: Mosquitto) -> None:
@@ -418,7 +425,7 @@ def test_an_ack_may_list_single_seqs(store: EventStore, broker: Mosquitto) -> No
             append(store, 4)
             link.notify_new_events()
             assert wait_until(lambda: len(central.events) == 4, 5)
-            ack = {"schema": "edge.ack/1", "up_to_seq": 1, "seqs": [3, 4]}
+            ack = {"schema": "edge.ack/1", "epoch": store.epoch, "up_to_seq": 1, "seqs": [3, 4]}
             central.client.publish(TOPICS.ack, json.dumps(ack), qos=1)
             assert wait_until(lambda: [s.seq for s in store.pending(10)] == [2], 5), store.pending(10)
             assert link.outbox_stats()["acked_up_to"] == 1 and link.outbox_stats()["depth"] == 1

@@ -234,7 +234,7 @@ def test_bad_messages_are_rejected_and_the_daemon_keeps_running(
         }
         for payload in bad.values():
             client.publish(TOPICS.gallery_command, payload, qos=1).wait_for_publish(10)
-        client.publish(TOPICS.ack, b'{"schema": "edge.ack/1", "up_to_seq": "all"}', qos=1).wait_for_publish(10)
+        client.publish(TOPICS.ack, b'{"schema": "edge.ack/1", "epoch": "0123456789abcdef", "up_to_seq": "all"}', qos=1).wait_for_publish(10)
         wrong_model = central_mod.upsert_embeddings(
             {"person_id": "eve", "embeddings": [{"model_id": "other-model", "vector": [0.125] * 64}]}
         )
