@@ -24,8 +24,9 @@ from edge.contract import gallery_result_payload
 
 log = logging.getLogger("edge.daemon")
 
-CLOSE_TIMEOUT_S = 30.0
-"""How long `close` waits for a command being applied (a sync is not interrupted half-way: it is one transaction)."""
+CLOSE_TIMEOUT_S = 10.0
+"""How long `close` waits for a command being applied (well within systemd's TimeoutStopSec=30). A sync cut short
+by the exit writes nothing (it is one transaction) and sends no result: the central sends it again."""
 
 
 class Applier(Protocol):
