@@ -26,7 +26,7 @@ log = logging.getLogger("edge.daemon")
 
 CLOSE_TIMEOUT_S = 10.0
 """How long `close` waits for a command being applied (well within systemd's TimeoutStopSec=30). A sync cut short
-by the exit writes nothing (it is one transaction) and sends no result: the central sends it again."""
+by the exit writes nothing (it is one transaction) and sends no result."""
 
 
 class Applier(Protocol):
