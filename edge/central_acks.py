@@ -12,8 +12,9 @@ Flags (each logged, counted, shown and kept in the store's `flags` table through
 - regression: within one epoch the box's seqs went back (its stats report a last_seq below what it had sent
   before, or an event_id arrives again with other facts). The epoch is halted: never acknowledged again.
 - resend: the box took events as delivered that this copy does not have (its stats report an `acked_up_to` above
-  the central's `stored_up_to` for that epoch): the next ack carries `resend_from`, at most once a minute per box
-  and less often while the box has nothing more to give (ResendPacer).
+  the central's `stored_up_to` for that epoch): with the next ack goes an ack that confirms nothing
+  (`up_to_seq: 0`) and carries `resend_from`, at most once a minute per box and less often while the box has
+  nothing more to give (ResendPacer). A message of its own, so a box that refuses the request still takes the ack.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class Acks:
                 and pacer.due(self.clock(), stored_up_to)
             ):
                 self._ask_resend(key, stored_up_to + 1)
-                detail = (f"it took seqs up to {acked_up_to} as delivered, this copy has 1..{stored_up_to}: "
+                have = f"1..{stored_up_to}" if stored_up_to else "none of them"
+                detail = (f"it took seqs up to {acked_up_to} as delivered, this copy has {have}: "
                           f"asked for them again from {stored_up_to + 1}")  # fmt: skip
                 flags.append(Flag(site, device, epoch, "resend", detail))
             marks = ledger.marks()
@@ -206,14 +208,9 @@ class Acks:
                 continue
             recent, ledger = self._recent.pop(key), self._ledgers[key]
             resend = self._resend.pop(key, None)
-            if ledger.halted is not None:
-                if resend is None:
-                    continue
-                ack = resend_request(key[2], resend)
-            else:
-                ack = ledger.ack(key[2], recent)
-                if resend is not None:
-                    ack["resend_from"] = resend
-            batch.append((key, ack, ledger.marks()))
+            if ledger.halted is None:
+                batch.append((key, ledger.ack(key[2], recent), ledger.marks()))
+            if resend is not None:  # a message of its own: a box that refuses it still takes the ack
+                batch.append((key, resend_request(key[2], resend), ledger.marks()))
             self._sent_at[key] = now
         return batch, wait

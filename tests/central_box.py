@@ -86,8 +86,9 @@ class FakeBox:
             return len(self.acks)
 
     def last_ack(self, epoch: str = EPOCH) -> Optional[Dict[str, Any]]:
+        """The latest ack of `epoch` (requests to send again left out)."""
         with self.lock:
-            return next((a for a in reversed(self.acks) if a["epoch"] == epoch), None)
+            return next((a for a in reversed(self.acks) if a["epoch"] == epoch and "resend_from" not in a), None)
 
     def close(self) -> None:
         self.client.disconnect()
