@@ -147,9 +147,22 @@ class CameraConfig:
         return DEFAULT_RTSP_OPTIONS if self.source_kind == "rtsp" else None
 
 
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_QUERY_SECRET = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|token|secret|key)=)[^&;#]*")
+
+
 def redact(url: str) -> str:
-    """The url without its password, for logs: rtsp://user:***@host/path."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """The url without its password, for logs: rtsp://user:***@host/path. Passwords are often written unescaped,
+    with '@', '/' or ':' in them, so the user info runs to the last '@' (hiding too much rather than too little)."""
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return url
+    rest = url[scheme.end() :]
+    at = rest.rfind("@")
+    if at >= 0 and ":" in rest[:at]:
+        user = rest[: rest.index(":")]
+        rest = f"{user}:***@{rest[at + 1 :]}"
+    return _QUERY_SECRET.sub(r"\1***", url[: scheme.end()] + rest)
 
 
 # ----------------------------------------------------------------------------------------------- boundary types

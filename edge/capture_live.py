@@ -157,8 +157,9 @@ def reach(config: CameraConfig) -> None:
     parts = urlsplit(config.url)
     try:
         host, port = parts.hostname, parts.port or RTSP_PORTS.get(parts.scheme.lower(), 554)
-    except ValueError as exc:
-        raise CaptureError(f"camera {config.id}: bad address in {redact(config.url)} ({exc})") from None
+    except ValueError:  # not the parser's message: it quotes the "port", which may be part of the password
+        hint = "host or port unreadable; write '/' in a password as %2F"
+        raise CaptureError(f"camera {config.id}: bad address in {redact(config.url)} ({hint})") from None
     if not host:
         raise CaptureError(f"camera {config.id}: no host in {redact(config.url)}")
     timeout = config.open_timeout_s

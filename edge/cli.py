@@ -86,10 +86,11 @@ def main(ctx: click.Context, config_path: Optional[Path], db: Optional[Path]) ->
 @main.command("check-config")
 @click.argument("file", type=click.Path(path_type=Path))
 def check_config(file: Path) -> None:
-    """Validate a config FILE; print OK or the first error with its key path and line."""
+    """Validate a config FILE; print OK or the first error with its key path and line (never a password)."""
     from edge.config import load_config
+    from edge.credentials import with_mqtt_password
 
-    load_config(file)
+    with_mqtt_password(load_config(file))  # the password file (or EDGE_MQTT_PASSWORD) is checked too
     click.echo(f"{file}: OK")
 
 
@@ -358,12 +359,10 @@ def run(app: AppContext, verbose: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    config_hash = "defaults"
-    if app.config_path is not None:
-        import hashlib
+    from edge.credentials import config_fingerprint, with_mqtt_password
 
-        config_hash = hashlib.sha256(Path(app.config_path).read_bytes()).hexdigest()
-    run_daemon(app.config, stop, app.db_path, config_hash)
+    config = with_mqtt_password(app.config)  # from the config, mqtt.password_file or EDGE_MQTT_PASSWORD
+    run_daemon(config, stop, app.db_path, config_fingerprint(config))  # published retained: no secret in it
 
 
 @main.command()
@@ -508,7 +507,14 @@ def events_export(
     if str(output) == "-":
         writer(rows, sys.stdout)
     else:
-        with open(output, "w", encoding="utf-8", newline="") as handle:
+        import os
+
+        try:  # attendance is personal data: owner-only, like the database (also when the file existed)
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             writer(rows, handle)
         click.echo(f"{len(rows)} events written to {output}", err=True)
 

@@ -94,12 +94,24 @@ class Config:
             raise ValueError(f"cameras: camera ids must be unique, {', '.join(duplicates)} repeated")
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_config(path: Optional[Path]) -> Config:
-    """Load and validate `path`; None gives the built-in defaults."""
+    """Load and validate `path`; None gives the built-in defaults. The MQTT password stays where it is given
+    (`edge run` and `check-config` read it with edge.credentials.with_mqtt_password; other commands need not)."""
     if path is None:
         return Config()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB: not a config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line}: {exc.reason})") from None
     return load_yaml_tree(Config, text, str(path))

@@ -1,19 +1,29 @@
 """Build a frozen dataclass tree from YAML, validated once: unknown keys, wrong types and bad values are
-errors that name the key path and the line."""
+errors that name the key path and the line.
+
+Every number must be finite and within its range (edge/configbounds.py). The YAML is refused, with a ConfigError
+rather than a traceback, when it is nested deeper than MAX_DEPTH. The value of a secret (a key whose name says
+password, secret or token) is never repeated in an error: check-config output ends up in logs and tickets.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import typing
 from pathlib import Path
 from typing import Any, Dict, Type, TypeVar
 
 import yaml
 
+from edge.configbounds import BOUNDS, DEFAULT_BOUNDS
 from edge.errors import ConfigError
 
 T = TypeVar("T")
+MAX_DEPTH = 32
+"""Deepest nesting of mappings and lists accepted (the config needs 6)."""
+_SECRET_WORDS = ("password", "secret", "token")
 
 _SCALAR_TAGS = {
     "tag:yaml.org,2002:int": "an integer",
@@ -28,17 +38,23 @@ def _where(path: str, node: yaml.Node) -> str:
     return f"{path or '<top>'} (line {node.start_mark.line + 1})"
 
 
-def _describe(node: yaml.Node) -> str:
+def _is_secret(path: str) -> bool:
+    key = path.rsplit(".", 1)[-1].lower()
+    return any(word in key for word in _SECRET_WORDS)
+
+
+def _describe(node: yaml.Node, path: str = "") -> str:
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    return f"{_SCALAR_TAGS.get(node.tag, node.tag)} ({node.value!r})"
+    kind = _SCALAR_TAGS.get(node.tag, node.tag)
+    return f"{kind} (value not shown)" if _is_secret(path) else f"{kind} ({node.value!r})"
 
 
 def _scalar(node: yaml.Node, path: str) -> Any:
     if not isinstance(node, yaml.ScalarNode):
-        raise ConfigError(f"{_where(path, node)}: expected a single value, got {_describe(node)}")
+        raise ConfigError(f"{_where(path, node)}: expected a single value, got {_describe(node, path)}")
     return _construct(node)
 
 
@@ -90,23 +106,26 @@ def _convert(tp: Any, node: yaml.Node, path: str) -> Any:
             raise ConfigError(f"{_where(path, node)}: must be one of {choices}, got {value!r}") from None
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{_where(path, node)}: expected true/false, got {_describe(node)}")
+            raise ConfigError(f"{_where(path, node)}: expected true/false, got {_describe(node, path)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{_where(path, node)}: expected an integer, got {_describe(node)}")
+            raise ConfigError(f"{_where(path, node)}: expected an integer, got {_describe(node, path)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{_where(path, node)}: expected a number, got {_describe(node)}")
+            raise ConfigError(f"{_where(path, node)}: expected a number, got {_describe(node, path)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{_where(path, node)}: expected a finite number, got {_describe(node, path)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{_where(path, node)}: expected a string, got {_describe(node)}")
+            quote = " (quote it)" if _is_secret(path) and isinstance(node, yaml.ScalarNode) else ""
+            raise ConfigError(f"{_where(path, node)}: expected a string{quote}, got {_describe(node, path)}")
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{_where(path, node)}: expected a path, got {_describe(node)}")
+            raise ConfigError(f"{_where(path, node)}: expected a path, got {_describe(node, path)}")
         return Path(value)
     raise TypeError(f"config field {path} has an unsupported type {tp!r}")
 
@@ -136,17 +155,67 @@ def build(cls: Type[T], node: yaml.Node, path: str = "") -> T:
         first = f"{path}.{missing[0]}" if path else missing[0]
         raise ConfigError(f"{_where(first, node)}: required key is missing")
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{_where(path, node)}: {exc}") from None
+    for key_node, value_node in node.value:  # the section's own checks first: they say more
+        key = str(key_node.value)
+        _check_bounds(f"{cls.__name__}.{key}", kwargs[key], f"{path}.{key}" if path else key, value_node)
+    return built
+
+
+def _numbers(value: Any) -> typing.Iterator[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _numbers(item)
+
+
+def _text(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _check_bounds(field_name: str, value: Any, path: str, node: yaml.Node) -> None:
+    low, high = BOUNDS.get(field_name, DEFAULT_BOUNDS)
+    for number in _numbers(value):
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ConfigError(f"{_where(path, node)}: must be within {_text(low)}..{_text(high)}, got {number}")
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting from the event stream (no recursion; stops at the first level too deep)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark is not None else "?"
+                raise ConfigError(f"line {line}: nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint and where, without the snippet of the line it quotes (it may hold a password)."""
+    mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        context = f"{exc.context}, " if exc.context else ""
+        return f"{context}{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return str(exc).splitlines()[0][:200]
 
 
 def load_yaml_tree(cls: Type[T], text: str, source: str) -> T:
     """Parse YAML text (keeping line numbers) and build `cls` from it; an empty document gives the defaults."""
     try:
+        _check_depth(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: not accepted YAML: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not accepted YAML: nested too deep") from None
     if node is None:
         return cls()
     try:

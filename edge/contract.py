@@ -19,7 +19,7 @@ everything it receives is checked here (size first, then JSON, then schema) befo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -231,7 +231,10 @@ class MqttConfig:
     client_id: Optional[str] = None
     """MQTT client id (the persistent session is keyed on it); null: edge-<device id>."""
     username: Optional[str] = None
-    password: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    """Better kept out of this file: password_file, or the environment variable EDGE_MQTT_PASSWORD."""
+    password_file: Optional[str] = None
+    """File holding the broker password (not readable by everyone; one trailing newline is ignored)."""
     tls: Optional[TlsConfig] = None
     keepalive_s: int = 30
     reconnect_min_s: float = 1.0
@@ -262,8 +265,10 @@ class MqttConfig:
             raise ValueError(f"port must be within 1..65535, got {self.port}")
         if not self.prefix or "#" in self.prefix or "+" in self.prefix:
             raise ValueError(f"prefix must be a non-empty topic without wildcards, got {self.prefix!r}")
-        if (self.username is None) and (self.password is not None):
+        if (self.username is None) and (self.password is not None or self.password_file is not None):
             raise ValueError("password needs a username")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
         for name in (
             "reconnect_min_s",
             "reconnect_max_s",

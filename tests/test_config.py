@@ -88,3 +88,114 @@ def test_errors_name_the_key_and_line(tmp_path: Path, text: str, message: str) -
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "nope.yml")
+
+
+# numbers: finite and bounded ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("mqtt:\n  keepalive_s: 70000\n", r"mqtt\.keepalive_s \(line 2\): must be within 5\.\.65535, got 70000"),
+        (
+            "cameras:\n  - id: door\n    url: a.mp4\n    backoff: {initial_s: .nan}\n",
+            r"cameras\[0\]\.backoff\.initial_s \(line 4\): expected a finite number",
+        ),
+        (
+            "cameras:\n  - id: door\n    url: a.mp4\n    backoff: {max_s: .inf}\n",
+            r"cameras\[0\]\.backoff\.max_s \(line 4\): expected a finite number",
+        ),
+        ("mqtt:\n  reconnect_max_s: 1.0e+300\n", r"mqtt\.reconnect_max_s \(line 2\): must be within 0\.01\.\.86400"),
+        ("mqtt:\n  backlog_rate: -.inf\n", r"mqtt\.backlog_rate \(line 2\): expected a finite number"),
+        ("matcher:\n  threshold: .NaN\n", r"matcher\.threshold \(line 2\): expected a finite number"),
+        ("matcher:\n  top_k: 99999999999999999999\n", r"matcher\.top_k \(line 2\): must be within 1\.\.1000"),
+        ("tracker:\n  max_age_s: 1e9\n", r"tracker\.max_age_s \(line 2\): expected a number"),
+        ("tracker:\n  max_age_s: 1.0e+9\n", r"tracker\.max_age_s \(line 2\): must be within 0\.\.3600"),
+        ("attendance:\n  cooldown_s: 1.0e+12\n", r"attendance\.cooldown_s \(line 2\): must be within 0\.\.86400"),
+        ("detector:\n  max_faces: 100000000\n", r"detector\.max_faces \(line 2\): must be within 1\.\.1000"),
+        ("cameras:\n  - {id: door, url: a.mp4, max_fps: 1.0e+20}\n", r"cameras\[0\]\.max_fps \(line 2\): must be"),
+    ],
+)
+def test_numbers_must_be_finite_and_within_bounds(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, text)
+
+
+def test_every_number_in_the_config_has_bounds() -> None:
+    import typing
+
+    from edge.configbounds import BOUNDS
+
+    missing = []
+
+    def walk(cls: type) -> None:
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            hint = typing.get_type_hints(cls)[f.name]
+            inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+            flat = str(hint)
+            if dataclasses.is_dataclass(inner[0]):
+                walk(inner[0])
+            elif "Config" in flat and typing.get_args(hint):  # Tuple[CameraConfig, ...]
+                walk(typing.get_args(hint)[0])
+            elif (any(t in (int, float) for t in inner) or "float" in flat or "int" in flat) and (
+                f"{cls.__name__}.{f.name}" not in BOUNDS
+            ):
+                missing.append(f"{cls.__name__}.{f.name}")
+
+    walk(Config)
+    assert not missing, f"add bounds to edge/configbounds.py for {missing}"
+    assert len(BOUNDS) > 50
+
+
+# YAML that is not a config ---------------------------------------------------------------------------------------
+def test_non_utf8_yaml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yml"
+    path.write_bytes(b"device:\n  id: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"edge\.yml: not UTF-8 text \(line 2: invalid continuation byte\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "matcher: " + "[" * 5000 + "]" * 5000 + "\n",
+        "".join(" " * i + "a:\n" for i in range(600)) + " " * 600 + "1\n",
+        "matcher: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+    ],
+)
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"edge\.yml: not accepted YAML: line \d+: nested more than 32 levels"):
+        load(tmp_path, text)
+
+
+def test_a_huge_config_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="over 1024 KiB: not a config file"):
+        load(tmp_path, "# " + "x" * 2_000_000 + "\n")
+
+
+# secrets ---------------------------------------------------------------------------------------------------------
+def test_check_config_never_prints_a_password(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edge.cli import main
+
+    path = tmp_path / "edge.yml"
+    runner = CliRunner()
+    for text in (
+        "mqtt:\n  host: b\n  username: box\n  password: 918273645\n",  # a number: not a string
+        "mqtt:\n  host: b\n  username: box\n  password: [918273645]\n",
+        "mqtt:\n  host: b\n  username: box\n  password: '918273645\n",  # unterminated quote: a YAML error
+        "mqtt:\n  host: b\n  username: box\n  password: 918273645\n   port: 1\n",
+    ):
+        path.write_text(text)
+        result = runner.invoke(main, ["check-config", str(path)])
+        assert result.exit_code == 1, result.output
+        assert "918273645" not in result.output, result.output
+        assert "line" in result.output, result.output
+    path.write_text("mqtt:\n  host: b\n  username: box\n  password: 918273645\n")
+    assert "mqtt.password (line 4): expected a string (quote it), got an integer (value not shown)" in runner.invoke(
+        main, ["check-config", str(path)]
+    ).output
+
+
+def test_the_password_is_not_in_the_config_repr(tmp_path: Path) -> None:
+    config = load(tmp_path, "mqtt:\n  host: b\n  username: box\n  password: 'hunter2'\n")
+    assert config.mqtt.password == "hunter2" and "hunter2" not in repr(config)
