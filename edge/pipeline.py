@@ -86,6 +86,8 @@ class Pipeline:
         self._groups_version = parts.gallery.version
         self._unstored: List[Tuple[List[AttendanceEvent], EventContext]] = []
         """Decided events the store refused (disk full, locked): kept in order and retried before new ones."""
+        self._store_failing = False
+        """The store refused the last append: warned once, until it works again (not at every frame)."""
         overdue = close_past_days(parts.store, attendance, roles, self.machine.groups, now, tz)
         if overdue:
             log.info("closed %d outings left open on earlier days (the box was down at midnight)", len(overdue))
@@ -181,10 +183,14 @@ class Pipeline:
             try:
                 stored.extend(self.parts.store.append(batch, context))
             except StoreError as exc:
-                if len(self._unstored) == 1 or len(self._unstored) % 100 == 0:
+                if not self._store_failing:
                     log.warning("%s; %d event batches kept in memory, retrying", exc, len(self._unstored))
+                    self._store_failing = True
                 break
             self._unstored.pop(0)
+        if self._store_failing and not self._unstored:
+            log.info("the event store works again: the events kept in memory are stored")
+            self._store_failing = False
         self._save_crops(stored)
         for event in stored:
             ev = event.event
