@@ -343,8 +343,15 @@ def _setup_logging(verbose: bool) -> None:
 
 @main.command()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "--init",
+    is_flag=True,
+    help="Start a new event database (new epoch) when the one this box had is missing, empty, replaced or lost "
+    "committed events; without it edge refuses to start then. Unsent events and the gallery of a lost database "
+    "are gone: the central server must sync the gallery again.",
+)
 @pass_app
-def run(app: AppContext, verbose: bool) -> None:
+def run(app: AppContext, verbose: bool, init: bool) -> None:
     """Watch the configured cameras and record attendance until SIGTERM or SIGINT (the daemon)."""
     import signal
     import threading
@@ -362,7 +369,7 @@ def run(app: AppContext, verbose: bool) -> None:
     from edge.credentials import config_fingerprint, with_mqtt_password
 
     config = with_mqtt_password(app.config)  # from the config, mqtt.password_file or EDGE_MQTT_PASSWORD
-    run_daemon(config, stop, app.db_path, config_fingerprint(config))  # published retained: no secret in it
+    run_daemon(config, stop, app.db_path, config_fingerprint(config), init)  # published retained: no secret in it
 
 
 @main.command()

@@ -38,11 +38,12 @@ TICK_INTERVAL_S = 1.0
 STATS_INTERVAL_S = 60.0
 
 
-def build_parts(config: Config, stack: ExitStack, db: Optional[Path] = None) -> PipelineParts:
-    """Open the gallery, the event store (one SQLite file), the detector and the embedder; closed by `stack`."""
+def build_parts(config: Config, stack: ExitStack, db: Optional[Path] = None, init: bool = False) -> PipelineParts:
+    """Open the event store and the gallery (one SQLite file), the detector and the embedder; closed by `stack`.
+    The event store first: it refuses a database the box had and lost (unless `init`) before anything creates one."""
     path = db or config.storage.database
+    store = stack.enter_context(EventStore(path, config.device.id, init=init))
     gallery = stack.enter_context(Gallery(path))
-    store = stack.enter_context(EventStore(path, config.device.id))
     detector = stack.enter_context(FaceDetector(config.detector))
     embedder = Embedder(config.embedder.models_path, config.embedder.num_threads)
     return PipelineParts(detector=detector, embedder=embedder, gallery=gallery, store=store)
@@ -76,13 +77,16 @@ def notify_systemd(message: str) -> None:
         log.debug("sd_notify failed: %s", exc)
 
 
-def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config_hash: str = "defaults") -> None:
-    """Watch every enabled camera until `stop` is set; events go to SQLite as they are decided, then to MQTT."""
+def run(
+    config: Config, stop: threading.Event, db: Optional[Path] = None, config_hash: str = "defaults", init: bool = False
+) -> None:
+    """Watch every enabled camera until `stop` is set; events go to SQLite as they are decided, then to MQTT.
+    `init` (`edge run --init`): start a new database (or epoch) when the one the box had is lost or went back."""
     cameras = [c for c in config.cameras if c.enabled]
     if not config.cameras:
         log.warning("no cameras configured: nothing to watch (add a 'cameras:' section)")
     with ExitStack() as stack:
-        parts = build_parts(config, stack, db)
+        parts = build_parts(config, stack, db, init)
         pipeline = make_pipeline(config, parts, list(config.cameras), datetime.now(config.device.tz))
         camera_set = stack.enter_context(CameraSet.open(list(config.cameras)))
         verifier = box_verifier(config.mqtt.central_key_file, config.device.site, config.device.id)
@@ -108,6 +112,8 @@ def run(config: Config, stop: threading.Event, db: Optional[Path] = None, config
             now = time.monotonic()
             if worker is not None and not worker.alive:  # no silent half-daemon: systemd restarts the whole process
                 raise EdgeError("the gallery worker thread has died (see the log above); edge stops")
+            if link is not None and link.failure() is not None:  # the outbox died: no watchdog feed, a restart
+                raise EdgeError(f"{link.failure()} (see the log above); edge stops")
             if now - last_tick >= TICK_INTERVAL_S:  # once a second, not per frame
                 stored += pipeline.tick(time.time(), now)
                 notify_systemd("WATCHDOG=1")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from edge.acks import RESEND_INTERVAL_S, RESEND_MAX, AckRefused, CheckedAck
 from edge.contract import MqttConfig
@@ -31,6 +31,8 @@ class Outbox:
         self.started = started
         """Monotonic time the process started: events published by an earlier run are due from it on."""
         self.last_resend = -math.inf
+        self.requeued: Set[int] = set()
+        """Seqs the central server asked for again (resend_from): backlog, due now."""
         self.inflight: Dict[int, int] = {}
         """paho mid -> seq, handed to paho and not yet confirmed by a PUBACK."""
         self.sent: Dict[int, float] = {}
@@ -77,6 +79,7 @@ class Outbox:
         seqs = self.store.unacknowledge(start, checked.last, RESEND_MAX)
         for seq in seqs:
             self.sent.pop(seq, None)
+        self.requeued.update(seqs)
         self.reconnected()
         return len(seqs)
 
@@ -105,7 +108,7 @@ class Outbox:
 
     def _is_live(self, stored: StoredEvent, now_wall: float) -> bool:
         fresh = now_wall - stored.context.wall_time < self.config.live_window_s
-        return fresh and stored.published_at is None and stored.seq not in self.sent
+        return fresh and stored.published_at is None and stored.seq not in self.sent and stored.seq not in self.requeued
 
     def _send_live(self, now: float, now_wall: float) -> None:
         while len(self.inflight) < MAX_INFLIGHT:
@@ -162,4 +165,5 @@ class Outbox:
             return False
         self.inflight[mid] = stored.seq
         self.sent[stored.seq] = now
+        self.requeued.discard(stored.seq)
         return True

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from support import (
@@ -182,6 +182,9 @@ class FakeLink:
 
     def publish_result(self, result: Dict[str, Any]) -> None:
         self.results.append(result)
+
+    def failure(self) -> Optional[str]:
+        return None  # the outbox thread is alive (Link.failure)
 
     def set_gallery_version(self, version: int) -> None:
         self.versions.append(version)
