@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from edge.errors import EdgeError
-from edge.jsoncheck import JsonRefused, describe, load_json, strict_validator
+from edge.jsoncheck import JsonRefused, describe, error_order, load_json, strict_validator
 from edge.store import StoredEvent, event_to_dict
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -96,7 +96,7 @@ def _validator(schema_id: str) -> Any:
 def validate(schema_id: str, payload: Any) -> None:
     """Raise MessageError naming the first problem (its JSON path and the rule broken, never the value: names and
     embeddings must not reach logs or result messages) when `payload` breaks the schema."""
-    errors = sorted(_validator(schema_id).iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(_validator(schema_id).iter_errors(payload), key=error_order)
     if errors:
         raise MessageError(f"{schema_id}: {describe(errors[0])}")
 

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from array import array
-from typing import Any, List
+from typing import Any, List, Tuple
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects accepted (our payloads need 6)."""
@@ -133,6 +133,11 @@ def _rule(error: Any) -> str:
         rule = _short(rule)
     template = _RULES.get(kind, "breaks the schema rule {kind!r}")
     return template.format(rule=rule, kind=kind)
+
+
+def error_order(error: Any) -> List[Tuple[int, Any]]:
+    """Sort key: errors by their path, array indexes in number order (a path mixes ints and strings)."""
+    return [(0, p) if isinstance(p, int) else (1, str(p)) for p in error.absolute_path]
 
 
 def describe(error: Any) -> str:

@@ -139,3 +139,16 @@ def test_a_missing_property_is_named() -> None:
 def test_a_password_in_an_unexpected_key_is_not_echoed() -> None:
     raw = json.dumps({"up_to_seq": 1, "password": "hunter2", "Jane Doe": 1}).encode()
     assert first_error(ACK_LIKE, raw) == "(top level): properties not allowed here: password"
+
+
+def test_the_first_error_is_the_first_by_path() -> None:
+    vector = [0.25] * 16
+    vector[2] = vector[10] = "x"  # type: ignore[call-overload]
+    command = {
+        "schema": "edge.gallery_command/1",
+        "request_id": "r",
+        "op": "upsert",
+        "person": {"person_id": "p1", "embeddings": [{"model_id": "m", "vector": vector}]},
+    }
+    with pytest.raises(MessageError, match=r"person/embeddings/0/vector/2: must be of type number"):
+        validate("edge.gallery_command/1", command)
