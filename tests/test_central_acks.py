@@ -3,6 +3,7 @@ regressions and asking a box to send again what the central lost; against a real
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, List
@@ -276,3 +277,44 @@ def test_cli_resend_asks_a_box_for_its_events_from_a_seq(broker: Mosquitto, tmp_
         assert out.exit_code != 0 and "no epoch known for school-1/box-17" in out.output
     finally:
         box.close()
+
+
+def test_a_central_that_lost_its_database_gets_every_event_back_from_a_real_box(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    from test_mqtt_daemon import DEVICE as BOX
+    from test_mqtt_daemon import SITE as BOX_SITE
+    from test_mqtt_daemon import Daemon, inject, write_config
+
+    from edge.central import Central
+    from edge.store import EventStore
+    from tests.support import stored_events
+
+    db = tmp_path / "box.db"
+    EventStore(db, BOX).close()
+    inject(db, 10, threading.Event(), 0.0)  # 30 events
+    daemon = Daemon(write_config(tmp_path, db, broker.port), tmp_path / "edge.log").start()
+    first = Central("127.0.0.1", broker.port, tmp_path / "central.db")
+    first.start()
+    try:
+        assert wait_until(lambda: all(e["acked_at"] for e in stored_events(db)), 60, 0.2), daemon.text()[-2000:]
+        assert len(first.events(BOX)) == 30
+        first.close()
+        (tmp_path / "central.db").unlink()  # the central's copy is gone (its session in the broker too)
+        second = Central("127.0.0.1", broker.port, tmp_path / "central-new.db", client_id="central-new")
+        second.start()
+        try:
+            box_ids = {e["event_id"] for e in stored_events(db)}
+            assert wait_until(lambda: {e["event_id"] for e in second.events(BOX)} == box_ids, 60, 0.2), (
+                f"{second.counts()}\n{daemon.text()[-2000:]}"
+            )
+            assert wait_until(lambda: all(e["acked_at"] for e in stored_events(db)), 30, 0.2)
+            assert [f["kind"] for f in second.flags()] == ["resend"]
+            assert second.flags()[0]["device_id"] == BOX and second.flags()[0]["site"] == BOX_SITE
+        finally:
+            second.close()
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        first.close()
+    assert "Traceback" not in daemon.text()
