@@ -13,7 +13,6 @@ Format (version 1):
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
@@ -22,6 +21,7 @@ import numpy as np
 
 from edge.errors import GalleryError
 from edge.gallery import Gallery, NewEmbedding, PersonRecord, check_person_id
+from edge.jsoncheck import JsonRefused, load_json
 
 FORMAT = "edge-gallery"
 FORMAT_VERSION = 1
@@ -102,8 +102,10 @@ def read_document(path: Path) -> Any:
         size = path.stat().st_size
         if size > MAX_IMPORT_BYTES:
             raise _fail(str(path), f"file is {size / 1e6:.0f} MB, over the {MAX_IMPORT_BYTES / 1e6:.0f} MB limit")
-        return json.loads(path.read_text(encoding="utf-8"))
+        return load_json(path.read_bytes())  # no RecursionError on deep nesting, no NaN
     except FileNotFoundError:
         raise _fail(str(path), "no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise _fail(str(path), f"cannot be read ({exc.strerror})") from None
+    except JsonRefused as exc:
         raise _fail(str(path), f"not valid JSON ({exc})") from None

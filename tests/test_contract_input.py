@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, Dict
 
 import pytest
@@ -152,3 +153,16 @@ def test_the_first_error_is_the_first_by_path() -> None:
     }
     with pytest.raises(MessageError, match=r"person/embeddings/0/vector/2: must be of type number"):
         validate("edge.gallery_command/1", command)
+
+
+@pytest.mark.parametrize(
+    "text, reason", [("[" * 100_000 + "]" * 100_000, "nested 100000 levels deep"), ('{"people": [NaN]}', "NaN")]
+)
+def test_a_gallery_import_file_is_read_as_carefully(tmp_path: Path, text: str, reason: str) -> None:
+    from edge.errors import GalleryError
+    from edge.gallery_json import read_document
+
+    path = tmp_path / "gallery.json"
+    path.write_text(text)
+    with pytest.raises(GalleryError, match=f"not valid JSON \\(.*{reason}"):
+        read_document(path)
