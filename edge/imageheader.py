@@ -80,8 +80,11 @@ def _jpeg(view: memoryview) -> ImageHeader:
     """Walk the marker segments up to the first start-of-frame (which must precede the first scan)."""
     i, end = 2, len(view)
     while i < end:
-        if view[i] != 0xFF:
-            raise HeaderError("JPEG marker segments are damaged")
+        if view[i] != 0xFF:  # stray bytes before a marker: libjpeg skips them too
+            skip = bytes(view[i:]).find(b"\xff")
+            if skip < 0:
+                break
+            i += skip
         while i < end and view[i] == 0xFF:  # fill bytes
             i += 1
         if i >= end:

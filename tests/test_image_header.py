@@ -86,7 +86,8 @@ def test_a_huge_photo_file_is_refused_before_decoding(tmp_path: Path, no_decoder
         (b"\x89PNG\r\n\x1a\n\x00\x00", "cut short"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF", "cut short"),
         (b"\xff\xd8\xff\xda\x00\x08" + bytes(20), "no frame header"),
-        (b"\xff\xd8\x00\x00", "damaged"),
+        (b"\xff\xd8\x00\x00", "cut short"),
+        (b"\xff\xd8\xff\xe0\x00\x01" + bytes(8), "damaged"),
         (jpeg_header(100, 0), "DNL"),
         (png_header(0, 10), "declares 0x10 pixels"),
         (b"P6\n12345678 1\n255\n", "damaged"),
@@ -142,3 +143,9 @@ def test_a_real_png_bomb_in_a_gallery_command_keeps_memory_low(tmp_path: Path) -
     ).stdout.splitlines()
     assert out[0] == "photo 0: 12000x12000 is over the 64 megapixel limit"
     assert int(out[1]) < 300, f"peak RSS {out[1]} MB"
+
+
+def test_stray_bytes_between_jpeg_segments_are_skipped_like_libjpeg_does() -> None:
+    header = jpeg_header(640, 480)
+    sof = header.index(b"\xff\xff\xff\xc0")
+    assert read_header(header[:sof] + b"\x00\x17" + header[sof:]).width == 640
