@@ -1,6 +1,6 @@
 """The long fault run: no attendance event lost or stored twice through box SIGKILLs, broker outages and central kills.
 
-    .venv/bin/python scripts/fault_run.py [--runs 5] [--seconds 75] [--seed 1] [--kills 24] [--json]
+    .venv/bin/python scripts/fault_run.py [--runs 5] [--seconds 90] [--seed 1] [--kills 30] [--json]
 
 Each run, in a fresh folder (kept with --keep DIR):
 
@@ -177,13 +177,19 @@ class Fault:
 
 
 def schedule(rng: random.Random, seconds: float, kills: int, broker_restarts: int, central_kills: int) -> List[Fault]:
+    """The run's faults by time. Broker outages are spread over the run; the last one lasts until the end of the
+    fault phase (the broker comes back as the drain starts), so the drain begins with a backlog and a box that was
+    killed while the broker was away. Each outage holds one box kill."""
     faults: List[Fault] = []
-    span = seconds * 0.8
+    spread = max(0, broker_restarts - 1)
+    span = seconds * 0.7
     for i in range(broker_restarts):
-        start = seconds * 0.1 + span * (i + rng.uniform(0.1, 0.5)) / max(1, broker_restarts)
-        down = rng.uniform(2.0, min(6.0, span / max(1, broker_restarts) * 0.5))
+        last = i == broker_restarts - 1
+        down = rng.uniform(3.0, 6.0) if last else rng.uniform(2.0, min(6.0, span / max(1, spread) * 0.5))
+        start = seconds - down if last else seconds * 0.1 + span * (i + rng.uniform(0.1, 0.5)) / spread
         faults.append(Fault(start, "broker_down", hard=i % 2 == 1))
-        faults.append(Fault(start + down, "broker_up"))
+        if not last:
+            faults.append(Fault(start + down, "broker_up"))
         if i < kills:  # the box dies while the broker is away
             faults.append(Fault(start + rng.uniform(0.3, down * 0.7), "box_kill", rng.uniform(0.05, 1.0)))
     for _ in range(max(0, kills - broker_restarts)):
@@ -217,6 +223,8 @@ class RunResult:
     inject_exits: List[int] = field(default_factory=list)
     daemon_exit: Optional[int] = None
     tracebacks: int = 0
+    ack_refusals: int = 0
+    """Box lives that logged refusing an ack (each box process logs a kind of refusal once)."""
     folder: str = ""
 
     @property
@@ -235,6 +243,8 @@ class RunResult:
             notes.append(f"daemon SIGTERM exit {self.daemon_exit}")
         if self.tracebacks:
             notes.append(f"tracebacks in logs {self.tracebacks}")
+        if self.ack_refusals:
+            notes.append(f"box lives that refused an ack {self.ack_refusals}")
         return (
             f"run {self.run} (seed {self.seed}): events {self.events}, box kills {self.box_kills} "
             f"({self.kills_in_outage} during a broker outage), broker restarts {self.broker_restarts}, "
@@ -331,6 +341,7 @@ def one_run(number: int, seed: int, args: argparse.Namespace, folder: Path) -> R
         injector.kill()  # no more events; the drain begins with everything up
         if broker_down:
             broker.start()
+            result.broker_restarts += 1
         restart_exited(daemon, central, None, result)
         began = time.monotonic()
         while time.monotonic() - began < args.drain_timeout:
@@ -349,6 +360,8 @@ def one_run(number: int, seed: int, args: argparse.Namespace, folder: Path) -> R
     for log in (folder / "daemon.log", folder / "central.log", folder / "inject.log"):
         if log.exists():
             result.tracebacks += log.read_text(errors="replace").count("Traceback")
+    if (folder / "daemon.log").exists():
+        result.ack_refusals = (folder / "daemon.log").read_text(errors="replace").count("rejected a message on ack")
     return result
 
 
@@ -388,12 +401,12 @@ def measure(result: RunResult, box_db: Path, central_db: Path) -> None:
 def parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1, help="Runs, each with a new seed (seed, seed+1, ...).")
-    parser.add_argument("--seconds", type=float, default=75.0, help="Length of the fault phase of a run.")
+    parser.add_argument("--seconds", type=float, default=90.0, help="Length of the fault phase of a run.")
     parser.add_argument("--seed", type=int, default=1, help="Seed of the first run's schedule and events.")
-    parser.add_argument("--kills", type=int, default=24, help="Box SIGKILLs per run.")
+    parser.add_argument("--kills", type=int, default=30, help="Box SIGKILLs per run.")
     parser.add_argument("--broker-restarts", type=int, default=3, help="Broker outages per run.")
     parser.add_argument("--central-kills", type=int, default=3, help="Central SIGKILLs per run.")
-    parser.add_argument("--rate", type=float, default=200.0, help="Injected events per second (average).")
+    parser.add_argument("--rate", type=float, default=250.0, help="Injected events per second (average).")
     parser.add_argument("--backlog-rate", type=float, default=400.0, help="The box's mqtt.backlog_rate.")
     parser.add_argument("--drain-timeout", type=float, default=180.0, help="Seconds the drain may take.")
     parser.add_argument("--keep", type=Path, help="Keep each run's folder (logs, databases) under this folder.")
