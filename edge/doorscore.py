@@ -1,0 +1,290 @@
+"""Scoring door walks (pure): the events a replay stored, attributed to walks, turned into the benchmark's figures.
+
+An event belongs to the walk on its camera whose frames (and the gap after them) contain the event's `at` (for an
+exit or early_leave that is when the person went out, so it lands on the walk out). Per walk:
+
+- **hit** (enrolled walks): the walk's first expected event (entry, outing_start or outing_end) for the walker;
+- **false identity**: any named event for someone else on the walk (for a stranger: any named event at all);
+- **unknown**: an unknown_face event on an enrolled person's walk;
+- **latency**: media seconds from the first face of the track that passed the quality gates to the hit event
+  (what `edge replay` reports as latency_s).
+
+A missed walk is explained from its diagnostics (the detector's and embedder's calls during the walk, and the
+match each embedding got): not_detected, no_embedding (detected but never good enough), unknown_votes (embedded,
+nothing matched), wrong_votes (more votes for someone else than for the walker), split_votes (some votes for the
+walker, not enough to decide), decided_no_event (the votes would decide the walker; no event came: an attendance
+gate, or an earlier walk of the day was missed and the rules went elsewhere). The vote tally here counts votes; the
+tracker weights them by face quality, so this is an explanation, not a replica.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from edge.doorplan import Walk
+
+NAMED_TYPES = ("entry", "late", "outing_start", "outing_end", "exit", "early_leave")
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A stored event as the benchmark keeps it (picklable, plain values)."""
+
+    type: str
+    person_id: Optional[str]
+    camera_id: str
+    at: float
+    """POSIX seconds on the clip's timeline."""
+    latency_s: float
+    track_id: str
+    score: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One embedding of a walk: when (seconds into the walk), what it matched, and how the walker scored."""
+
+    t: float
+    person_id: Optional[str]
+    score: float
+    walker_score: Optional[float]
+    """The walker's best gallery score for this embedding (None for strangers)."""
+
+
+@dataclass(frozen=True)
+class WalkDiag:
+    frames: int
+    """Frames in which the face is in view."""
+    detected: int
+    """Of those, frames with a detection."""
+    first_px: float
+    """Width of the first detected face box (0: never detected)."""
+    tracks: int
+    """Tracks that showed a usable face during the walk."""
+    votes: Tuple[Vote, ...] = ()
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    walk: Walk
+    camera: str
+    window: Tuple[float, float]
+    events: Tuple[EventRecord, ...]
+    diag: Optional[WalkDiag] = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    walk: Walk
+    hit: bool
+    false_identity: bool
+    unknown: bool
+    """An unknown_face event came on the walk."""
+    produced: Tuple[str, ...]
+    latency_s: Optional[float]
+    failure: Optional[str]
+    diag: Optional[WalkDiag]
+    wrong_people: Tuple[str, ...] = ()
+
+
+def attribute(windows: Sequence[Tuple[str, float, float]], events: Sequence[EventRecord]) -> Tuple[Dict[int, List[EventRecord]], List[EventRecord]]:  # fmt: skip
+    """Events by the index of the (camera, start, end) window holding them; and the events in no window."""
+    found: Dict[int, List[EventRecord]] = {}
+    stray: List[EventRecord] = []
+    for event in events:
+        index = next(
+            (i for i, (cam, t0, t1) in enumerate(windows) if cam == event.camera_id and t0 - 1e-3 <= event.at < t1),
+            None,
+        )
+        if index is None:
+            stray.append(event)
+        else:
+            found.setdefault(index, []).append(event)
+    return found, stray
+
+
+def explain(diag: Optional[WalkDiag], person_id: str, min_votes: int, vote_share: float) -> str:
+    if diag is None:
+        return "no_diagnostics"
+    if diag.detected == 0:
+        return "not_detected"
+    if not diag.votes:
+        return "no_embedding"
+    counts = Counter(v.person_id for v in diag.votes)
+    mine = counts.get(person_id, 0)
+    others = max((n for who, n in counts.items() if who not in (person_id, None)), default=0)
+    if mine == 0 and others == 0:
+        return "unknown_votes"
+    if others > mine:
+        return "wrong_votes"
+    if len(diag.votes) >= min_votes and mine / len(diag.votes) >= vote_share:
+        return "decided_no_event"
+    return "split_votes"
+
+
+def outcome(result: WalkResult, min_votes: int = 2, vote_share: float = 0.6) -> Outcome:
+    walk = result.walk
+    named = [e for e in result.events if e.person_id is not None]
+    mine = [e for e in named if walk.enrolled and e.person_id == walk.person_id]
+    wrong = [e for e in named if not (walk.enrolled and e.person_id == walk.person_id)]
+    produced = tuple(e.type for e in mine)
+    hit = bool(walk.expected) and walk.expected[0] in produced
+    latency = next((e.latency_s for e in mine if e.type == walk.expected[0]), None) if hit else None
+    failure = None
+    if walk.enrolled and not hit:
+        failure = explain(result.diag, walk.person_id, min_votes, vote_share)
+    return Outcome(
+        walk=walk,
+        hit=hit,
+        false_identity=bool(wrong),
+        unknown=any(e.type == "unknown_face" for e in result.events),
+        produced=produced,
+        latency_s=latency,
+        failure=failure,
+        diag=result.diag,
+        wrong_people=tuple(sorted({str(e.person_id) for e in wrong})),
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class ConditionRow:
+    """The figures of one condition (or of all walks)."""
+
+    walks: int = 0
+    hits: int = 0
+    false_identities: int = 0
+    unknown: int = 0
+    stranger_walks: int = 0
+    stranger_named: int = 0
+    stranger_unknown: int = 0
+    latencies: List[float] = field(default_factory=list)
+    embeddings: List[int] = field(default_factory=list)
+    detected_share: List[float] = field(default_factory=list)
+    failures: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+
+    def add(self, o: Outcome) -> None:
+        if o.diag is not None:
+            self.embeddings.append(len(o.diag.votes))
+            self.detected_share.append(o.diag.detected / max(o.diag.frames, 1))
+        if not o.walk.enrolled:
+            self.stranger_walks += 1
+            self.stranger_named += o.false_identity
+            self.stranger_unknown += o.unknown
+            return
+        self.walks += 1
+        self.hits += o.hit
+        self.false_identities += o.false_identity
+        self.unknown += o.unknown
+        if o.latency_s is not None:
+            self.latencies.append(o.latency_s)
+        if o.failure:
+            self.failures[o.failure] += 1
+
+    def as_dict(self) -> Dict[str, object]:
+        return {
+            "passes": self.walks,
+            "hits": self.hits,
+            "pass_recall": round(self.hits / self.walks, 4) if self.walks else None,
+            "false_identities": self.false_identities + self.stranger_named,
+            "false_identities_enrolled": self.false_identities,
+            "enrolled_reported_unknown": self.unknown,
+            "stranger_passes": self.stranger_walks,
+            "stranger_named": self.stranger_named,
+            "stranger_reported_unknown": self.stranger_unknown,
+            "latency_p50_s": _round(percentile(self.latencies, 0.5)),
+            "latency_p95_s": _round(percentile(self.latencies, 0.95)),
+            "embeddings_per_pass": _round(statistics.fmean(self.embeddings)) if self.embeddings else None,
+            "detected_frame_share": _round(statistics.fmean(self.detected_share)) if self.detected_share else None,
+            "failures": dict(self.failures.most_common()),
+        }
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 3)
+
+
+def summarize(results: Sequence[WalkResult], stray: Sequence[EventRecord], min_votes: int = 2,
+              vote_share: float = 0.6) -> Dict[str, object]:  # fmt: skip
+    """The benchmark's figures: per condition, all together, per attendance rule, and the failures explained."""
+    rows: Dict[str, ConditionRow] = {}
+    total = ConditionRow()
+    rules: Dict[str, Counter] = {}  # type: ignore[type-arg]
+    outcomes = []
+    for result in results:
+        o = outcome(result, min_votes, vote_share)
+        outcomes.append(o)
+        rows.setdefault(o.walk.condition, ConditionRow()).add(o)
+        total.add(o)
+        for kind in o.walk.expected:
+            counter = rules.setdefault(kind, Counter())
+            counter["expected"] += 1
+            counter["produced"] += kind in o.produced
+    return {
+        "conditions": {name: row.as_dict() for name, row in rows.items()},
+        "all": total.as_dict(),
+        "rules": {kind: dict(c) for kind, c in rules.items()},
+        "stray_events": [e.__dict__ for e in stray],
+        "genuine_scores": genuine_scores(outcomes),
+        "misses": [miss_record(o) for o in outcomes if (o.walk.enrolled and not o.hit) or o.false_identity],
+    }
+
+
+def genuine_scores(outcomes: Sequence[Outcome]) -> Dict[str, object]:
+    """How the walkers' own gallery scores sit, over every embedding of enrolled walks, per condition."""
+    out: Dict[str, object] = {}
+    by_condition: Dict[str, List[float]] = {}
+    for o in outcomes:
+        if o.walk.enrolled and o.diag is not None:
+            by_condition.setdefault(o.walk.condition, []).extend(
+                v.walker_score for v in o.diag.votes if v.walker_score is not None
+            )
+    for name, scores in by_condition.items():
+        out[name] = {
+            "embeddings": len(scores),
+            "p10": _round(percentile(scores, 0.1)),
+            "p50": _round(percentile(scores, 0.5)),
+            "p90": _round(percentile(scores, 0.9)),
+        }
+    return out
+
+
+def miss_record(o: Outcome) -> Dict[str, object]:
+    d = o.diag
+    return {
+        "walk_id": o.walk.walk_id,
+        "person_id": o.walk.person_id,
+        "enrolled": o.walk.enrolled,
+        "condition": o.walk.condition,
+        "pattern": o.walk.pattern,
+        "photo": o.walk.photo.name,
+        "expected": list(o.walk.expected),
+        "produced": list(o.produced),
+        "wrong_people": list(o.wrong_people),
+        "failure": o.failure,
+        "frames": d.frames if d else None,
+        "detected": d.detected if d else None,
+        "first_px": round(d.first_px) if d else None,
+        "tracks": d.tracks if d else None,
+        "votes": [
+            [
+                round(v.t, 1),
+                v.person_id,
+                round(v.score, 3),
+                None if v.walker_score is None else round(v.walker_score, 3),
+            ]
+            for v in (d.votes if d else ())
+        ],
+    }
