@@ -326,6 +326,15 @@ def eval_lfw(app: AppContext, pairs: Path, images: Path, train_pairs: Optional[P
         click.echo(format_result(result))
 
 
+def _register_door() -> None:
+    from edge.doorcli import door
+
+    eval_group.add_command(door)
+
+
+_register_door()
+
+
 # the daemon ----------------------------------------------------------------------------------------------------
 def _setup_logging(verbose: bool) -> None:
     import logging
