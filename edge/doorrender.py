@@ -8,7 +8,7 @@ a condition adds one thing:
 
     unmasked    nothing more
     masked      a surgical-style mask drawn on the walking photo (edge.masks, from its keypoints)
-    side_light  light from one side: 1.6x on the lit side down to 0.3x on the other, a warm cast
+    side_light  light from one side: 1.6x on the lit cheek down to 0.3x on the other, a warm cast
     blur        a 1/15 s exposure (4x the motion blur) and defocus
     low_light   the scene at 40% brightness (gamma) with strong sensor noise
     compressed  the walk's frames through H.264 at CRF 40 first (blocking, smeared detail)
@@ -71,7 +71,8 @@ def cut_out(image: np.ndarray, face: Detection, condition: str, name: str) -> Cu
     colour = crop.astype(np.float32)
     if condition == "side_light":
         from_left = int.from_bytes(name.encode()[:1] or b"a", "big") % 2 == 0
-        ramp = np.linspace(1.6, 0.3, side, dtype=np.float32)
+        across = (np.arange(side, dtype=np.float32) - centre) / box.w  # -0.5 .. 0.5 over the face
+        ramp = np.clip(0.95 - 1.3 * across, 0.3, 1.6)  # 1.6x on the lit cheek, 0.3x on the other
         gain = ramp if from_left else ramp[::-1]
         lit = colour * gain[None, :, None] * np.array([0.92, 1.0, 1.08], np.float32)
         colour = np.clip(lit, 0.0, 255.0).astype(np.float32)
@@ -188,7 +189,7 @@ def walk_frames(walk: Walk, cutout: Cutout, background: np.ndarray, noise: Noise
     for i, (x, y, s) in enumerate(path):
         nx, ny, ns = path[min(i + 1, len(path) - 1)]
         speed = abs(nx - x) + abs(ny - y) + 0.5 * abs(ns - s)
-        defocus = 0.025 * s if walk.condition == "blur" else 0.0
+        defocus = 0.015 * s if walk.condition == "blur" else 0.0
         frame = background.copy()
         _paste(frame, cutout, x, y, s, exposure * speed, defocus)
         frames.append(_finish(frame, walk.condition, noise))
