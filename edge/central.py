@@ -49,6 +49,9 @@ MAX_MESSAGE_BYTES = MqttConfig().max_message_bytes
 """Largest message accepted from a box, and largest command sent (a box refuses bigger ones by default)."""
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
+NO_EPOCH = "0" * 16
+"""The epoch in a box's stats before it could read its database once (edge.link.NO_EPOCH): no figures to use."""
+
 SCHEMA_OF_TAIL = {
     "events": "edge.event/1",
     "status": "edge.status/1",
@@ -403,7 +406,7 @@ class Central:
             self._stats[(site, device)] = payload
             self._counts["stats"] = self._counts.get("stats", 0) + 1
         outbox = payload["outbox"]
-        if self._acks is not None and outbox.get("epoch"):
+        if self._acks is not None and outbox.get("epoch") not in (None, NO_EPOCH):
             self._acks.stats(site, device, outbox["epoch"], int(outbox["last_seq"]), int(outbox["acked_up_to"]))
 
 

@@ -192,25 +192,27 @@ class Acks:
                     self._cond.wait(wait)
                     continue
             try:
-                self.store.save_ledgers([(key, marks) for key, _, marks in batch], durable=True)
+                self.store.save_ledgers([(key, marks) for key, _, marks in batch if marks is not None], durable=True)
                 for key, ack, _ in batch:
                     self.publish(key[0], key[1], ack)
             except Exception:  # the store or the client failed: the box sends the events again, nothing is lost
                 log.exception("acknowledgements could not be sent")
 
-    def _take_due(self, now: float) -> Tuple[List[Tuple[Key, Dict[str, Any], Marks]], Optional[float]]:
-        """The acks due now, and how long until the next one is due (None: nothing waits)."""
-        batch, wait = [], None
+    def _take_due(self, now: float) -> Tuple[List[Tuple[Key, Dict[str, Any], Optional[Marks]]], Optional[float]]:
+        """The acks due now (with the marks to save first), and how long until the next one is due (None: nothing
+        waits)."""
+        batch: List[Tuple[Key, Dict[str, Any], Optional[Marks]]] = []
+        wait: Optional[float] = None
         for key in list(self._recent):
             ready_in = self._sent_at.get(key, -self.interval) + self.interval - now
             if ready_in > 0 and not self._closing:
                 wait = ready_in if wait is None else min(wait, ready_in)
                 continue
-            recent, ledger = self._recent.pop(key), self._ledgers[key]
+            recent, ledger = self._recent.pop(key), self._ledgers.get(key)
             resend = self._resend.pop(key, None)
-            if ledger.halted is None:
+            if ledger is not None and ledger.halted is None:
                 batch.append((key, ledger.ack(key[2], recent), ledger.marks()))
             if resend is not None:  # a message of its own: a box that refuses it still takes the ack
-                batch.append((key, resend_request(key[2], resend), ledger.marks()))
+                batch.append((key, resend_request(key[2], resend), None))
             self._sent_at[key] = now
         return batch, wait

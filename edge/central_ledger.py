@@ -67,6 +67,8 @@ class Marks:
     acked_up_to: int = 0
     stored_up_to: int = 0
     halted: Optional[str] = None
+    reported: int = 0
+    """The last seq the box last reported in its stats."""
 
 
 class AckLedger:
@@ -83,6 +85,7 @@ class AckLedger:
         self.max_seq = max(self.up_to, marks.stored_up_to)
         self.checkpoint = self.max_seq
         """What the box had surely sent when its previous stats arrived: a later last_seq below it is a regression."""
+        self.reported = marks.reported
 
     def settle(self) -> None:
         """Everything added so far was sent before the next stats message was made (after a restart's replay)."""
@@ -93,7 +96,7 @@ class AckLedger:
         return self._covered.run_end(0)
 
     def marks(self) -> Marks:
-        return Marks(self.floor, self.up_to, self.stored_up_to, self.halted)
+        return Marks(self.floor, self.up_to, self.stored_up_to, self.halted, self.reported)
 
     def add(self, seq: int, prev_seq: Optional[int]) -> None:
         """A stored event."""
@@ -118,11 +121,16 @@ class AckLedger:
 
     def check_stats(self, last_seq: int) -> Optional[str]:
         """The box's stats say its highest seq is last_seq: a description of the regression, or None. Call before
-        raise_floor with the same stats. Events received before a stats message may have been sent after it was
-        made, so the comparison is with what was here when the previous stats arrived."""
+        raise_floor with the same stats. A box's last seq never goes down. Nor does it fall below a seq it had sent
+        before: events that arrived before a stats message may have been sent after its figures were read, so the
+        comparison is with what was here when the previous stats arrived; and a box that cannot read its database
+        repeats its last figures, so a repeat is not compared."""
         regression = None
-        if last_seq < self.checkpoint:
+        if last_seq < self.reported:
+            regression = f"its last seq is {last_seq}, below the {self.reported} it reported before"
+        elif last_seq != self.reported and last_seq < self.checkpoint:
             regression = f"its last seq is {last_seq}, below seq {self.checkpoint} it had sent before"
+        self.reported = max(self.reported, last_seq)
         self.settle()
         return regression
 

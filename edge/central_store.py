@@ -97,7 +97,8 @@ def m002_epochs(db: Database) -> None:
         CREATE TABLE ledgers (
             site TEXT NOT NULL, device_id TEXT NOT NULL, epoch TEXT NOT NULL,
             floor INTEGER NOT NULL DEFAULT 0, acked_up_to INTEGER NOT NULL DEFAULT 0,
-            stored_up_to INTEGER NOT NULL DEFAULT 0, halted TEXT, first_seen_at TEXT NOT NULL,
+            stored_up_to INTEGER NOT NULL DEFAULT 0, halted TEXT, reported INTEGER NOT NULL DEFAULT 0,
+            first_seen_at TEXT NOT NULL,
             PRIMARY KEY (site, device_id, epoch)
         )
         """
@@ -209,13 +210,13 @@ class CentralStore:
     def ledger_marks(self) -> Dict[Tuple[str, str, str], Marks]:
         with self._lock:
             rows = self.db.conn.execute(
-                "SELECT site, device_id, epoch, floor, acked_up_to, stored_up_to, halted FROM ledgers"
+                "SELECT site, device_id, epoch, floor, acked_up_to, stored_up_to, halted, reported FROM ledgers"
             ).fetchall()
-        return {(r[0], r[1], r[2]): Marks(int(r[3]), int(r[4]), int(r[5]), r[6]) for r in rows}
+        return {(r[0], r[1], r[2]): Marks(int(r[3]), int(r[4]), int(r[5]), r[6], int(r[7])) for r in rows}
 
     def save_ledgers(self, marks: Iterable[Tuple[Tuple[str, str, str], Marks]], durable: bool = False) -> None:
         """Record ledger marks (they only rise; a halt stays); durable: fsync, with every commit before it."""
-        rows = [[*key, m.floor, m.acked_up_to, m.stored_up_to, m.halted, _now()] for key, m in marks]
+        rows = [[*key, m.floor, m.acked_up_to, m.stored_up_to, m.halted, m.reported, _now()] for key, m in marks]
         with self._lock:
             if durable:
                 self.db.conn.execute("PRAGMA synchronous=FULL")
@@ -223,10 +224,11 @@ class CentralStore:
                 with self.db.conn:
                     self.db.conn.executemany(
                         "INSERT INTO ledgers (site, device_id, epoch, floor, acked_up_to, stored_up_to, halted, "
-                        "first_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id, epoch) DO UPDATE "
+                        "reported, first_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (site, device_id, epoch) DO UPDATE "
                         "SET floor = MAX(floor, excluded.floor), acked_up_to = MAX(acked_up_to, excluded.acked_up_to), "
                         "stored_up_to = MAX(stored_up_to, excluded.stored_up_to), "
-                        "halted = COALESCE(halted, excluded.halted)",
+                        "halted = COALESCE(halted, excluded.halted), reported = MAX(reported, excluded.reported)",
                         rows,
                     )
             finally:
