@@ -34,6 +34,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support import CentralKeys, Mosquitto, edge_command, free_port, mosquitto_unavailable, run_edge, wait_until
 
+from edge.acks import RESEND_MAX
 from edge.attendance import AttendanceEvent, EventType
 from edge.central import Central, remove, upsert_embeddings
 from edge.contract import Topics
@@ -48,6 +49,8 @@ MARK = "hostile"
 """Track ids of the events appended to box A: hostile-<n>, each once."""
 DEEP = 100_000
 """Nesting depth of the deeply nested messages (json.loads recurses once per level)."""
+TOO_LARGE = 4 * 1024 * 1024 + 1
+"""Over the box's max_message_bytes (default 4 MiB); the test broker has no size limit of its own."""
 
 
 # ---------------------------------------------------------------- clients
@@ -537,6 +540,8 @@ def _command_case(name: str) -> Callable[[World, str], bytes]:
             return text.replace('"person": {', '"deep": ' + "[" * DEEP + "]" * DEEP + ', "person": {').encode()
         if name == "nested-top":
             return b"[" * DEEP + b"]" * DEEP
+        if name == "too-large":
+            return json.dumps({**_signed(world, command), "pad": "x" * TOO_LARGE}).encode()
         if name == "not-json":
             return b'{"schema": "edge.gallery_command/1", "request_id": "x", '
         if name == "not-utf8":
@@ -560,6 +565,7 @@ COMMAND_CASES = [
     "base-version-2**63",
     "nested-person",
     "nested-top",
+    "too-large",
     "not-json",
     "not-utf8",
 ]
@@ -592,7 +598,10 @@ def test_gallery_commands_the_central_did_not_sign_for_this_box_now_are_refused(
 
 
 def _request_id(raw: bytes) -> Optional[str]:
-    """The request id a box could read from a refused command (None when it cannot be read)."""
+    """The request id a box could read from a refused command (None when it cannot be read, or is over the size
+    limit: a box does not parse that)."""
+    if len(raw) >= TOO_LARGE:
+        return None
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
@@ -691,6 +700,10 @@ def _ack_case(name: str) -> Callable[[World, int], bytes]:
             return b"{" + b'"a": {' * (DEEP // 2) + b"}" * (DEEP // 2) + b"}"
         if name == "extra-field":
             return json.dumps({**base, "up_to_seq": 0, "seqs": [seq], "admin": True}).encode()
+        if name == "resend-from-future":
+            return json.dumps({**base, "up_to_seq": 0, "seqs": [seq], "resend_from": future}).encode()
+        if name == "too-large":
+            return json.dumps({**base, "up_to_seq": 0, "seqs": [seq], "pad": "x" * TOO_LARGE}).encode()
         if name == "not-json":
             return b'{"schema": "edge.ack/1", "up_to_seq": '
         if name == "not-utf8":
@@ -716,6 +729,8 @@ ACK_CASES = [
     "nested-seqs",
     "nested-top",
     "extra-field",
+    "resend-from-future",
+    "too-large",
     "not-json",
     "not-utf8",
 ]
@@ -735,6 +750,49 @@ def test_acks_that_confirm_what_the_box_did_not_publish_or_are_malformed_change_
     world.ack_barrier(barrier)
     wrongly = sorted(world.acked() - acked - {barrier})
     assert wrongly == [], f"{case}: {len(wrongly)} events marked delivered that the central never stored"
+    assert world.box_alive()
+
+
+def test_resend_requests_are_bounded(world: World) -> None:
+    """`resend_from` from the central's login (a central that lost its copies): the box makes at most RESEND_MAX
+    events unacknowledged again, once per minute; a second request at once changes nothing."""
+    world.central_down()
+    assert world.spy is not None
+    request = {"schema": "edge.ack/1", "epoch": world.epoch(), "up_to_seq": 0, "resend_from": 1}
+    for attempt in range(2):
+        acked = world.acked()
+        assert world.spy.publish(A.ack, json.dumps(request).encode()) == "Success"
+        barrier = world.published_unacked(1)[-1]
+        world.ack_barrier(barrier)
+        cleared = acked - world.acked()
+        if attempt == 0:
+            assert 0 < len(cleared) <= RESEND_MAX, len(cleared)
+        else:
+            assert cleared == set(), f"a second resend request within a minute cleared {len(cleared)} acks"
+    assert world.box_alive()
+
+
+def test_an_ack_flood_does_not_cut_the_box_off(world: World) -> None:
+    """500 acks of 1,000 seqs each (refused: never published) as fast as the central's login can send them: the
+    box keeps its broker connection (no heavy work in paho's thread, bounded queues) and applies the next valid
+    ack."""
+    world.central_down()
+    assert world.spy is not None
+    before = world.text().count("disconnected from the broker")
+    base = world.last_seq() + 10**6
+    flood = {"schema": "edge.ack/1", "epoch": world.epoch(), "up_to_seq": 0, "seqs": list(range(base, base + 1000))}
+    raw = json.dumps(flood).encode()
+    for _ in range(500):
+        world.spy.client.publish(A.ack, raw, qos=1)
+    time.sleep(1.0)
+    barrier = world.published_unacked(1)[0]
+    valid = json.dumps({"schema": "edge.ack/1", "epoch": world.epoch(), "up_to_seq": 0, "seqs": [barrier]}).encode()
+    for _ in range(3):  # a bounded queue may drop what comes while it is full: the central would ack again
+        assert world.spy.publish(A.ack, valid) == "Success"
+        if wait_until(lambda: barrier in world.acked(), 10, 0.2):
+            break
+    assert barrier in world.acked(), "the box no longer applies valid acks after a flood"
+    assert world.text().count("disconnected from the broker") == before, world.text()[-2000:]
     assert world.box_alive()
 
 
