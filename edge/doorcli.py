@@ -49,16 +49,16 @@ def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: in
     time to the event and embeddings per pass, per condition; plus the Hamilton clip's replay."""
     from edge.doorbench import DoorOptions, format_report, run_door
 
-    root = data or default_data()
-    if not (root / "lfw-view1").is_dir():
-        raise click.ClickException(f"{root}: no lfw-view1 folder (give --data or set EDGE_TEST_DATA)")
     try:
         size = PlanSize(passes, strangers, people, gallery_size, people_per_day,
                         tuple(c.strip() for c in conditions.split(",") if c.strip()), seed)  # fmt: skip
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if workers < 1:
-        raise click.UsageError("--workers must be >= 1")
+        raise click.UsageError("workers must be >= 1")
+    root = data or default_data()
+    if not (root / "lfw-view1").is_dir():
+        raise click.ClickException(f"{root}: no lfw-view1 folder (give --data or set EDGE_TEST_DATA)")
     options = DoorOptions(root.resolve(), size, workers, cache, keep, hamilton=not no_hamilton)
     report = run_door(app.config, options, progress=lambda line: click.echo(line, file=sys.stderr))
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))

@@ -249,19 +249,24 @@ def make_plan(enrollees: Sequence[Enrollee], fillers: Sequence[Identity], strang
     if size.strangers and not strangers:
         raise EdgeError("no strangers left: every person with few photos is a filler (lower --gallery-size)")
     rng = random.Random(size.seed + 1)
-    people = list(enrollees)
-    turn = 0
+    queue: List[Enrollee] = []
     pattern_turn = 0
     photo_turn: Dict[str, int] = {}
     raw_days: List[Dict[str, List[Tuple[str, str, Path, bool, Tuple[str, ...]]]]] = []
     enrolled_walks = 0
     while enrolled_walks < size.passes:
         day: Dict[str, List[Tuple[str, str, Path, bool, Tuple[str, ...]]]] = {name: [] for name in SEGMENTS}
-        for _ in range(min(size.people_per_day, len(people))):
-            if turn % len(people) == 0:
-                rng.shuffle(people)
-            person = people[turn % len(people)]
-            turn += 1
+        today: List[Enrollee] = []
+        while len(today) < min(size.people_per_day, len(enrollees)) and enrolled_walks < size.passes:
+            # everyone in turn, in a new order each round; nobody twice a day (one entry a day per person)
+            person = next((p for p in queue if p not in today), None)
+            if person is None:
+                shuffled = list(enrollees)
+                rng.shuffle(shuffled)
+                queue.extend(shuffled)
+                continue
+            queue.remove(person)
+            today.append(person)
             pattern = PATTERN_CYCLE[pattern_turn % len(PATTERN_CYCLE)]
             pattern_turn += 1
             for segment, expected in PATTERNS[pattern]:
@@ -270,8 +275,6 @@ def make_plan(enrollees: Sequence[Enrollee], fillers: Sequence[Identity], strang
                 photo = person.walk_photos[k % len(person.walk_photos)]
                 day[segment].append((person.person_id, pattern, photo, True, expected))
                 enrolled_walks += 1
-            if enrolled_walks >= size.passes:
-                break
         raw_days.append(day)
     stranger_segments = [name for name in SEGMENTS]
     for k in range(size.strangers):

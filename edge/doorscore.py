@@ -22,11 +22,13 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from edge.doorplan import Walk
+from edge.doorplan import FPS, Walk
 
 NAMED_TYPES = ("entry", "late", "outing_start", "outing_end", "exit", "early_leave")
+HALF = 0.5 / FPS
+"""Windows are shifted back half a frame, so a frame's time (rounded on a POSIX timeline) falls in one only."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,11 @@ def attribute(windows: Sequence[Tuple[str, float, float]], events: Sequence[Even
     stray: List[EventRecord] = []
     for event in events:
         index = next(
-            (i for i, (cam, t0, t1) in enumerate(windows) if cam == event.camera_id and t0 - 1e-3 <= event.at < t1),
+            (
+                i
+                for i, (cam, t0, t1) in enumerate(windows)
+                if cam == event.camera_id and t0 - HALF <= event.at < t1 - HALF
+            ),
             None,
         )
         if index is None:
@@ -217,7 +223,7 @@ def _round(value: Optional[float]) -> Optional[float]:
 
 
 def summarize(results: Sequence[WalkResult], stray: Sequence[EventRecord], min_votes: int = 2,
-              vote_share: float = 0.6) -> Dict[str, object]:  # fmt: skip
+              vote_share: float = 0.6) -> Dict[str, Any]:  # fmt: skip
     """The benchmark's figures: per condition, all together, per attendance rule, and the failures explained."""
     rows: Dict[str, ConditionRow] = {}
     total = ConditionRow()
