@@ -108,8 +108,10 @@ class Child:
         self.name, self.argv, self.log = name, argv, log
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.unexpected_exits: List[int] = []
+        self.starts = 0
 
     def start(self) -> None:
+        self.starts += 1
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
 
@@ -224,6 +226,9 @@ class RunResult:
     daemon_exit: Optional[int] = None
     tracebacks: int = 0
     ack_refusals: int = 0
+    box_starts: int = 0
+    box_ready: int = 0
+    """Box starts, and those that got as far as "edge running" before the next kill."""
     """Box lives that logged refusing an ack (each box process logs a kind of refusal once)."""
     folder: str = ""
 
@@ -234,7 +239,11 @@ class RunResult:
 
     def line(self) -> str:
         drain = f"{self.drain_s:.1f} s" if self.drain_s is not None else "TIMED OUT"
-        notes = [f"deliveries {self.deliveries}", f"historical {self.historical}"]
+        notes = [
+            f"deliveries {self.deliveries}",
+            f"historical {self.historical}",
+            f"box starts {self.box_starts} ({self.box_ready} reached 'edge running')",
+        ]
         if self.box_exits or self.central_exits or self.inject_exits:
             notes.append(
                 f"exited on their own: box {self.box_exits}, central {self.central_exits}, injector {self.inject_exits}"
@@ -361,7 +370,10 @@ def one_run(number: int, seed: int, args: argparse.Namespace, folder: Path) -> R
         if log.exists():
             result.tracebacks += log.read_text(errors="replace").count("Traceback")
     if (folder / "daemon.log").exists():
-        result.ack_refusals = (folder / "daemon.log").read_text(errors="replace").count("rejected a message on ack")
+        text = (folder / "daemon.log").read_text(errors="replace")
+        result.ack_refusals = text.count("rejected a message on ack")
+        result.box_ready = text.count("edge running:")
+    result.box_starts = daemon.starts
     return result
 
 
