@@ -226,6 +226,8 @@ class RunResult:
     daemon_exit: Optional[int] = None
     tracebacks: int = 0
     ack_refusals: int = 0
+    epochs: int = 0
+    """Epochs of the box's database at the end (1: no start-up ever found committed rows lost)."""
     box_starts: int = 0
     box_ready: int = 0
     """Box starts, and those that got as far as "edge running" before the next kill."""
@@ -252,6 +254,8 @@ class RunResult:
             notes.append(f"daemon SIGTERM exit {self.daemon_exit}")
         if self.tracebacks:
             notes.append(f"tracebacks in logs {self.tracebacks}")
+        if self.epochs != 1:
+            notes.append(f"epochs {self.epochs}")
         if self.ack_refusals:
             notes.append(f"box lives that refused an ack {self.ack_refusals}")
         return (
@@ -390,6 +394,11 @@ def restart_exited(daemon: Child, central: Child, injector: Optional[Child], res
 
 def measure(result: RunResult, box_db: Path, central_db: Path) -> None:
     box = box_rows(box_db)
+    with closing(sqlite3.connect(f"{box_db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+        try:
+            result.epochs = int(conn.execute("SELECT count(*) FROM epochs").fetchone()[0])
+        except sqlite3.OperationalError:  # a database from before epochs
+            result.epochs = 1
     copy = central_rows(central_db)
     box_ids = {i for i, _, _ in box}
     copy_ids = [i for i, _, _ in copy]

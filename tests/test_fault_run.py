@@ -34,4 +34,5 @@ def test_a_short_fault_run_loses_nothing(tmp_path: Path) -> None:
         "none may exit on its own: " + done.stdout
     )
     assert run["daemon_exit"] == 0 and run["tracebacks"] == 0, done.stdout + logs
+    assert run["epochs"] == 1, "a start-up took committed rows for lost: " + done.stdout
     assert done.returncode == 0, done.stdout + done.stderr
