@@ -107,8 +107,13 @@ class Acks:
         with self._cond:
             ledger = self._ledger((site, device, epoch), flags)
             ledger.add(seq, prev_seq)
-            if ledger.halted is None:
-                self._recent.setdefault((site, device, epoch), []).append(seq)
+            recent = self._recent.get((site, device, epoch))
+            if ledger.halted is not None:
+                pass
+            elif recent is not None:  # already due: the ack thread is waiting for its time
+                recent.append(seq)
+            else:
+                self._recent[(site, device, epoch)] = [seq]
                 self._cond.notify_all()
         self._raise(flags)
 
