@@ -93,10 +93,12 @@ def _describe(kind: str, site: str, device: str, payload: Dict[str, Any], extra:
 # the MQTT side ------------------------------------------------------------------------------------------------------
 class Central:
     """Subscribes to every box under a prefix, stores events and statuses, acknowledges events, pushes gallery
-    commands. The paho network thread does the storing; the public methods may be called from any thread.
+    commands. The paho network thread checks and stores (about 0.4 ms a message), the ack thread of
+    edge.central_acks.Acks acknowledges; the public methods may be called from any thread.
 
-    `store_events=False` makes a command-only client (the `push`/`remove` commands): it subscribes only to statuses
-    and gallery results, acknowledges nothing, and uses a clean session (nothing queued for it after it leaves)."""
+    `store_events=False` makes a command-only client (the `push`/`remove`/`resend` commands): it subscribes only to
+    statuses and gallery results, acknowledges nothing, and uses a clean session (nothing queued for it after it
+    leaves)."""
 
     def __init__(
         self,
