@@ -259,6 +259,15 @@ class DayOutput:
     embeddings: int = 0
 
 
+def vote_of(t: float, vector: np.ndarray, walk: Any, index: GalleryIndex, config: Config) -> Vote:
+    """What one embedding matches, and the walker's own best score for it (None for a stranger)."""
+    match = index.match(vector, config.matcher)
+    walker = None
+    if walk.enrolled and walk.person_id in index.people:
+        walker = float(index.person_scores(vector)[index.people.index(walk.person_id)])
+    return Vote(t, match.person_id, match.score, walker)
+
+
 def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config: Config,
                first_seen: Dict[str, float]) -> List[WalkDiag]:  # fmt: skip
     """Per walk of the segment: detections, tracks, and each embedding's match (with the walker's own score)."""
@@ -268,17 +277,15 @@ def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config
         n, span = frames_of(walk.duration_s), frames_of(walk.duration_s + GAP_S)
         seen = recorder.frames[f0 : f0 + n]
         detected = [widths for widths in seen if widths]
-        votes = []
-        for frame, vector in recorder.embeddings:
-            if f0 <= frame < f0 + span:
-                match = index.match(vector, config.matcher)
-                walker = None
-                if walk.enrolled and walk.person_id in index.people:
-                    walker = float(index.person_scores(vector)[index.people.index(walk.person_id)])
-                votes.append(Vote((frame - f0) / FPS, match.person_id, match.score, walker))
+        mine = [(frame, vector) for frame, vector in recorder.embeddings if f0 <= frame < f0 + span]
+        votes = [vote_of((frame - f0) / FPS, vector, walk, index, config) for frame, vector in mine]
+        fused = None
+        if mine:
+            mean = np.mean([vector for _, vector in mine], axis=0)
+            fused = vote_of(0.0, mean / max(float(np.linalg.norm(mean)), 1e-9), walk, index, config)
         tracks = sum(1 for t in first_seen.values() if offset <= t < offset + span / FPS)
         first_px = max(detected[0]) if detected else 0.0
-        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes)))
+        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes), fused))
     return diags
 
 
@@ -402,7 +409,8 @@ def run_door(config: Config, options: DoorOptions, progress: Callable[[str], Non
                 if options.hamilton
                 else {"ok": None, "skipped": "--no-hamilton"}
             )
-        progress(f"hamilton check: {'ok' if hamilton.get('ok') else hamilton}")
+        verdict = "skipped" if hamilton.get("ok") is None else "ok" if hamilton["ok"] else f"FAILED {hamilton}"
+        progress(f"hamilton check: {verdict}")
         outputs = run_days(plan, bench, gallery_db, workdir, boxes, options, progress)
     results = [r for o in outputs for r in o.results]
     stray = [e for o in outputs for e in o.stray]
@@ -486,6 +494,12 @@ def format_report(report: Dict[str, Any]) -> str:
     for name, row in rows:
         if row["failures"]:
             lines.append(f"  {name:<12} " + ", ".join(f"{k} {v}" for k, v in row["failures"].items()))
+    lines += ["", "fused counterfactual (the normalised mean of each walk's embeddings matched once):"]
+    for name, row in rows:
+        lines.append(
+            f"  {name:<12} names the walker {row['fused_would_name_walker']}/{row['passes']}, someone else "
+            f"{row['fused_would_name_other']}, a stranger as someone {row['fused_would_name_stranger']}/{row['stranger_passes']}"
+        )
     lines += ["", "walkers' own gallery scores per embedding (p10 / p50 / p90):"]
     for name, g in report["genuine_scores"].items():
         lines.append(

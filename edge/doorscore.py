@@ -68,6 +68,9 @@ class WalkDiag:
     tracks: int
     """Tracks that showed a usable face during the walk."""
     votes: Tuple[Vote, ...] = ()
+    fused: Optional[Vote] = None
+    """What the walk's embeddings would match fused into one template (the normalised mean, equal weights): a
+    counterfactual for deciding per track rather than per frame (issue 8 item 2); None without embeddings."""
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,12 @@ class ConditionRow:
     embeddings: List[int] = field(default_factory=list)
     detected_share: List[float] = field(default_factory=list)
     failures: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+    fused_right: int = 0
+    fused_wrong: int = 0
+    fused_stranger_named: int = 0
 
     def add(self, o: Outcome) -> None:
+        fused = o.diag.fused if o.diag is not None else None
         if o.diag is not None:
             self.embeddings.append(len(o.diag.votes))
             self.detected_share.append(o.diag.detected / max(o.diag.frames, 1))
@@ -189,7 +196,11 @@ class ConditionRow:
             self.stranger_walks += 1
             self.stranger_named += o.false_identity
             self.stranger_unknown += o.unknown
+            self.fused_stranger_named += fused is not None and fused.person_id is not None
             return
+        if fused is not None and fused.person_id is not None:
+            self.fused_right += fused.person_id == o.walk.person_id
+            self.fused_wrong += fused.person_id != o.walk.person_id
         self.walks += 1
         self.hits += o.hit
         self.false_identities += o.false_identity
@@ -215,6 +226,9 @@ class ConditionRow:
             "embeddings_per_pass": _round(statistics.fmean(self.embeddings)) if self.embeddings else None,
             "detected_frame_share": _round(statistics.fmean(self.detected_share)) if self.detected_share else None,
             "failures": dict(self.failures.most_common()),
+            "fused_would_name_walker": self.fused_right,
+            "fused_would_name_other": self.fused_wrong,
+            "fused_would_name_stranger": self.fused_stranger_named,
         }
 
 
@@ -284,6 +298,9 @@ def miss_record(o: Outcome) -> Dict[str, object]:
         "detected": d.detected if d else None,
         "first_px": round(d.first_px) if d else None,
         "tracks": d.tracks if d else None,
+        "fused": None
+        if d is None or d.fused is None
+        else [d.fused.person_id, round(d.fused.score, 3), _round(d.fused.walker_score)],  # fmt: skip
         "votes": [
             [
                 round(v.t, 1),

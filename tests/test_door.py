@@ -85,6 +85,24 @@ def test_an_enrolled_walk_hits_only_with_its_own_event_for_the_right_person() ->
     assert {m["walk_id"] for m in report["misses"]} == {2, 4}
 
 
+def test_the_fused_counterfactual_is_counted_apart_from_what_the_daemon_did() -> None:
+    walker = WalkDiag(30, 10, 60.0, 1, (Vote(0.1, None, 0.4, 0.4),), fused=Vote(0.0, "lfw.A", 0.5, 0.5))
+    other = WalkDiag(30, 10, 60.0, 1, (Vote(0.1, None, 0.4, 0.4),), fused=Vote(0.0, "lfw.B", 0.5, 0.3))
+    stranger = WalkDiag(30, 10, 60.0, 1, (Vote(0.1, None, 0.4, None),), fused=Vote(0.0, "lfw.B", 0.5, None))
+    report = summarize(
+        [result(walk(1, "lfw.A"), d=walker), result(walk(2, "lfw.A"), d=other),
+         result(walk(3, "lfw.S", enrolled=False), d=stranger)], []
+    )  # fmt: skip
+    row = report["all"]
+    assert (row["hits"], row["false_identities"]) == (0, 0)  # no events: the daemon named nobody
+    assert (row["fused_would_name_walker"], row["fused_would_name_other"], row["fused_would_name_stranger"]) == (
+        1,
+        1,
+        1,
+    )
+    assert row["failures"] == {"unknown_votes": 2} and row["embeddings_per_pass"] == 1
+
+
 def test_events_belong_to_the_walk_of_their_camera_and_time() -> None:
     windows = [(ENTRANCE, 0.0, 5.0), (ENTRANCE, 5.0, 10.0), (EXIT, 5.0, 10.0)]
     exit_event = event("exit", "lfw.A", at=6.0, camera=EXIT)  # an exit carries the time the person went out
