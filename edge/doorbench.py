@@ -18,12 +18,12 @@ import sqlite3
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,17 +40,16 @@ from edge.doorplan import (
     Enrollee,
     Plan,
     PlanSize,
-    Segment,
     catalogue,
     choose_people,
     frames_of,
     make_plan,
 )
-from edge.doorscore import EventRecord, Vote, WalkDiag, WalkResult, attribute, summarize
+from edge.doorprobe import Recorder, all_frames, recording, walk_diags, with_every_frame
+from edge.doorscore import EventRecord, WalkDiag, WalkResult, attribute, summarize
 from edge.faces import Box, Detection
 from edge.gallery import Gallery, NewEmbedding, PersonRecord
 from edge.match import GalleryIndex
-from edge.pipeline import PipelineParts
 from edge.schedule import ScheduleConfig, SessionConfig
 from edge.store import StoredEvent
 
@@ -75,6 +74,8 @@ class DoorOptions:
     keep: Optional[Path] = None
     """Keep the clips and databases in this folder (default: a temporary folder, removed at the end)."""
     hamilton: bool = True
+    all_frames: bool = False
+    """Also embed every usable frame of each walk (slower): what the tracker left unembedded."""
 
 
 def bench_config(config: Config, workers: int) -> Config:
@@ -187,48 +188,6 @@ def build_gallery(recognizer: Any, plan_people: Sequence[Enrollee], fillers: Seq
 # ------------------------------------------------------------------------------------------- one benchmark day
 
 
-class Recorder:
-    """What the detector and the embedder did during one replay, frame by frame (their results are untouched)."""
-
-    def __init__(self) -> None:
-        self.frames: List[List[float]] = []
-        """Per frame: the width of each detected face box."""
-        self.embeddings: List[Tuple[int, np.ndarray]] = []
-        """(frame index, embedding) for each embedding made."""
-
-    def wrap(self, parts: PipelineParts) -> PipelineParts:
-        detect, embed = parts.detector.detect, parts.embedder.embed
-
-        def recording_detect(image: np.ndarray) -> Any:
-            found = detect(image)
-            self.frames.append([d.box.w for d in found])
-            return found
-
-        def recording_embed(aligned: np.ndarray) -> np.ndarray:
-            vector = embed(aligned)
-            self.embeddings.append((len(self.frames) - 1, np.array(vector, copy=True)))
-            return vector
-
-        setattr(parts.detector, "detect", recording_detect)  # noqa: B010 - mypy refuses assigning to a method
-        setattr(parts.embedder, "embed", recording_embed)  # noqa: B010
-        return parts
-
-
-@contextmanager
-def recording(recorder: Recorder) -> Iterator[None]:
-    """edge.daemon.replay, unchanged, with its detector and embedder recorded by `recorder`."""
-    original = daemon.build_parts
-
-    def build(config: Config, stack: ExitStack, db: Optional[Path] = None) -> PipelineParts:
-        return recorder.wrap(original(config, stack, db))
-
-    daemon.build_parts = build  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        daemon.build_parts = original  # type: ignore[assignment]
-
-
 def event_record(stored: StoredEvent, latency: float) -> EventRecord:
     e = stored.event
     return EventRecord(
@@ -245,6 +204,7 @@ class DayTask:
     workdir: Path
     boxes: Dict[Path, Detection]
     keep: bool
+    all_frames: bool = False
 
 
 @dataclass
@@ -259,47 +219,37 @@ class DayOutput:
     embeddings: int = 0
 
 
-def vote_of(t: float, vector: np.ndarray, walk: Any, index: GalleryIndex, config: Config) -> Vote:
-    """What one embedding matches, and the walker's own best score for it (None for a stranger)."""
-    match = index.match(vector, config.matcher)
-    walker = None
-    if walk.enrolled and walk.person_id in index.people:
-        walker = float(index.person_scores(vector)[index.people.index(walk.person_id)])
-    return Vote(t, match.person_id, match.score, walker)
-
-
-def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config: Config,
-               first_seen: Dict[str, float]) -> List[WalkDiag]:  # fmt: skip
-    """Per walk of the segment: detections, tracks, and each embedding's match (with the walker's own score)."""
-    diags = []
-    for walk, offset in zip(segment.walks, segment.offsets()):
-        f0 = int(round(offset * FPS))
-        n, span = frames_of(walk.duration_s), frames_of(walk.duration_s + GAP_S)
-        seen = recorder.frames[f0 : f0 + n]
-        detected = [widths for widths in seen if widths]
-        mine = [(frame, vector) for frame, vector in recorder.embeddings if f0 <= frame < f0 + span]
-        votes = [vote_of((frame - f0) / FPS, vector, walk, index, config) for frame, vector in mine]
-        fused = None
-        if mine:
-            mean = np.mean([vector for _, vector in mine], axis=0)
-            fused = vote_of(0.0, mean / max(float(np.linalg.norm(mean)), 1e-9), walk, index, config)
-        tracks = sum(1 for t in first_seen.values() if offset <= t < offset + span / FPS)
-        first_px = max(detected[0]) if detected else 0.0
-        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes), fused))
-    return diags
-
-
 def run_day(task: DayTask) -> DayOutput:
     """Render and replay one benchmark day on its own SQLite file; its walks with their events and diagnostics."""
-    from edge.doorrender import cut_out, render_segment
-    from edge.images import read_image
     from edge.manifest import load_manifest
 
-    day, config = task.day, task.config
-    db = copy_db(task.gallery_db, task.workdir / f"day{day.index:04d}.db")
+    config = task.config
+    db = copy_db(task.gallery_db, task.workdir / f"day{task.day.index:04d}.db")
     with Gallery(db) as gallery:
         index = gallery.index(load_manifest(config.embedder.models_path).id)
     out = DayOutput([], [])
+    with ExitStack() as stack:
+        recognizer = probe_recognizer(config, stack) if task.all_frames else None
+        replay_day(task, db, index, recognizer, out)
+    return out
+
+
+def probe_recognizer(config: Config, stack: ExitStack) -> Any:
+    from edge.detect import FaceDetector
+    from edge.embed import Embedder
+    from edge.recognize import Recognizer
+
+    detector = stack.enter_context(FaceDetector(config.detector))
+    return Recognizer(detector, Embedder(config.embedder.models_path, config.embedder.num_threads), config.quality)
+
+
+def replay_day(task: DayTask, db: Path, index: GalleryIndex, recognizer: Any, out: DayOutput) -> None:
+    """Each segment rendered, replayed on `db` (diagnostics recorded) and its clip removed; walks and events into
+    `out`."""
+    from edge.doorrender import cut_out, render_segment
+    from edge.images import read_image
+
+    day, config = task.day, task.config
     events: List[EventRecord] = []
     windows: List[Tuple[str, float, float]] = []
     pending: List[Tuple[Any, str, Tuple[float, float], WalkDiag]] = []
@@ -321,7 +271,10 @@ def run_day(task: DayTask) -> DayOutput:
         out.detect_ms += stats.detect_ms
         out.embed_ms += stats.embed_ms
         out.embeddings += stats.embeddings
-        for k, diag in enumerate(walk_diags(segment, recorder, index, config, pipeline.first_seen)):
+        diags = walk_diags(segment, recorder, index, config, pipeline.first_seen)
+        if recognizer is not None:
+            diags = with_every_frame(diags, all_frames(segment, clip, recognizer, index, config))
+        for k, diag in enumerate(diags):
             t0 = segment.start.timestamp() + segment.offsets()[k]
             window = (t0, t0 + frames_of(segment.walks[k].duration_s + GAP_S) / FPS)
             windows.append((segment.camera, window[0], window[1]))
@@ -335,7 +288,6 @@ def run_day(task: DayTask) -> DayOutput:
     if not task.keep:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
-    return out
 
 
 # ------------------------------------------------------------------------------------------- the real video
@@ -450,7 +402,10 @@ def run_days(plan: Plan, config: Config, gallery_db: Path, workdir: Path, boxes:
     tasks = []
     for day in plan.days:
         photos = {w.photo for s in day.segments for w in s.walks}
-        tasks.append(DayTask(day, config, gallery_db, workdir, {p: boxes[p] for p in photos}, options.keep is not None))
+        boxes_of_day = {p: boxes[p] for p in photos}
+        tasks.append(
+            DayTask(day, config, gallery_db, workdir, boxes_of_day, options.keep is not None, options.all_frames)
+        )
     outputs: List[DayOutput] = []
     if options.workers <= 1:
         for k, task in enumerate(tasks, 1):
@@ -500,6 +455,15 @@ def format_report(report: Dict[str, Any]) -> str:
             f"  {name:<12} names the walker {row['fused_would_name_walker']}/{row['passes']}, someone else "
             f"{row['fused_would_name_other']}, a stranger as someone {row['fused_would_name_stranger']}/{row['stranger_passes']}"
         )
+    if "usable_frames_per_pass" in report["all"]:
+        lines += ["", "every usable frame embedded (--all-frames): usable frames per pass; share of them the pipeline"]
+        lines += ["  embedded; share matching the walker; fused over all of them names the walker / other / a stranger"]
+        for name, row in rows:
+            lines.append(
+                f"  {name:<12} {_fmt(row['usable_frames_per_pass'])}; {_fmt(row['usable_frames_embedded_share'])}; "
+                f"{_fmt(row['usable_frames_matching_walker_share'])}; {row['fused_all_would_name_walker']}/{row['passes']}"
+                f", {row['fused_all_would_name_other']}, {row['fused_all_would_name_stranger']}/{row['stranger_passes']}"
+            )
     lines += ["", "walkers' own gallery scores per embedding (p10 / p50 / p90):"]
     for name, g in report["genuine_scores"].items():
         lines.append(

@@ -40,11 +40,14 @@ def default_data() -> Path:
     "--keep", type=click.Path(path_type=Path, file_okay=False), help="Keep clips and databases in this folder."
 )
 @click.option("--no-hamilton", is_flag=True, help="Skip the real-video check (the Hamilton clip).")
+@click.option(
+    "--all-frames", is_flag=True, help="Also embed every usable frame of each walk (slower): what the tracker skipped."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (with every missed pass).")
 @click.pass_obj
 def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: int, gallery_size: int,
          people_per_day: int, conditions: str, seed: int, workers: int, cache: Optional[Path], keep: Optional[Path],
-         no_hamilton: bool, as_json: bool) -> None:  # fmt: skip
+         no_hamilton: bool, all_frames: bool, as_json: bool) -> None:  # fmt: skip
     """Door passes rendered from the shared data, replayed through the daemon: recall, false identities, unknowns,
     time to the event and embeddings per pass, per condition; plus the Hamilton clip's replay."""
     from edge.doorbench import DoorOptions, format_report, run_door
@@ -59,6 +62,6 @@ def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: in
     root = data or default_data()
     if not (root / "lfw-view1").is_dir():
         raise click.ClickException(f"{root}: no lfw-view1 folder (give --data or set EDGE_TEST_DATA)")
-    options = DoorOptions(root.resolve(), size, workers, cache, keep, hamilton=not no_hamilton)
+    options = DoorOptions(root.resolve(), size, workers, cache, keep, hamilton=not no_hamilton, all_frames=all_frames)
     report = run_door(app.config, options, progress=lambda line: click.echo(line, file=sys.stderr))
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))

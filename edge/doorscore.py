@@ -71,6 +71,12 @@ class WalkDiag:
     fused: Optional[Vote] = None
     """What the walk's embeddings would match fused into one template (the normalised mean, equal weights): a
     counterfactual for deciding per track rather than per frame (issue 8 item 2); None without embeddings."""
+    usable: Optional[int] = None
+    """With --all-frames: frames of the walk whose face passed the quality gates (None: not measured)."""
+    usable_walker: Optional[int] = None
+    """Of those, frames whose embedding matches the walker."""
+    fused_all: Optional[Vote] = None
+    """The fused counterfactual over every usable frame."""
 
 
 @dataclass(frozen=True)
@@ -186,9 +192,17 @@ class ConditionRow:
     fused_right: int = 0
     fused_wrong: int = 0
     fused_stranger_named: int = 0
+    usable: List[int] = field(default_factory=list)
+    usable_walker: int = 0
+    usable_enrolled: int = 0
+    embedded_of_usable: int = 0
+    fused_all_right: int = 0
+    fused_all_wrong: int = 0
+    fused_all_stranger_named: int = 0
 
     def add(self, o: Outcome) -> None:
         fused = o.diag.fused if o.diag is not None else None
+        self._add_every_frame(o)
         if o.diag is not None:
             self.embeddings.append(len(o.diag.votes))
             self.detected_share.append(o.diag.detected / max(o.diag.frames, 1))
@@ -210,6 +224,36 @@ class ConditionRow:
         if o.failure:
             self.failures[o.failure] += 1
 
+    def _add_every_frame(self, o: Outcome) -> None:
+        d = o.diag
+        if d is None or d.usable is None:
+            return
+        self.usable.append(d.usable)
+        self.embedded_of_usable += len(d.votes)
+        named = d.fused_all.person_id if d.fused_all is not None else None
+        if not o.walk.enrolled:
+            self.fused_all_stranger_named += named is not None
+            return
+        self.usable_walker += d.usable_walker or 0
+        self.usable_enrolled += d.usable
+        self.fused_all_right += named == o.walk.person_id
+        self.fused_all_wrong += named is not None and named != o.walk.person_id
+
+    def every_frame_dict(self) -> Dict[str, object]:
+        if not self.usable:
+            return {}
+        total = sum(self.usable)
+        return {
+            "usable_frames_per_pass": _round(statistics.fmean(self.usable)),
+            "usable_frames_embedded_share": _round(self.embedded_of_usable / total) if total else None,
+            "usable_frames_matching_walker_share": _round(self.usable_walker / self.usable_enrolled)
+            if self.usable_enrolled
+            else None,
+            "fused_all_would_name_walker": self.fused_all_right,
+            "fused_all_would_name_other": self.fused_all_wrong,
+            "fused_all_would_name_stranger": self.fused_all_stranger_named,
+        }
+
     def as_dict(self) -> Dict[str, object]:
         return {
             "passes": self.walks,
@@ -229,6 +273,7 @@ class ConditionRow:
             "fused_would_name_walker": self.fused_right,
             "fused_would_name_other": self.fused_wrong,
             "fused_would_name_stranger": self.fused_stranger_named,
+            **self.every_frame_dict(),
         }
 
 
@@ -298,9 +343,10 @@ def miss_record(o: Outcome) -> Dict[str, object]:
         "detected": d.detected if d else None,
         "first_px": round(d.first_px) if d else None,
         "tracks": d.tracks if d else None,
-        "fused": None
-        if d is None or d.fused is None
-        else [d.fused.person_id, round(d.fused.score, 3), _round(d.fused.walker_score)],  # fmt: skip
+        "fused": _vote_list(d.fused if d else None),
+        "usable": d.usable if d else None,
+        "usable_walker": d.usable_walker if d else None,
+        "fused_all": _vote_list(d.fused_all if d else None),
         "votes": [
             [
                 round(v.t, 1),
@@ -311,3 +357,7 @@ def miss_record(o: Outcome) -> Dict[str, object]:
             for v in (d.votes if d else ())
         ],
     }
+
+
+def _vote_list(vote: Optional[Vote]) -> Optional[List[object]]:
+    return None if vote is None else [vote.person_id, round(vote.score, 3), _round(vote.walker_score)]

@@ -101,6 +101,17 @@ def test_the_fused_counterfactual_is_counted_apart_from_what_the_daemon_did() ->
         1,
     )
     assert row["failures"] == {"unknown_votes": 2} and row["embeddings_per_pass"] == 1
+    assert "usable_frames_per_pass" not in row  # not measured without --all-frames
+
+
+def test_every_usable_frame_figures_when_measured() -> None:
+    votes = (Vote(0.1, None, 0.4, 0.4), Vote(0.5, "lfw.A", 0.5, 0.5))
+    seen = WalkDiag(30, 20, 60.0, 1, votes, usable=8, usable_walker=6, fused_all=Vote(0.0, "lfw.A", 0.6, 0.6))
+    stranger = WalkDiag(30, 20, 60.0, 1, votes[:1], usable=2, usable_walker=0, fused_all=Vote(0.0, None, 0.3, None))
+    row = summarize([result(walk(1, "lfw.A"), d=seen), result(walk(2, "lfw.S", enrolled=False), d=stranger)], [])["all"]
+    assert row["usable_frames_per_pass"] == 5.0 and row["usable_frames_embedded_share"] == 0.3  # 3 of 10
+    assert row["usable_frames_matching_walker_share"] == 0.75  # 6 of the enrolled walk's 8
+    assert (row["fused_all_would_name_walker"], row["fused_all_would_name_stranger"]) == (1, 0)
 
 
 def test_events_belong_to_the_walk_of_their_camera_and_time() -> None:

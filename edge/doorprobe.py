@@ -1,0 +1,141 @@
+"""What the daemon did during a door walk, for explaining a missed pass (edge.doorbench uses it).
+
+`recording(recorder)`: edge.daemon.replay runs unchanged while its detector's and embedder's calls are recorded
+(their results are not touched; the pipeline's own timings then include the recording's small cost).
+`walk_diags`: per walk, frames detected, tracks, each embedding's match and the walker's own score, and the fused
+counterfactual. `all_frames`: decodes the clip again and embeds EVERY frame of each walk whose face passes the
+quality gates (what the tracker left unembedded, and how it would have matched).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from edge import daemon
+from edge.config import Config
+from edge.doorplan import FPS, GAP_S, Segment, Walk, frames_of
+from edge.doorscore import Vote, WalkDiag
+from edge.match import GalleryIndex
+from edge.pipeline import PipelineParts
+
+
+class Recorder:
+    """What the detector and the embedder did during one replay, frame by frame (their results are untouched)."""
+
+    def __init__(self) -> None:
+        self.frames: List[List[float]] = []
+        """Per frame: the width of each detected face box."""
+        self.embeddings: List[Tuple[int, np.ndarray]] = []
+        """(frame index, embedding) for each embedding made."""
+
+    def wrap(self, parts: PipelineParts) -> PipelineParts:
+        detect, embed = parts.detector.detect, parts.embedder.embed
+
+        def recording_detect(image: np.ndarray) -> Any:
+            found = detect(image)
+            self.frames.append([d.box.w for d in found])
+            return found
+
+        def recording_embed(aligned: np.ndarray) -> np.ndarray:
+            vector = embed(aligned)
+            self.embeddings.append((len(self.frames) - 1, np.array(vector, copy=True)))
+            return vector
+
+        setattr(parts.detector, "detect", recording_detect)  # noqa: B010 - mypy refuses assigning to a method
+        setattr(parts.embedder, "embed", recording_embed)  # noqa: B010
+        return parts
+
+
+@contextmanager
+def recording(recorder: Recorder) -> Iterator[None]:
+    """edge.daemon.replay, unchanged, with its detector and embedder recorded by `recorder`."""
+    original = daemon.build_parts
+
+    def build(config: Config, stack: ExitStack, db: Optional[Path] = None) -> PipelineParts:
+        return recorder.wrap(original(config, stack, db))
+
+    daemon.build_parts = build  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        daemon.build_parts = original  # type: ignore[assignment]
+
+
+def vote_of(t: float, vector: np.ndarray, walk: Walk, index: GalleryIndex, config: Config) -> Vote:
+    """What one embedding matches, and the walker's own best score for it (None for a stranger)."""
+    match = index.match(vector, config.matcher)
+    walker = None
+    if walk.enrolled and walk.person_id in index.people:
+        walker = float(index.person_scores(vector)[index.people.index(walk.person_id)])
+    return Vote(t, match.person_id, match.score, walker)
+
+
+def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config: Config,
+               first_seen: Dict[str, float]) -> List[WalkDiag]:  # fmt: skip
+    """Per walk of the segment: detections, tracks, and each embedding's match (with the walker's own score)."""
+    diags = []
+    for walk, offset in zip(segment.walks, segment.offsets()):
+        f0 = int(round(offset * FPS))
+        n, span = frames_of(walk.duration_s), frames_of(walk.duration_s + GAP_S)
+        seen = recorder.frames[f0 : f0 + n]
+        detected = [widths for widths in seen if widths]
+        mine = [(frame, vector) for frame, vector in recorder.embeddings if f0 <= frame < f0 + span]
+        votes = [vote_of((frame - f0) / FPS, vector, walk, index, config) for frame, vector in mine]
+        fused = vote_of(0.0, fuse([v for _, v in mine]), walk, index, config) if mine else None
+        tracks = sum(1 for t in first_seen.values() if offset <= t < offset + span / FPS)
+        first_px = max(detected[0]) if detected else 0.0
+        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes), fused))
+    return diags
+
+
+def fuse(vectors: List[np.ndarray]) -> np.ndarray:
+    mean = np.mean(vectors, axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-9)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class EveryFrame:
+    """One walk with every frame embedded whose face passed the quality gates."""
+
+    usable: int
+    walker: int
+    """Of those, frames whose match is the walker."""
+    fused: Optional[Vote]
+
+
+def all_frames(segment: Segment, clip: Path, recognizer: Any, index: GalleryIndex, config: Config) -> List[EveryFrame]:
+    """Decode the clip again; per walk, embed the largest face of each frame it is in view if it passes the gates."""
+    spans = [(int(round(o * FPS)), frames_of(w.duration_s)) for o, w in zip(segment.offsets(), segment.walks)]
+    vectors: List[List[np.ndarray]] = [[] for _ in segment.walks]
+    cap = cv2.VideoCapture(str(clip))
+    number, k = 0, 0
+    try:
+        while k < len(spans):
+            ok, image = cap.read()
+            if not ok:
+                break
+            while k < len(spans) and number >= spans[k][0] + spans[k][1]:
+                k += 1
+            if k < len(spans) and number >= spans[k][0]:
+                faces = recognizer.analyze(image)
+                if faces and faces[0].embedding is not None:
+                    vectors[k].append(faces[0].embedding)
+            number += 1
+    finally:
+        cap.release()
+    out = []
+    for walk, found in zip(segment.walks, vectors):
+        votes = [vote_of(0.0, v, walk, index, config) for v in found]
+        walker = sum(1 for v in votes if walk.enrolled and v.person_id == walk.person_id)
+        out.append(EveryFrame(len(found), walker, vote_of(0.0, fuse(found), walk, index, config) if found else None))
+    return out
+
+
+def with_every_frame(diags: List[WalkDiag], every: List[EveryFrame]) -> List[WalkDiag]:
+    return [replace(d, usable=e.usable, usable_walker=e.walker, fused_all=e.fused) for d, e in zip(diags, every)]
