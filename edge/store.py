@@ -13,7 +13,7 @@ Choices:
   updated in the same transaction as the rows, so a seq is never handed out twice, even after the latest rows
   were deleted or the process crashed. A rolled-back append consumes nothing (its seqs were never visible, never
   published). `event_id` = f"{device_id}-{epoch}-{seq:010d}" is fixed at insert and never changes (the MQTT
-  dedup key; events stored before epochs existed keep their f"{device_id}-{seq:010d}").
+  dedup key; the migration that brought epochs gave the events stored before it ids of this form).
 - Epochs: the database gets a random epoch (16 hex digits) when it is created, so event ids never repeat across a
   database reset (a new database starts at seq 1 again). An epoch rotates when start-up finds committed rows lost
   (`edge run --init` after a lost WAL): table `epochs(epoch, first_seq)`, the epoch of a seq is the one with the
@@ -127,10 +127,13 @@ def m001_events(db: Database) -> None:
 
 @migrations()
 def m002_epochs(db: Database) -> None:
-    """The database's epoch (event ids carry it); events stored before keep their ids and belong to it."""
+    """The database's epoch. Events stored before belong to it and get ids that carry it, like every later one
+    (the central server checks the form; one still in flight at the upgrade may then be stored twice)."""
+    epoch = new_epoch()
     db.execute("CREATE TABLE box_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     db.execute("CREATE TABLE epochs (epoch TEXT PRIMARY KEY, first_seq INTEGER NOT NULL UNIQUE)")
-    db.execute("INSERT INTO epochs (epoch, first_seq) VALUES (?, 1)", [new_epoch()])
+    db.execute("INSERT INTO epochs (epoch, first_seq) VALUES (?, 1)", [epoch])
+    db.execute("UPDATE events SET event_id = device_id || '-' || ? || '-' || printf('%010d', seq)", [epoch])
 
 
 def new_epoch() -> str:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from sqlite_utils import Database
 
 from edge.attendance import (
     AttendanceConfig,
@@ -654,3 +655,25 @@ def test_opening_while_another_process_creates_the_database_waits_for_it(tmp_pat
     assert [proc.returncode for proc in procs] == [0, 0, 0], errors
     with EventStore(fresh, DEVICE) as store:
         assert json.loads(Path(f"{fresh}.id").read_text())["epoch"] == store.epoch
+
+
+def test_events_stored_before_epochs_get_ids_with_the_epoch(tmp_path: Path) -> None:
+    """A database of the previous version (events only, ids without an epoch) is migrated: every id gets the epoch,
+    so the central server can check every event_id's form."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    db = Database(conn)
+    migrations.apply(db, stop_before="m002_epochs")
+    conn.execute(
+        "INSERT INTO events (seq, event_id, device_id, type, camera_id, at, at_utc, decided_at, wall_time, mono_time, "
+        "track_id, score, margin, frames, quality, gallery_version, model_id) VALUES (1, 'box-7-0000000001', 'box-7', "
+        "'entry', 'door-in', '2024-03-04T08:01:00+01:00', '2024-03-04T07:01:00.000000Z', '2024-03-04T08:01:00+01:00', "
+        "1.0, 1.0, 't1', 0.8, 0.2, 5, 0.9, 3, 'sface-int8')"
+    )
+    conn.close()
+    with EventStore(path, DEVICE) as store:
+        old = store.events_between(at("00:00"), at("23:00"))
+        assert [(s.event_id, s.epoch, s.first_of_epoch) for s in old] == [
+            (f"box-7-{store.epoch}-0000000001", store.epoch, True)
+        ]
+        assert store.append([event(track="t2")], CONTEXT)[0].event_id == f"box-7-{store.epoch}-0000000002"
