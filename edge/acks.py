@@ -23,7 +23,10 @@ from typing import Any, Collection, Dict, Optional, Tuple
 from edge import contract
 from edge.contract import MessageError
 from edge.store import EventStore
+from edge.store_marker import MAX_SEQ
 
+MAX_SEQS = 10_000
+"""The most seqs one ack may list (the schema's maxItems)."""
 RESEND_MAX = 10_000
 RESEND_INTERVAL_S = 60.0
 
@@ -67,13 +70,14 @@ def parse_ack(raw: bytes, max_bytes: int) -> Ack:
         raise AckRefused("not JSON", f"not UTF-8 JSON ({str(exc)[:200]})") from None
     if not isinstance(body, dict):
         raise AckRefused("not JSON", "not a JSON object")
+    seqs = _seqs(body)  # by hand: jsonschema takes ~10 ms for 1,000 items, and a flood of them would stall the box
     try:
-        contract.validate("edge.ack/1", body)
+        contract.validate("edge.ack/1", {k: v for k, v in body.items() if k != "seqs"})
     except MessageError as exc:
         raise AckRefused("invalid", str(exc)) from None
     except RecursionError:
         raise AckRefused("invalid", "nested too deeply") from None
-    return Ack(body["epoch"], _integer(body, "up_to_seq"), _integers(body), _optional_integer(body, "resend_from"))
+    return Ack(body["epoch"], _integer(body, "up_to_seq"), seqs, _optional_integer(body, "resend_from"))
 
 
 def _integer(body: Dict[str, Any], key: str) -> int:
@@ -87,10 +91,13 @@ def _optional_integer(body: Dict[str, Any], key: str) -> Optional[int]:
     return _integer(body, key) if key in body else None
 
 
-def _integers(body: Dict[str, Any]) -> Tuple[int, ...]:
+def _seqs(body: Dict[str, Any]) -> Tuple[int, ...]:
+    """`seqs` as the schema has it: an array of at most MAX_SEQS JSON integers within 1..MAX_SEQ."""
     seqs = body.get("seqs", [])
-    if any(type(s) is not int for s in seqs):
-        raise AckRefused("invalid", "edge.ack/1: seqs: not JSON integers")
+    if not isinstance(seqs, list) or len(seqs) > MAX_SEQS:
+        raise AckRefused("invalid", f"edge.ack/1: seqs: not an array of at most {MAX_SEQS} items")
+    if not all(type(s) is int and 1 <= s <= MAX_SEQ for s in seqs):
+        raise AckRefused("invalid", f"edge.ack/1: seqs: not all JSON integers within 1..{MAX_SEQ}")
     return tuple(sorted(set(seqs)))
 
 
