@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Optional, Tuple
@@ -92,6 +92,9 @@ class Config:
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"cameras: camera ids must be unique, {', '.join(duplicates)} repeated")
+        if self.detector.model_dir is None and self.embedder.models_dir is not None:
+            # one models folder on a box (/opt/edge/models): its manifest lists the detector and the embedder
+            object.__setattr__(self, "detector", replace(self.detector, model_dir=str(self.embedder.models_dir)))
 
 
 MAX_CONFIG_BYTES = 1024 * 1024

@@ -1,6 +1,7 @@
-"""Face detection with mediapipe's BlazeFace models; the only module of the project that touches mediapipe.
+"""Face detection with mediapipe's BlazeFace models, without mediapipe.
 
-The two detector models ship inside the ``mediapipe`` wheel (``mediapipe/modules/face_detection``):
+The two detector models ship in ``models/`` (extracted from the pinned mediapipe wheel by
+scripts/extract_detector.py; listed with their sha256 in ``models/manifest.yml``, checked at load):
 
 * short range, ``face_detection_short_range.tflite``: 128x128 input, faces within ~2 m that fill much of the frame;
 * full range, ``face_detection_full_range_sparse.tflite``: 192x192 input, smaller faces up to ~5 m.
@@ -9,8 +10,8 @@ They are run directly through LiteRT (edge.litert: ``ai_edge_litert``, else ``tf
 ``mp.solutions.face_detection``: the legacy solution graph hard-codes a score floor (0.5 short range, 0.6 full
 range) that ``min_detection_confidence`` cannot lower, and masked faces mostly score just above 0.5 in the full-range
 model. The pre- and post-processing here reproduces the graph (letterboxing, SSD anchors, box/keypoint decoding,
-weighted NMS); at the graph's thresholds it gives the same boxes, scores and keypoints as mediapipe. mediapipe itself
-is only located on disk, never imported: its import costs about a second and pulls protobuf and its graph runtime.
+weighted NMS); at the graph's thresholds it gives the same boxes, scores and keypoints as mediapipe (the parity test
+in tests/test_detect.py, with mediapipe from the dev extra). The box never installs mediapipe.
 
 Per frame, each pass warps the region it looks at straight into the model's small input tensor (one
 ``cv2.warpAffine``), so the full frame is never colour-converted or copied: the BGR->RGB swap happens on the
@@ -27,10 +28,9 @@ Detections of all passes are merged in image pixels with mediapipe's weighted NM
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List, Literal, Optional, Tuple
 
 import cv2
@@ -40,6 +40,7 @@ import numpy.typing as npt
 from edge.errors import ConfigError, ImageError, ModelError
 from edge.faces import Box, Detection
 from edge.litert import load_interpreter
+from edge.manifest import DEFAULT_MODELS_DIR, DetectorModel, load_detector_models, verify_file
 
 MODEL_CHOICES = ("short", "full", "both")
 
@@ -76,7 +77,8 @@ class DetectorConfig:
     tile_overlap: fraction of a tile shared with its neighbour.
     tile_min_score: score threshold in tiles (more, smaller views find more false faces than one whole view).
     num_threads: LiteRT threads.
-    model_dir: directory holding the two .tflite files; None means mediapipe's package directory.
+    model_dir: folder with manifest.yml and the two .tflite files it lists; None means edge's models/ (the config
+        gives the embedder's models_dir when that is set: see edge.config).
     """
 
     model: Literal["short", "full", "both"] = "both"
@@ -127,12 +129,16 @@ def _check_int(name: str, value: object, low: int) -> None:
         raise DetectorConfigError(f"{name}: must be >= {low}, got {value!r}")
 
 
-def mediapipe_model_dir() -> str:
-    """Directory of the face-detection models inside the installed mediapipe wheel (without importing mediapipe)."""
-    spec = importlib.util.find_spec("mediapipe")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("mediapipe is not installed: it provides the face-detection models (pip install mediapipe)")
-    return os.path.join(list(spec.submodule_search_locations)[0], "modules", "face_detection")
+def detector_model(model_dir: Path, name: str, size: int) -> DetectorModel:
+    """The manifest's entry for model file `name`, its file checked by sha256."""
+    models = load_detector_models(model_dir)
+    if name not in models:
+        raise ModelError(f"{model_dir / 'manifest.yml'}: the detector section does not list {name}")
+    model = models[name]
+    if model.input_size != size:
+        raise ModelError(f"{model_dir / 'manifest.yml'}: {name} input_size {model.input_size}, expected {size}")
+    verify_file(model.path, model.sha256, "face-detection model")
+    return model
 
 
 def ssd_anchors(size: int, strides: Tuple[int, ...], interpolated_scale: bool) -> np.ndarray:
@@ -159,8 +165,6 @@ class _BlazeFace:
     def __init__(self, path: str, size: int, anchors: np.ndarray, num_threads: int) -> None:
         self.size = size
         self.anchors_px = anchors * size
-        if not os.path.isfile(path):
-            raise ModelError(f"face-detection model not found: {path} (it ships inside the mediapipe wheel)")
         self._interpreter = load_interpreter(path, num_threads)
         (inp,) = self._interpreter.get_input_details()
         if tuple(inp["shape"]) != (1, size, size, 3):
@@ -266,16 +270,18 @@ class FaceDetector:
 
     def __init__(self, config: Optional[DetectorConfig] = None) -> None:
         self.config = config if config is not None else DetectorConfig()
-        model_dir = self.config.model_dir or mediapipe_model_dir()
+        model_dir = Path(self.config.model_dir) if self.config.model_dir else DEFAULT_MODELS_DIR
         threads = self.config.num_threads
         self._short: Optional[_BlazeFace] = None
         self._full: Optional[_BlazeFace] = None
         if self.config.model in ("short", "both"):
             anchors = ssd_anchors(128, (8, 16, 16, 16), interpolated_scale=True)
-            self._short = _BlazeFace(os.path.join(model_dir, SHORT_RANGE_FILE), 128, anchors, threads)
+            path = str(detector_model(model_dir, SHORT_RANGE_FILE, 128).path)
+            self._short = _BlazeFace(path, 128, anchors, threads)
         if self.config.model in ("full", "both"):
             anchors = ssd_anchors(192, (4,), interpolated_scale=False)
-            self._full = _BlazeFace(os.path.join(model_dir, FULL_RANGE_FILE), 192, anchors, threads)
+            path = str(detector_model(model_dir, FULL_RANGE_FILE, 192).path)
+            self._full = _BlazeFace(path, 192, anchors, threads)
         self._closed = False
 
     def __enter__(self) -> FaceDetector:

@@ -1,11 +1,12 @@
-"""models/manifest.yml: which embedding model the box runs, and the facts needed to check and feed it."""
+"""models/manifest.yml: which embedding model the box runs, which detector models, and the facts needed to check
+and feed them."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
 import yaml
 
@@ -73,4 +74,55 @@ def verify_model_file(manifest: ModelManifest) -> None:
         raise ModelError(
             f"model file {manifest.path} has sha256 {actual}, but the manifest expects {manifest.sha256}: "
             "the file is corrupt or was replaced; reinstall it or run scripts/build_model.sh"
+        )
+
+
+@dataclass(frozen=True)
+class DetectorModel:
+    """One BlazeFace file of the manifest's detector section (extracted from the mediapipe wheel at build time)."""
+
+    id: str
+    path: Path
+    sha256: str
+    input_size: int
+
+
+def load_detector_models(models_dir: Path = DEFAULT_MODELS_DIR) -> Dict[str, DetectorModel]:
+    """The detector models `models_dir/manifest.yml` names, by file name (not checked on disk: see `verify_file`)."""
+    path = Path(models_dir) / "manifest.yml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: model manifest not found (the face-detection models are listed there)") from exc
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{path}: not valid YAML ({exc})") from exc
+    where = f"{path}: detector"
+    models = _require(_require(data, "detector", str(path)), "models", where)
+    if not isinstance(models, list):
+        raise ModelError(f"{where}.models: must be a list")
+    out: Dict[str, DetectorModel] = {}
+    for i, entry in enumerate(models):
+        at = f"{where}.models[{i}]"
+        try:
+            name = str(_require(entry, "file", at))
+            out[name] = DetectorModel(
+                id=str(_require(entry, "id", at)),
+                path=Path(models_dir) / name,
+                sha256=str(_require(entry, "sha256", at)).lower(),
+                input_size=int(_require(entry, "input_size", at)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{at}: input_size must be an integer") from exc
+    return out
+
+
+def verify_file(path: Path, sha256: str, what: str) -> None:
+    """Fail with a clear message when `path` is missing or its sha256 is not the manifest's."""
+    if not path.is_file():
+        raise ModelError(f"{what} {path} is missing; reinstall it or run scripts/build_model.sh --detector-only")
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise ModelError(
+            f"{what} {path} has sha256 {actual}, but the manifest expects {sha256}: "
+            "the file is corrupt or was replaced; reinstall it or run scripts/build_model.sh --detector-only"
         )

