@@ -5,9 +5,12 @@ So an ack is applied only when every part of it is believable:
 
 - it parses strictly: at most `max_bytes`, UTF-8 JSON without NaN/Infinity, valid edge.ack/1, and every integer
   a JSON integer (jsonschema counts 1.0 and 1e300 as integers; Python would then overflow on them);
-- its epoch is this database's current epoch, or an older one that still holds unacknowledged events;
+- its epoch is this database's current epoch, or an older one that still holds unacknowledged events (or is asked
+  for again with `resend_from`);
 - every seq it confirms lies within that epoch, at most the last seq stored, and has been published: handed to
-  paho by this process (`sent`) or recorded as published (`published_at`) by an earlier run.
+  paho by this process (`sent`) or recorded as published (`published_at`) by an earlier run. (An older epoch ended
+  where the box went on in a new one, maybe after losing rows the central server still has: what an ack says
+  beyond that end is left aside.)
 
 Anything else is refused whole (`AckRefused`, with a kind for logging once per kind) and changes nothing.
 `resend_from` (the central server lost its copies) is answered boundedly by the outbox: at most RESEND_MAX events
@@ -17,7 +20,7 @@ per request and one request per RESEND_INTERVAL_S.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Collection, Dict, Optional, Tuple
 
 from edge import contract
@@ -108,8 +111,10 @@ def check_ack(ack: Ack, store: EventStore, sent: Collection[int]) -> CheckedAck:
         raise AckRefused("unknown epoch", f"epoch {ack.epoch} is not this box's (current: {store.epoch})")
     high = store.last_seq()
     first, last = span[0], min(span[1], high)
-    if ack.epoch != store.epoch and not store.has_unacked(first, last):
-        raise AckRefused("old epoch", f"epoch {ack.epoch} has no unacknowledged events left")
+    if ack.epoch != store.epoch:
+        if ack.resend_from is None and not store.has_unacked(first, last):
+            raise AckRefused("old epoch", f"epoch {ack.epoch} has no unacknowledged events left")
+        ack = _within_closed_epoch(ack, last)
     top = max([ack.up_to_seq, *ack.seqs, ack.resend_from or 0])
     if top > last:
         raise AckRefused("future seq", f"seq {top} was never stored in epoch {ack.epoch} (last: {last})")
@@ -121,6 +126,15 @@ def check_ack(ack: Ack, store: EventStore, sent: Collection[int]) -> CheckedAck:
     if ack.seqs:
         _refuse_unpublished([s for s in store.never_published_among(ack.seqs) if s not in sent], ack)
     return CheckedAck(ack, first, last)
+
+
+def _within_closed_epoch(ack: Ack, last: int) -> Ack:
+    """An epoch that ended (the database lost rows, `--init` went on in a new epoch): the central server may hold
+    seqs of it beyond the box's last, the lost ones. What the ack says about those is moot; the rest is checked."""
+    resend_from = ack.resend_from if ack.resend_from is None or ack.resend_from <= last else None
+    return replace(
+        ack, up_to_seq=min(ack.up_to_seq, last), seqs=tuple(s for s in ack.seqs if s <= last), resend_from=resend_from
+    )
 
 
 def _refuse_unpublished(unpublished: Collection[int], ack: Ack) -> None:

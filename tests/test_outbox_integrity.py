@@ -391,3 +391,39 @@ def test_edge_run_refuses_a_lost_database_and_names_init(tmp_path: Path) -> None
     assert done.exit_code == 1 and "edge run --init" in done.output and str(db) in done.output, done.output
     assert "Traceback" not in done.output and not db.exists()
     assert "--init" in CliRunner().invoke(main, ["--config", str(config), "run", "--help"]).output
+
+
+# ---------------------------------------------------------------- acks of an epoch that ended after lost rows
+
+
+def test_an_ack_of_an_epoch_that_ended_after_lost_rows_is_applied_up_to_its_end(tmp_path: Path) -> None:
+    """The database lost seqs 6..10 (a lost WAL) that the central server has; `--init` goes on in a new epoch from
+    seq 6. The central's acks of the old epoch (up to 10) still settle 1..5, once they were published; a seq of the
+    new epoch the box never stored is refused."""
+    from edge.acks import Ack, AckRefused, check_ack
+
+    path = tmp_path / "edge.db"
+    with EventStore(path, DEVICE.id) as events:
+        append(events, 5, stored_at=time.time() - 3600)
+        old_epoch = events.epoch
+    backup = path.read_bytes()
+    with EventStore(path, DEVICE.id) as events:
+        append(events, 5)
+        events.reserve_published(10)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(backup)
+    with EventStore(path, DEVICE.id, init=True) as events:
+        with pytest.raises(AckRefused, match="never published"):
+            check_ack(Ack(old_epoch, 10), events, sent=set())
+        assert check_ack(Ack(old_epoch, 10), events, sent={1, 2, 3, 4, 5}).ack.up_to_seq == 5
+        events.mark_published([1, 2, 3, 4, 5], datetime.now(timezone.utc))
+        checked = check_ack(Ack(old_epoch, 10, (7, 9)), events, sent=set())
+        assert (checked.ack.up_to_seq, checked.ack.seqs, checked.first, checked.last) == (5, (), 1, 5)
+        with pytest.raises(AckRefused, match="future seq"):
+            check_ack(Ack(events.epoch, 6), events, sent=set())
+        with pytest.raises(AckRefused, match="unknown epoch"):
+            check_ack(Ack(OTHER_EPOCH, 1), events, sent=set())
+        events.ack_up_to(5, datetime.now(timezone.utc))
+        with pytest.raises(AckRefused, match="no unacknowledged events left"):
+            check_ack(Ack(old_epoch, 5), events, sent=set())
