@@ -100,7 +100,10 @@ def read_outbox_stats(db_path: Path, now_wall: float) -> Dict[str, Any]:
     last_seq and acked_up_to count within the current epoch; depth and the age cover every epoch."""
     conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=rw", uri=True, timeout=5.0)  # never creates it
     try:
-        epoch, since = conn.execute("SELECT epoch, first_seq FROM epochs ORDER BY first_seq DESC LIMIT 1").fetchone()
+        current = conn.execute("SELECT epoch, first_seq FROM epochs ORDER BY first_seq DESC LIMIT 1").fetchone()
+        if current is None:
+            raise sqlite3.DatabaseError("the database has no epoch yet")
+        epoch, since = current
         depth, oldest = conn.execute("SELECT count(*), min(seq) FROM events WHERE acked_at IS NULL").fetchone()
         first = conn.execute("SELECT min(seq) FROM events WHERE acked_at IS NULL AND seq >= ?", [since]).fetchone()[0]
         last = conn.execute(
