@@ -228,6 +228,8 @@ class RunResult:
     ack_refusals: int = 0
     epochs: int = 0
     """Epochs of the box's database at the end (1: no start-up ever found committed rows lost)."""
+    box_disconnects: int = 0
+    """Times a running box lost the broker (broker outages, or the broker cutting it off for a missed keepalive)."""
     box_starts: int = 0
     box_ready: int = 0
     """Box starts, and those that got as far as "edge running" before the next kill."""
@@ -254,6 +256,7 @@ class RunResult:
             notes.append(f"daemon SIGTERM exit {self.daemon_exit}")
         if self.tracebacks:
             notes.append(f"tracebacks in logs {self.tracebacks}")
+        notes.append(f"box lost the broker {self.box_disconnects} times")
         if self.epochs != 1:
             notes.append(f"epochs {self.epochs}")
         if self.ack_refusals:
@@ -377,6 +380,7 @@ def one_run(number: int, seed: int, args: argparse.Namespace, folder: Path) -> R
         text = (folder / "daemon.log").read_text(errors="replace")
         result.ack_refusals = text.count("rejected a message on ack")
         result.box_ready = text.count("edge running:")
+        result.box_disconnects = text.count("disconnected from the broker")
     result.box_starts = daemon.starts
     return result
 
