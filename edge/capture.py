@@ -36,6 +36,10 @@ from edge.errors import EdgeError
 DEFAULT_RTSP_OPTIONS = "rtsp_transport;tcp"
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 _USB_PATTERN = re.compile(r"^(/dev/video\d+|\d+)$")
+# "scheme:/" at the start: a URL, never a file name (rtps://cam/1 is a typo, not a file to look for)
+_ANY_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):/")
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+"""Network streams a camera url may name: RTSP (kind rtsp) and HTTP(S) streams FFmpeg reads (kind file)."""
 _EPSILON = 1e-6
 
 
@@ -110,6 +114,12 @@ class CameraConfig:
             raise ValueError(f"id must be letters, digits, '_' or '-', got {self.id!r}")
         if not self.url.strip():
             raise ValueError("url must not be empty")
+        scheme = _ANY_SCHEME.match(self.url)
+        if scheme is not None and (scheme.group(1).lower() not in URL_SCHEMES or "://" not in self.url[:12]):
+            raise ValueError(
+                "url starts like a URL but not with rtsp://, rtsps://, http:// or https:// (a typo?); a USB camera "
+                f"is /dev/videoN, a file a path; got {redact(self.url)!r}"
+            )
         kind = self.source_kind
         if kind == "rtsp" and not self.url.lower().startswith(("rtsp://", "rtsps://")):
             raise ValueError(f"url must start with rtsp:// or rtsps:// for an rtsp camera, got {redact(self.url)!r}")

@@ -1,5 +1,7 @@
 """Build a frozen dataclass tree from YAML, validated once: unknown keys, wrong types and bad values are
-errors that name the key path and the line.
+errors that name the key path and the line. Every error of a file is reported at once (ConfigErrors): a key's own
+problems, then each section's own checks for sections whose keys were all fine, then the ranges. A section's check
+that names one of its keys ("port must be within ...") is reported at that key and its line.
 
 Every number must be finite and within its range (edge/configbounds.py). The YAML is refused, with a ConfigError
 rather than a traceback, when it is nested deeper than MAX_DEPTH. The value of a secret (a key whose name says
@@ -13,7 +15,7 @@ import enum
 import math
 import typing
 from pathlib import Path
-from typing import Any, Dict, Type, TypeVar
+from typing import Any, Dict, List, Type, TypeVar
 
 import yaml
 
@@ -32,6 +34,24 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:str": "a string",
     "tag:yaml.org,2002:null": "null",
 }
+
+
+class ConfigErrors(ConfigError):
+    """Several config errors at once; `problems` holds one line per error (key path, line, what is wrong)."""
+
+    def __init__(self, problems: List[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            super().__init__(f"{len(self.problems)} errors:\n  " + "\n  ".join(self.problems))
+
+    def prefixed(self, source: str) -> ConfigErrors:
+        return ConfigErrors([f"{source}: {p}" for p in self.problems])
+
+
+def _problems(exc: ConfigError) -> List[str]:
+    return exc.problems if isinstance(exc, ConfigErrors) else [str(exc)]
 
 
 def _where(path: str, node: yaml.Node) -> str:
@@ -81,7 +101,14 @@ def _convert(tp: Any, node: yaml.Node, path: str) -> Any:
                 raise ConfigError(f"{_where(path, node)}: expected a list of {len(args)} values")
             return tuple(_convert(a, n, f"{path}[{i}]") for i, (a, n) in enumerate(zip(args, node.value)))
         item = args[0] if args else Any
-        values = [_convert(item, n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+        values, problems = [], []
+        for i, n in enumerate(node.value):
+            try:
+                values.append(_convert(item, n, f"{path}[{i}]"))
+            except ConfigError as exc:  # every item's errors, not only the first item's
+                problems.extend(_problems(exc))
+        if problems:
+            raise ConfigErrors(problems)
         return tuple(values) if origin is tuple else values
     if origin is dict:
         if not isinstance(node, yaml.MappingNode):
@@ -137,31 +164,49 @@ def build(cls: Type[T], node: yaml.Node, path: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     kwargs: Dict[str, Any] = {}
+    nodes: Dict[str, yaml.Node] = {}
+    problems: List[str] = []
     for key_node, value_node in node.value:
         key = str(key_node.value)
         key_path = f"{path}.{key}" if path else key
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
-            raise ConfigError(f"{_where(key_path, key_node)}: unknown key; known keys here: {known}")
-        if key in kwargs:
-            raise ConfigError(f"{_where(key_path, key_node)}: key given twice")
-        kwargs[key] = _convert(hints[key], value_node, key_path)
-    missing = [
-        name
-        for name, f in fields.items()
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        first = f"{path}.{missing[0]}" if path else missing[0]
-        raise ConfigError(f"{_where(first, node)}: required key is missing")
+            problems.append(f"{_where(key_path, key_node)}: unknown key; known keys here: {known}")
+            continue
+        if key in nodes:
+            problems.append(f"{_where(key_path, key_node)}: key given twice")
+            continue
+        nodes[key] = value_node
+        try:
+            kwargs[key] = _convert(hints[key], value_node, key_path)
+        except ConfigError as exc:
+            problems.extend(_problems(exc))
+    for name, f in fields.items():
+        if name not in nodes and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{_where(f'{path}.{name}' if path else name, node)}: required key is missing")
+    if problems:  # the section's own checks need every key: they wait until these are fixed
+        raise ConfigErrors(problems)
     try:
         built = cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{_where(path, node)}: {exc}") from None
-    for key_node, value_node in node.value:  # the section's own checks first: they say more
-        key = str(key_node.value)
-        _check_bounds(f"{cls.__name__}.{key}", kwargs[key], f"{path}.{key}" if path else key, value_node)
+        problems.append(_blame(str(exc), path, node, nodes))
+    for key, value_node in nodes.items():  # the section's own check first: it says more
+        key_path = f"{path}.{key}" if path else key
+        if not any(p.startswith(f"{key_path} (") for p in problems):
+            problems.extend(_check_bounds(f"{cls.__name__}.{key}", kwargs[key], key_path, value_node))
+    if problems:
+        raise ConfigErrors(problems)
     return built
+
+
+def _blame(message: str, path: str, node: yaml.Node, nodes: Dict[str, yaml.Node]) -> str:
+    """A section's check as an error at the key it names first ("port must be ...": mqtt.port and its line);
+    at the section when it names no key given in the file."""
+    first = message.split(" ", 1)[0].rstrip(":")
+    if first in nodes:
+        rest = message[len(first) :].lstrip(":").lstrip()
+        return f"{_where(f'{path}.{first}' if path else first, nodes[first])}: {rest}"
+    return f"{_where(path, node)}: {message}"
 
 
 def _numbers(value: Any) -> typing.Iterator[float]:
@@ -176,11 +221,12 @@ def _text(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
-def _check_bounds(field_name: str, value: Any, path: str, node: yaml.Node) -> None:
+def _check_bounds(field_name: str, value: Any, path: str, node: yaml.Node) -> List[str]:
     low, high = BOUNDS.get(field_name, DEFAULT_BOUNDS)
     for number in _numbers(value):
         if not (math.isfinite(number) and low <= number <= high):
-            raise ConfigError(f"{_where(path, node)}: must be within {_text(low)}..{_text(high)}, got {number}")
+            return [f"{_where(path, node)}: must be within {_text(low)}..{_text(high)}, got {number}"]
+    return []
 
 
 def _check_depth(text: str) -> None:
@@ -221,4 +267,4 @@ def load_yaml_tree(cls: Type[T], text: str, source: str) -> T:
     try:
         return build(cls, node)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigErrors(_problems(exc)).prefixed(source) from None

@@ -219,6 +219,24 @@ class TlsConfig:
                 raise ValueError(f"{name} {path} is not a file")
 
 
+def check_broker_host(host: str) -> None:
+    """A host name or an IP address, nothing else: `127.0.0.1:1883` or `mqtts://broker` would make paho look up a
+    host that does not exist and retry forever, so they are config errors naming the key."""
+    import ipaddress
+
+    if not host.strip() or host != host.strip() or any(c.isspace() for c in host):
+        raise ValueError(f"host must be a host name or IP address without spaces, got {host!r}")
+    if "://" in host:
+        raise ValueError(f"host must not carry a scheme ({host.split('://')[0]}://): TLS is mqtt.tls, got {host!r}")
+    if "/" in host or "@" in host:
+        raise ValueError(f"host must be only a host name or IP address (no path, no user), got {host!r}")
+    if ":" in host or "[" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"host must not carry a port: put it in mqtt.port, got {host!r}") from None
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     """The link to the central server. With no host the box keeps every event in SQLite until one is configured."""
@@ -261,6 +279,8 @@ class MqttConfig:
                 load_public_keys(Path(self.central_key_file))
             except KeyFileError as exc:
                 raise ValueError(f"central_key_file: {exc}") from None
+        if self.host is not None:
+            check_broker_host(self.host)
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be within 1..65535, got {self.port}")
         if not self.prefix or "#" in self.prefix or "+" in self.prefix:

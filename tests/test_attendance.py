@@ -43,6 +43,7 @@ CONFIG = AttendanceConfig(
     dedup_window_s=10,
     outing_window_s=1800,
     unknown_min_frames=5,
+    unknown_camera_cooldown_s=0.0,  # the per-camera limit has its own test
     schedule=SCHEDULE,
 )
 CAMERAS = {"door-in": CameraRole.ENTRANCE, "door-out": CameraRole.EXIT, "hall": CameraRole.LINE}
@@ -509,7 +510,7 @@ def test_config_errors_name_the_field(build: object, field: str) -> None:
 
 def test_yaml_config_errors_name_the_key_path() -> None:
     text = 'schedule:\n  sessions:\n    - {name: morning, start: "08:00", end: "07:00"}\n'
-    with pytest.raises(ConfigError, match=r"schedule\.sessions\[0\] \(line 3\): end must be after start"):
+    with pytest.raises(ConfigError, match=r"schedule\.sessions\[0\]\.end \(line 3\): must be after start"):
         load_yaml_tree(AttendanceConfig, text, "edge.yaml")
     ok = 'outing_window_s: 900\nschedule:\n  grace_min: 2\n  sessions:\n    - {name: m, start: "08:00", end: "12:00", groups: [3A], days: [mon, sat]}\n'
     config = load_yaml_tree(AttendanceConfig, ok, "edge.yaml")

@@ -138,7 +138,7 @@ def test_the_first_unknown_face_after_a_restart_is_announced(tmp_path: Path) -> 
     announced = []
     with Gallery(tmp_path / "edge.db") as gallery, EventStore(tmp_path / "edge.db", "box") as store:
         for restart in range(3):  # the process starts, sees an unknown face, stops; three times in one morning
-            at = now + timedelta(minutes=restart)
+            at = now + timedelta(minutes=10 * restart)  # beyond the per-camera unknown_face limit (5 min)
             pipeline = restart_pipeline(store, gallery, at)
             track_id = pipeline.trackers["door"].assign(0.0, [face])[0].track_id
             sighting = Sighting(None, track_id, "door", "in", at, 0.0, 0.0, 9, 0.8)
