@@ -35,12 +35,34 @@ class AppContext:
         self.config = load_config(config_path)
         self.config_path = config_path
         self.db_path = db or self.config.storage.database
+        self.db_given = db is not None
         self.stack = ExitStack()
 
-    def gallery(self) -> Any:
+    def gallery(self, create: bool = False) -> Any:
+        """The box's gallery; only commands that write (enroll, import) may create the database."""
         from edge.gallery import Gallery
 
+        if not create:
+            self.require_database()
         return self.stack.enter_context(Gallery(self.db_path))
+
+    def require_database(self) -> None:
+        """Commands that read the box's data never create a database: say where it was looked for instead."""
+        path = Path(self.db_path)
+        if path.is_file() and path.stat().st_size > 0:
+            return
+        if self.db_given:
+            source = "--db (or EDGE_DB)"
+        elif self.config_path is not None:
+            source = f"storage.database in {self.config_path}"
+        else:
+            source = "the built-in default storage.database, as no --config (or EDGE_CONFIG) was given"
+        where = path if path.is_absolute() else f"{path} in {Path.cwd()}"
+        state = "is empty" if path.is_file() else "does not exist"
+        raise EdgeError(
+            f"no box database: {where} {state} (from {source}); nothing was created. "
+            "Give the box's config (--config /etc/edge/edge.yml) or --db FILE"
+        )
 
     def recognizer(self) -> Any:
         from edge.detect import FaceDetector
@@ -140,7 +162,7 @@ def enroll(
         for p in photos:
             expanded.extend(photos_in(p) if p.is_dir() else [p])
         total = len(expanded)
-    gallery, recognizer = app.gallery(), app.recognizer()
+    gallery, recognizer = app.gallery(create=True), app.recognizer()
     lines: List[str] = []
     with click.progressbar(length=total, label="enrolling", file=sys.stderr) as bar:
 
@@ -257,7 +279,7 @@ def gallery_import(app: AppContext, file: Path, replace_all: bool) -> None:
 
     model_id = load_manifest(app.config.embedder.models_path).id
     records = parse_people(read_document(file), model_id, str(file))
-    version = app.gallery().put_people(records, replace_all=replace_all)
+    version = app.gallery(create=True).put_people(records, replace_all=replace_all)
     click.echo(f"imported {len(records)} people; gallery version {version}")
 
 
@@ -474,6 +496,7 @@ def _query(
     if bad:
         raise click.BadParameter(f"unknown type {bad[0]!r}; one of {', '.join(sorted(valid))}", param_hint="--type")
     start, end = _event_filters(since, until, app.config.device.tz)
+    app.require_database()
     store = app.stack.enter_context(EventStore(app.db_path, app.config.device.id))
     return store.events_between(start, end, person_id=person_id, types=[EventType(t) for t in types] or None)
 

@@ -41,8 +41,8 @@ def test_every_command_has_help_and_is_in_the_readme(name: str, command: click.C
         (["enroll", "--person-id", "p1"], "give at least one photo"),
         (["enroll", "--tree", "x", "--person-id", "p1"], "not both"),
         (["enroll", "--person-id", "p1", "--meta", "novalue", "a.jpg"], "--meta expects KEY=VALUE"),
-        (["gallery", "show", "nobody"], "no person with id 'nobody'"),
-        (["gallery", "remove", "nobody"], "no person with id 'nobody'"),
+        (["gallery", "show", "nobody"], "no box database: "),
+        (["gallery", "remove", "nobody"], "no box database: "),
     ],
 )
 def test_user_mistakes_are_one_line(tmp_path: Path, args: List[str], message: str) -> None:
@@ -79,7 +79,8 @@ def test_import_of_a_broken_file_changes_nothing(tmp_path: Path) -> None:
     result = run(["gallery", "import", str(wrong)], tmp_path)
     assert result.exit_code == 1 and "people[0].embeddings: must be a non-empty list" in result.output
     listed = run(["gallery", "list", "--json"], tmp_path)
-    assert json.loads(listed.output)["people"] == []
+    assert listed.exit_code == 1 and "no box database" in listed.output  # not even an empty database was made
+    assert not (tmp_path / "edge.db").exists()
 
 
 def test_events_list_and_export_filter_by_date_person_and_type(tmp_path: Path) -> None:
@@ -167,3 +168,46 @@ def test_gallery_export_import_show_remove_round_trip(tmp_path: Path) -> None:
     exported.write_text(json.dumps(doc))
     refused = runner.invoke(main, ["--db", str(dst), "gallery", "import", str(exported)])
     assert refused.exit_code == 1 and "another-model" in refused.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gallery", "list"],
+        ["gallery", "list", "--json"],
+        ["gallery", "show", "p1"],
+        ["gallery", "remove", "p1"],
+        ["gallery", "export", "-"],
+        ["events", "list"],
+        ["events", "export"],
+        ["identify", "photo.jpg"],
+    ],
+)
+def test_commands_that_read_the_box_never_create_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: List[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGE_CONFIG", raising=False)
+    monkeypatch.delenv("EDGE_DB", raising=False)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert f"no box database: var/edge.db in {tmp_path} does not exist" in result.output
+    assert "no --config" in result.output and "nothing was created" in result.output
+    assert not (tmp_path / "var").exists()
+    config = tmp_path / "edge.yml"
+    config.write_text(f"storage:\n  database: {tmp_path / 'box.db'}\n")
+    result = CliRunner().invoke(main, ["--config", str(config), *args])
+    assert result.exit_code == 1 and f"{tmp_path / 'box.db'} does not exist (from storage.database in {config})" in (
+        result.output
+    )
+    assert not (tmp_path / "box.db").exists()
+
+
+def test_show_and_remove_of_an_unknown_person_in_an_existing_gallery(tmp_path: Path) -> None:
+    from edge.gallery import Gallery
+
+    with Gallery(tmp_path / "edge.db"):
+        pass
+    for args in (["gallery", "show", "nobody"], ["gallery", "remove", "nobody"]):
+        result = run(args, tmp_path)
+        assert result.exit_code == 1 and "no person with id 'nobody'" in result.output
