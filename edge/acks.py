@@ -115,10 +115,13 @@ def check_ack(ack: Ack, store: EventStore, sent: Collection[int]) -> CheckedAck:
         if ack.resend_from is None and not store.has_unacked(first, last):
             raise AckRefused("old epoch", f"epoch {ack.epoch} has no unacknowledged events left")
         ack = _within_closed_epoch(ack, last)
+    if ack.resend_from is not None and ack.resend_from < first:
+        # a central that lost its copy cannot know where this epoch began: "from 1" means from its first seq
+        ack = replace(ack, resend_from=first)
     top = max([ack.up_to_seq, *ack.seqs, ack.resend_from or 0])
     if top > last:
         raise AckRefused("future seq", f"seq {top} was never stored in epoch {ack.epoch} (last: {last})")
-    if any(s < first for s in ack.seqs) or (ack.resend_from is not None and ack.resend_from < first):
+    if any(s < first for s in ack.seqs):
         raise AckRefused("other epoch", f"a seq below {first}, the first of epoch {ack.epoch}")
     if ack.up_to_seq >= first:
         missing = store.never_published(first, ack.up_to_seq, limit=len(sent) + 1)

@@ -427,3 +427,26 @@ def test_an_ack_of_an_epoch_that_ended_after_lost_rows_is_applied_up_to_its_end(
         events.ack_up_to(5, datetime.now(timezone.utc))
         with pytest.raises(AckRefused, match="no unacknowledged events left"):
             check_ack(Ack(old_epoch, 5), events, sent=set())
+
+
+def test_a_resend_from_below_an_epochs_first_seq_starts_at_that_seq(tmp_path: Path) -> None:
+    """A central that lost its copy cannot know where an epoch began: its request from seq 1 for an epoch that
+    started at seq 6 (after `--init`) means "from the first seq of that epoch", not a refusal."""
+    from edge.acks import Ack, check_ack
+
+    path = tmp_path / "edge.db"
+    with EventStore(path, DEVICE.id) as events:
+        append(events, 5)
+    backup = path.read_bytes()
+    with EventStore(path, DEVICE.id) as events:
+        append(events, 5)
+        events.reserve_published(10)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(backup)  # seqs 6..10 lost: `--init` goes on in a new epoch from seq 6
+    with EventStore(path, DEVICE.id, init=True) as events:
+        append(events, 3)
+        first = events.epoch_span(events.epoch)[0]  # type: ignore[index]
+        assert first > 1
+        checked = check_ack(Ack(events.epoch, 0, (), 1), events, sent=set())
+        assert (checked.ack.resend_from, checked.first) == (first, first)
