@@ -4,7 +4,9 @@
 
 Each run, in a fresh folder (kept with --keep DIR):
 
-- a real mosquitto (Debian's /usr/sbin/mosquitto, persistence on) on a free loopback port;
+- a real mosquitto (Debian's /usr/sbin/mosquitto, persistence on) on a free loopback port, set up as deployed:
+  the ACL, password file and per-login secrets written by `edge broker`, no anonymous clients (--open-broker:
+  none of that);
 - the reference central, `edge central run`, in its own process (so it can be SIGKILLed and restarted);
 - the box: the real daemon, `edge run` with no cameras, and beside it the pipeline's stand-in (`fault_run.py
   inject`), a process that appends synthetic attendance events to the daemon's SQLite file in bursts (about
@@ -151,17 +153,45 @@ def edge_argv(*args: str) -> List[str]:
     return [sys.executable, "-m", "edge", *args]
 
 
-def write_box_config(folder: Path, db: Path, port: int, backlog_rate: float) -> Path:
+def write_box_config(folder: Path, db: Path, port: int, backlog_rate: float, login: Optional[Login]) -> Path:
     path = folder / "edge.yml"
+    credentials = f"  username: {DEVICE}\n  password_file: {login.box_secret}\n" if login else ""
     path.write_text(
         f"device: {{id: {DEVICE}, site: {SITE}, timezone: UTC}}\n"
         f"storage: {{database: {db}}}\n"
         f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  stats_interval_s: 1.0\n  redeliver_after_s: 5.0\n"
         f"  reconnect_min_s: 0.2\n  reconnect_max_s: 1.0\n  keepalive_s: 5\n  live_window_s: 2.0\n"
-        f"  backlog_rate: {backlog_rate}\n"
+        f"  backlog_rate: {backlog_rate}\n{credentials}"
         "cameras: []\n"
     )
     return path
+
+
+@dataclass(frozen=True)
+class Login:
+    """The broker as deployed: `edge broker` wrote the ACL, the password file and each login's secret file."""
+
+    conf: str
+    """The mosquitto.conf lines `edge broker conf` printed."""
+    box_secret: Path
+    central_secret: Path
+
+
+def set_up_logins(folder: Path) -> Login:
+    etc = folder / "etc"
+    passwd, acl = etc / "edge.passwd", etc / "edge.acl"
+    box_secret, central_secret = etc / "box.secret", etc / "central.secret"
+
+    def edge(*args: str) -> str:
+        done = subprocess.run(edge_argv("broker", *args), capture_output=True, text=True, timeout=60, cwd=REPO)
+        if done.returncode:
+            raise RuntimeError(f"edge broker {args[0]} failed: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    edge("acl", "-o", str(acl))
+    edge("add-central", "--password-file", str(passwd), "--secret-out", str(central_secret))
+    edge("add-box", "--password-file", str(passwd), "--site", SITE, "--device", DEVICE, "--secret-out", str(box_secret))
+    return Login(edge("conf", "--password-file", str(passwd), "--acl-file", str(acl)), box_secret, central_secret)
 
 
 # ---------------------------------------------------------------- the schedule
@@ -303,8 +333,12 @@ def one_run(number: int, seed: int, args: argparse.Namespace, folder: Path) -> R
     result = RunResult(run=number, seed=seed, folder=str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     box_db, central_db = folder / "box.db", folder / "central.db"
-    broker = Mosquitto(folder / "broker", free_port()).start()
-    config = write_box_config(folder, box_db, broker.port, args.backlog_rate)
+    login = None if args.open_broker else set_up_logins(folder)
+    broker = Mosquitto(folder / "broker", free_port())
+    if login is not None:  # no anonymous clients: the generated logins and ACL
+        broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true\n", "") + login.conf)
+    broker.start()
+    config = write_box_config(folder, box_db, broker.port, args.backlog_rate, login)
     from edge.store import EventStore
 
     EventStore(box_db, DEVICE).close()  # the box's database exists before the box first starts
@@ -316,7 +350,8 @@ def one_run(number: int, seed: int, args: argparse.Namespace, folder: Path) -> R
     )
     central = Child(
         "central",
-        edge_argv("central", "run", "--host", "127.0.0.1", "--port", str(broker.port), "--db", str(central_db)),
+        edge_argv("central", "run", "--host", "127.0.0.1", "--port", str(broker.port), "--db", str(central_db))
+        + (["--username", "edge-central", "--password-file", str(login.central_secret)] if login else []),
         folder / "central.log",
     )
     faults = schedule(rng, args.seconds, args.kills, args.broker_restarts, args.central_kills)
@@ -434,6 +469,11 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=250.0, help="Injected events per second (average).")
     parser.add_argument("--backlog-rate", type=float, default=400.0, help="The box's mqtt.backlog_rate.")
     parser.add_argument("--drain-timeout", type=float, default=180.0, help="Seconds the drain may take.")
+    parser.add_argument(
+        "--open-broker",
+        action="store_true",
+        help="Anonymous broker, no ACL (default: the logins and ACL `edge broker` generates, as deployed).",
+    )
     parser.add_argument("--keep", type=Path, help="Keep each run's folder (logs, databases) under this folder.")
     parser.add_argument("--json", action="store_true", help="Also print each run's result as one JSON line.")
     args = parser.parse_args(argv)
