@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from edge import __version__
 from edge.errors import EdgeError
 
 EXIT_USER_ERROR = 1
@@ -77,8 +76,24 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from edge.version import software_version
+
+    click.echo(f"edge, version {software_version()}")
+    ctx.exit()
+
+
 @click.group(cls=EdgeGroup)
-@click.version_option(__version__, prog_name="edge")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version (from git tags: see CHANGELOG.md) and exit.",
+)
 @click.option(
     "--config",
     "config_path",

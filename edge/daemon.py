@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from edge import __version__
 from edge.capture import CameraConfig, CameraStats
 from edge.capture_file import FileSource
 from edge.capture_set import CameraSet
@@ -31,6 +30,7 @@ from edge.recognize import Recognizer
 from edge.signing import CommandVerifier, box_verifier
 from edge.store import EventStore, StoredEvent
 from edge.sync import GallerySync
+from edge.version import software_version
 
 log = logging.getLogger("edge.daemon")
 
@@ -138,7 +138,7 @@ def open_link(config: Config, parts: PipelineParts, stack: ExitStack, db: Option
     from edge.link import Link, LinkInfo
 
     info = LinkInfo(
-        software_version=__version__,
+        software_version=software_version(),
         model_id=parts.embedder.model_id,
         config_hash=config_hash,
         gallery_version=parts.gallery.version,
