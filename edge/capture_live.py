@@ -127,7 +127,7 @@ def open_video(config: CameraConfig) -> CvReader:
     if not cap.isOpened():
         cap.release()
         backend = "gstreamer" if gstreamer else ("v4l2" if kind == "usb" else "ffmpeg")
-        hint = "; this OpenCV was built without GStreamer" if gstreamer and not _opencv_has_gstreamer() else ""
+        hint = "; this OpenCV was built without GStreamer" if gstreamer and not opencv_has_gstreamer() else ""
         raise CaptureError(f"camera {config.id}: cannot open {redact(config.url)} ({backend}{hint})")
     return CvReader(cap)
 
@@ -194,8 +194,10 @@ def reach(config: CameraConfig) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _opencv_has_gstreamer() -> bool:
+def opencv_has_gstreamer() -> bool:
+    """Whether the running OpenCV can open a GStreamer `pipeline:` (pip's opencv-python-headless cannot)."""
     return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
+
 
 
 # ----------------------------------------------------------------------------------------------- frozen streams

@@ -582,3 +582,13 @@ def _register_central() -> None:
 
 
 _register_central()
+
+
+def _register_ops() -> None:
+    from edge.ops.cli import doctor, status
+
+    main.add_command(status)
+    main.add_command(doctor)
+
+
+_register_ops()

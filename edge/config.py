@@ -18,6 +18,7 @@ from edge.detect import DetectorConfig
 from edge.errors import ConfigError
 from edge.manifest import DEFAULT_MODELS_DIR
 from edge.match import MatcherConfig
+from edge.ops.settings import OpsConfig
 from edge.quality import QualityConfig
 from edge.track import TrackerConfig
 
@@ -86,6 +87,7 @@ class Config:
     cameras: Tuple[CameraConfig, ...] = ()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.cameras]

@@ -65,6 +65,10 @@ BOUNDS: Dict[str, Bounds] = {
     "DetectorConfig.tile_overlap": (0.0, 0.5),
     "DetectorConfig.tile_min_score": (0.0, 1.0),
     "DetectorConfig.num_threads": (1, 64),
+    # edge.ops
+    "OpsConfig.min_free_mb": (0.0, 1e9),
+    "OpsConfig.max_unacked_age_s": (1.0, 366 * DAY_S),
+    "OpsConfig.metrics_port": (0, 65535),
     # edge.quality
     "QualityConfig.min_face_px": (0.0, 100_000.0),
     "QualityConfig.min_sharpness": (0.0, 1e6),

@@ -25,6 +25,8 @@ from edge.embed import Embedder
 from edge.errors import ConfigError, EdgeError
 from edge.gallery import Gallery
 from edge.gallery_worker import GalleryWorker, SyncFactory
+from edge.ops.settings import status_path
+from edge.ops.status import StatusBoard
 from edge.pipeline import Pipeline, PipelineParts
 from edge.recognize import Recognizer
 from edge.signing import CommandVerifier, box_verifier
@@ -103,11 +105,14 @@ def run(
         )
         notify_systemd("READY=1")
         reporter = Reporter(config, pipeline, camera_set, link)
+        board = open_status_board(config, parts, db, stack)
         last_tick = time.monotonic()
         while not stop.is_set():
             frame = camera_set.next_frame(timeout=0.2)
             if frame is None and camera_set.finished:
                 stop.wait(0.2)  # nothing left to read (no cameras, or files that ended): idle, keep serving MQTT
+            if frame is not None:
+                board.saw_frame(frame.camera_id, frame.wall_time, frame.image.shape[1], frame.image.shape[0])
             stored = pipeline.process(frame) if frame is not None else []
             now = time.monotonic()
             if worker is not None and not worker.alive:  # no silent half-daemon: systemd restarts the whole process
@@ -118,11 +123,53 @@ def run(
                 stored += pipeline.tick(time.time(), now)
                 notify_systemd("WATCHDOG=1")
                 reporter.report(now)
+                write_status(board, camera_set, link, config, parts)
                 last_tick = now
+            for event in stored:
+                ev = event.event
+                board.saw_event(event.event_id, ev.type.value, ev.person_id, ev.camera_id, ev.at.isoformat())
             if link is not None and stored:
                 link.notify_new_events()
         notify_systemd("STOPPING=1")
         log.info("edge stopping")
+
+
+def open_status_board(config: Config, parts: PipelineParts, db: Optional[Path], stack: ExitStack) -> StatusBoard:
+    """The status file `edge status` reads (rewritten each tick; marked stopped at a clean stop)."""
+    database = Path(db or config.storage.database)
+    identity = {
+        "device_id": config.device.id,
+        "site": config.device.site,
+        "software_version": software_version(),
+        "model_id": parts.embedder.model_id,
+        "database": str(database.resolve()),
+    }
+    board = StatusBoard(status_path(config.ops, database), identity, database)
+    stack.callback(board.stopped)
+    return board
+
+
+def write_status(board: StatusBoard, camera_set: CameraSet, link: Any, config: Config, parts: PipelineParts) -> None:
+    cameras = [
+        {
+            "camera_id": cam.camera_id,
+            "state": cam.state.value,
+            "reason": cam.reason,
+            "frames_read": cam.frames_read,
+            "frames_dropped": cam.frames_dropped,
+            "reconnects": cam.reconnects,
+        }
+        for cam in camera_set.stats()
+    ]
+    broker: Dict[str, Any] = {"host": config.mqtt.host, "port": config.mqtt.port, "connected": False, "state": "off"}
+    outbox: Dict[str, Any] = {"depth": None, "oldest_unacked_age_s": None}
+    if link is not None:
+        broker.update(connected=bool(link.connected), state="connected" if link.connected else "disconnected")
+        outbox = link.outbox_stats()
+    try:
+        board.write(board.snapshot(cameras, outbox, broker, parts.gallery.version))
+    except OSError as exc:  # a full disk must not stop the daemon: the status is only a window into it
+        log.debug("status file not written: %s", exc)
 
 
 def flush_held_events(pipeline: Pipeline, link: Any) -> None:

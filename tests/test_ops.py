@@ -1,0 +1,224 @@
+"""`edge status` and `edge doctor`: against a running daemon (a real RTSP camera, a real mosquitto), healthy, with
+the disk nearly full (a config threshold), with the broker down and with the camera down; and their checks one by
+one (clock, database permissions, OpenCV without GStreamer, the broker's login and ACL)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+from support import (
+    Mosquitto,
+    RtspServer,
+    edge_command,
+    free_port,
+    mosquitto_unavailable,
+    rtsp_unavailable,
+    run_edge,
+    wait_until,
+)
+from test_broker_acl import PREFIX, SITE, AclBroker, acl_broker  # noqa: F401 - the fixture
+
+from edge.capture import CameraConfig
+from edge.config import Config, DeviceConfig
+from edge.contract import MqttConfig
+from edge.ops import doctor
+from edge.ops.status import SCHEMA, problems
+
+NOW = 1_800_000_000.0
+
+
+# ---- the status file's problems, one by one --------------------------------------------------------------------
+def status_doc(**changes: Any) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {
+        "schema": SCHEMA,
+        "state": "running",
+        "updated_at": NOW - 0.5,
+        "cameras": [{"camera_id": "door", "state": "online", "reason": ""}],
+        "broker": {"host": "broker.lan", "port": 1883, "connected": True, "state": "connected"},
+        "outbox": {"depth": 0, "oldest_unacked_age_s": None},
+        "disk": {"path": "/var/lib/edge", "free_bytes": 5e9},
+    }
+    doc.update(changes)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "changes, what, detail",
+    [
+        ({"updated_at": NOW - 60}, "daemon", "not running: the status file was last written 60 s ago"),
+        ({"state": "stopped"}, "daemon", "stopped"),
+        ({"cameras": [{"camera_id": "door", "state": "reconnecting", "reason": "stall"}]}, "camera:door", "stall"),
+        ({"broker": {"host": "b", "port": 1883, "connected": False, "state": "disconnected"}}, "broker", "b:1883"),
+        ({"outbox": {"depth": 9, "oldest_unacked_age_s": 7200.0}}, "outbox", "7200 s"),
+        ({"disk": {"path": "/var/lib/edge", "free_bytes": 50e6}}, "disk", "50 MB free"),
+    ],
+)
+def test_each_problem_of_a_status(changes: Dict[str, Any], what: str, detail: str) -> None:
+    assert problems(status_doc(), NOW, 200.0, 3600.0) == []
+    found = problems(status_doc(**changes), NOW, 200.0, 3600.0)
+    assert [p.what for p in found] == [what] and detail in found[0].detail
+
+
+# ---- doctor's checks, one by one -------------------------------------------------------------------------------
+def test_clock_check_reads_timedatectl_then_chrony_else_says_unknown() -> None:
+    def answers(**replies: Optional[str]) -> Any:
+        return lambda command: replies.get(command[0])
+
+    assert doctor.check_clock(answers(timedatectl="yes\n")).status == doctor.OK
+    assert doctor.check_clock(answers(timedatectl="no\n")).status == doctor.FAIL
+    assert doctor.check_clock(answers(chronyc="Reference ID : x\nLeap status     : Normal\n")).status == doctor.OK
+    assert doctor.check_clock(answers(chronyc="Leap status     : Not synchronised\n")).status == doctor.FAIL
+    unknown = doctor.check_clock(answers())
+    assert unknown.status == doctor.UNKNOWN and "unknown" in unknown.detail
+
+
+def test_database_check_wants_an_owner_only_intact_file(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "edge.db"
+    assert doctor.check_database(db).status == doctor.FAIL
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    db.chmod(0o644)
+    assert "must be owner-only" in doctor.check_database(db).detail
+    db.chmod(0o600)
+    assert doctor.check_database(db).status == doctor.OK
+    db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    assert doctor.check_database(db).status == doctor.FAIL
+
+
+def test_doctor_says_when_this_opencv_cannot_open_a_pipeline() -> None:
+    from edge.capture_live import opencv_has_gstreamer
+
+    if opencv_has_gstreamer():
+        pytest.skip("this OpenCV has GStreamer (the system's): nothing to refuse")
+    camera = CameraConfig("door", "rtsp://192.0.2.1/s", pipeline="rtspsrc location={url} ! appsink")
+    check = doctor.check_opencv(Config(cameras=(camera,)))
+    assert check.status == doctor.FAIL and "has no GStreamer" in check.detail and "door" in check.detail
+    assert doctor.check_opencv(Config()).status == doctor.OK
+
+
+def box_config(port: int, device: str, password: str) -> Config:
+    mqtt = MqttConfig(host="127.0.0.1", port=port, prefix=PREFIX, username="box-a", password=password)
+    return Config(device=DeviceConfig(id=device, site=SITE), mqtt=mqtt)
+
+
+def test_broker_check_tries_the_login_and_the_acl(acl_broker: AclBroker) -> None:  # noqa: F811
+    port, secret = acl_broker.port, acl_broker.passwords["box-a"]
+    good = doctor.check_broker(box_config(port, "box-a", secret), timeout=5)
+    assert [(c.name, c.status) for c in good] == [("broker", "ok"), ("broker:acl", "ok")], good
+    assert "as box-a" in good[0].detail
+    # box-a's login configured as box-b: the ACL refuses box-b's topics
+    other = doctor.check_broker(box_config(port, "box-b", secret), timeout=5)
+    assert other[1].status == doctor.FAIL and "refuses the box's publishes" in other[1].detail, other
+    assert "box-b/cameras/doctor/status: Not authorized" in other[1].detail
+    wrong = doctor.check_broker(box_config(port, "box-a", "not-the-password"), timeout=5)
+    assert wrong[0].status == doctor.FAIL and "refused the login box-a" in wrong[0].detail
+    closed = doctor.check_broker(box_config(free_port(), "box-a", secret), timeout=5)
+    assert closed[0].status == doctor.FAIL and "cannot reach" in closed[0].detail
+
+
+# ---- against a running daemon ----------------------------------------------------------------------------------
+@pytest.fixture
+def rtsp(data: Path) -> Iterator[RtspServer]:
+    reason = rtsp_unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port())
+    server.start()
+    yield server
+    server.kill()
+
+
+def edge_json(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_edge("--config", str(config), *args, timeout=120)
+
+
+def wait_for_status(config: Path, predicate: Any, timeout: float) -> Dict[str, Any]:
+    seen: List[Dict[str, Any]] = []
+
+    def check() -> bool:
+        done = edge_json(config, "status", "--json")
+        try:
+            seen.append(json.loads(done.stdout))
+        except ValueError:
+            return False
+        return bool(predicate(seen[-1]))
+
+    assert wait_until(check, timeout, 0.5), seen[-1:] if seen else "no status"
+    return seen[-1]
+
+
+def test_status_and_doctor_against_a_running_daemon(tmp_path: Path, rtsp: RtspServer) -> None:
+    if mosquitto_unavailable():
+        pytest.skip(str(mosquitto_unavailable()))
+    broker = Mosquitto(tmp_path / "broker", free_port()).start()
+    db = tmp_path / "edge.db"
+    base = (
+        f"device: {{id: door-box, timezone: Asia/Seoul}}\nstorage: {{database: {db}}}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {broker.port}, reconnect_min_s: 0.2, reconnect_max_s: 1.0}}\n"
+        f"cameras:\n  - {{id: door, url: '{rtsp.url}', max_fps: 5, open_timeout_s: 3, read_timeout_s: 2,"
+        " backoff: {initial_s: 0.2, max_s: 1.0}}\n"
+    )
+    config = tmp_path / "edge.yml"
+    config.write_text(base)
+    full = tmp_path / "full-disk.yml"  # the same box, read with a free-space minimum no disk has
+    full.write_text(base + "ops: {min_free_mb: 1000000000.0}\n")
+    log_path = tmp_path / "edge.log"
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen([*edge_command(), "--config", str(config), "run"], stdout=log, stderr=log, text=True)
+    try:
+        # healthy
+        wait_for_status(config, lambda s: not s.get("problems") and s["cameras"][0].get("width"), 60)
+        done = edge_json(config, "status")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "camera door: online 1280x720" in done.stdout or "camera door: online" in done.stdout
+        assert done.stdout.strip().endswith("OK")
+        checked = edge_json(config, "doctor")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "OK      camera:door" in checked.stdout and "OK      broker " in checked.stdout
+        assert "opencv" in checked.stdout and "no problems found" in checked.stdout
+        report = json.loads(edge_json(config, "doctor", "--json").stdout)
+        assert {c["name"] for c in report["checks"]} >= {"database", "disk", "clock", "opencv", "camera:door", "broker"}
+        # disk nearly full (by the threshold)
+        done = edge_json(full, "status")
+        assert done.returncode == 1 and "PROBLEM disk:" in done.stdout, done.stdout
+        checked = edge_json(full, "doctor")
+        assert checked.returncode == 1 and "FAIL    disk" in checked.stdout
+        # broker down
+        broker.stop()
+        wait_for_status(config, lambda s: [p["what"] for p in s.get("problems", [])] == ["broker"], 30)
+        done = edge_json(config, "status")
+        assert done.returncode == 1 and "PROBLEM broker: not connected to 127.0.0.1" in done.stdout
+        checked = edge_json(config, "doctor")
+        assert checked.returncode == 1 and "FAIL    broker" in checked.stdout and "cannot reach" in checked.stdout
+        broker.start()
+        wait_for_status(config, lambda s: not s.get("problems"), 30)
+        # camera down
+        rtsp.kill()
+        wait_for_status(config, lambda s: [p["what"] for p in s.get("problems", [])] == ["camera:door"], 30)
+        done = edge_json(config, "status")
+        assert done.returncode == 1 and "PROBLEM camera:door: reconnecting" in done.stdout, done.stdout
+        checked = edge_json(config, "doctor")
+        assert checked.returncode == 1 and "FAIL    camera:door" in checked.stdout
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+        stopped = edge_json(config, "status")
+        assert stopped.returncode == 1 and "PROBLEM daemon: stopped" in stopped.stdout
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        broker.kill()
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_status_without_a_daemon_says_where_it_looked(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yml"
+    config.write_text(f"storage: {{database: {tmp_path / 'edge.db'}}}\n")
+    done = edge_json(config, "status")
+    assert done.returncode == 1 and f"no status file at {tmp_path / 'edge.db.status.json'}" in done.stderr
+    assert not (tmp_path / "edge.db").exists()
