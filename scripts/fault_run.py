@@ -1,6 +1,6 @@
 """The long fault run: no attendance event lost or stored twice through box SIGKILLs, broker outages and central kills.
 
-    .venv/bin/python scripts/fault_run.py [--runs 5] [--seconds 90] [--seed 1] [--kills 30] [--json]
+    .venv/bin/python scripts/fault_run.py [--runs 5] [--seconds 75] [--seed 1] [--kills 25] [--json]
 
 Each run, in a fresh folder (kept with --keep DIR):
 
@@ -13,7 +13,8 @@ Each run, in a fresh folder (kept with --keep DIR):
   --rate events/s on average: twice that for a second, then a quiet second). The daemon's outbox delivers them.
   Killing the box SIGKILLs both processes (an append may be cut short); both are started again.
 
-During --seconds: --kills box SIGKILLs (one inside each broker outage), --broker-restarts broker outages of a few
+During --seconds: --kills box SIGKILLs (one inside each broker outage; most wait until the box runs, a fifth
+strike at once, during start-up if it is still starting), --broker-restarts broker outages of a few
 seconds (alternately SIGTERM, which saves the broker's state, and SIGKILL, which loses its last second), and
 --central-kills central SIGKILLs. Then the drain: the injector stops, everything is up, and the run waits until
 every event in the box's SQLite is acknowledged and stored by the central (at most --drain-timeout seconds).
@@ -51,6 +52,9 @@ from support import Mosquitto, free_port, mosquitto_unavailable  # noqa: E402
 SITE, DEVICE = "lab", "fault-box"
 MARK = "fault"
 """Prefix of the injected events' track ids: `fault-<injector>-<n>` names each injected event once."""
+BOOT_WAIT_S = 10.0
+EARLY_KILLS = 0.2
+"""Share of box kills that do not wait for the box to be running (they may land during its start-up)."""
 STEP_S = 0.02
 MAX_STEP_EVENTS = 25
 
@@ -111,11 +115,24 @@ class Child:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.unexpected_exits: List[int] = []
         self.starts = 0
+        self.log_from = 0
 
     def start(self) -> None:
         self.starts += 1
+        self.log_from = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until this start of the daemon said "edge running" (it runs: outbox, link and all)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log, "rb") as log:
+                log.seek(self.log_from)
+                if b"edge running:" in log.read():
+                    return True
+            time.sleep(0.05)
+        return False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -205,7 +222,8 @@ class Fault:
     """box_kill, broker_down, broker_up, central_kill."""
     down_s: float = 0.0
     hard: bool = False
-    """broker_down: SIGKILL instead of SIGTERM."""
+    """broker_down: SIGKILL instead of SIGTERM. box_kill: kill at once, even a box still starting (otherwise the
+    kill waits until the box runs: say its "edge running", at most BOOT_WAIT_S)."""
 
 
 def schedule(rng: random.Random, seconds: float, kills: int, broker_restarts: int, central_kills: int) -> List[Fault]:
@@ -223,9 +241,11 @@ def schedule(rng: random.Random, seconds: float, kills: int, broker_restarts: in
         if not last:
             faults.append(Fault(start + down, "broker_up"))
         if i < kills:  # the box dies while the broker is away
-            faults.append(Fault(start + rng.uniform(0.3, down * 0.7), "box_kill", rng.uniform(0.05, 1.0)))
+            at = start + rng.uniform(0.3, down * 0.7)
+            faults.append(Fault(at, "box_kill", rng.uniform(0.05, 1.0), hard=rng.random() < EARLY_KILLS))
     for _ in range(max(0, kills - broker_restarts)):
-        faults.append(Fault(rng.uniform(1.0, seconds - 1.0), "box_kill", rng.uniform(0.05, 1.0)))
+        at = rng.uniform(1.0, seconds - 1.0)
+        faults.append(Fault(at, "box_kill", rng.uniform(0.05, 1.0), hard=rng.random() < EARLY_KILLS))
     for _ in range(central_kills):
         faults.append(Fault(rng.uniform(1.0, seconds - 2.0), "central_kill", rng.uniform(0.5, 3.0)))
     return sorted(faults, key=lambda f: f.at)
@@ -374,6 +394,8 @@ def one_run(number: int, seed: int, args: argparse.Namespace, folder: Path) -> R
                 broker_down = False
                 result.broker_restarts += 1
             elif fault.kind == "box_kill":
+                if not fault.hard:
+                    daemon.wait_ready(BOOT_WAIT_S)
                 daemon.kill()
                 injector.kill()
                 result.box_kills += 1
@@ -461,9 +483,9 @@ def measure(result: RunResult, box_db: Path, central_db: Path) -> None:
 def parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1, help="Runs, each with a new seed (seed, seed+1, ...).")
-    parser.add_argument("--seconds", type=float, default=90.0, help="Length of the fault phase of a run.")
+    parser.add_argument("--seconds", type=float, default=75.0, help="Length of the fault phase of a run.")
     parser.add_argument("--seed", type=int, default=1, help="Seed of the first run's schedule and events.")
-    parser.add_argument("--kills", type=int, default=30, help="Box SIGKILLs per run.")
+    parser.add_argument("--kills", type=int, default=25, help="Box SIGKILLs per run.")
     parser.add_argument("--broker-restarts", type=int, default=3, help="Broker outages per run.")
     parser.add_argument("--central-kills", type=int, default=3, help="Central SIGKILLs per run.")
     parser.add_argument("--rate", type=float, default=250.0, help="Injected events per second (average).")
