@@ -106,6 +106,7 @@ def run(
         notify_systemd("READY=1")
         reporter = Reporter(config, pipeline, camera_set, link)
         board = open_status_board(config, parts, db, stack)
+        metrics = open_metrics(config, stack)
         last_tick = time.monotonic()
         while not stop.is_set():
             frame = camera_set.next_frame(timeout=0.2)
@@ -123,7 +124,7 @@ def run(
                 stored += pipeline.tick(time.time(), now)
                 notify_systemd("WATCHDOG=1")
                 reporter.report(now)
-                write_status(board, camera_set, link, config, parts)
+                write_status(board, camera_set, link, config, pipeline, metrics)
                 last_tick = now
             for event in stored:
                 ev = event.event
@@ -149,25 +150,56 @@ def open_status_board(config: Config, parts: PipelineParts, db: Optional[Path], 
     return board
 
 
-def write_status(board: StatusBoard, camera_set: CameraSet, link: Any, config: Config, parts: PipelineParts) -> None:
-    cameras = [
-        {
-            "camera_id": cam.camera_id,
-            "state": cam.state.value,
-            "reason": cam.reason,
-            "frames_read": cam.frames_read,
-            "frames_dropped": cam.frames_dropped,
-            "reconnects": cam.reconnects,
-        }
-        for cam in camera_set.stats()
-    ]
+def open_metrics(config: Config, stack: ExitStack) -> Any:
+    """The local /healthz and /metrics endpoint when ops.metrics_port is set (off by default)."""
+    if not config.ops.metrics_port:
+        return None
+    from edge.ops.metrics import MetricsServer
+
+    try:
+        server = MetricsServer(config.ops).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"ops.metrics_port: cannot listen on {config.ops.metrics_host}:{config.ops.metrics_port} ({exc.strerror})"
+        ) from None
+    stack.callback(server.close)
+    return server
+
+
+def write_status(
+    board: StatusBoard, camera_set: CameraSet, link: Any, config: Config, pipeline: Pipeline, metrics: Any
+) -> None:
+    """Each tick: the status file (`edge status`) and the metrics endpoint get the same figures."""
+    cameras = []
+    for cam in camera_set.stats():
+        stats = pipeline.stats.get(cam.camera_id)
+        frames, embeddings = (stats.frames, stats.embeddings) if stats else (0, 0)
+        cameras.append(
+            {
+                "camera_id": cam.camera_id,
+                "state": cam.state.value,
+                "reason": cam.reason,
+                "frames_read": cam.frames_read,
+                "frames_dropped": cam.frames_dropped,
+                "reconnects": cam.reconnects,
+                "frames_processed": frames,
+                "embeddings": embeddings,
+                "detect_ms": round(stats.detect_ms / max(frames, 1), 2) if stats else 0.0,
+                "embed_ms": round(stats.embed_ms / max(embeddings, 1), 2) if stats else 0.0,
+            }
+        )
     broker: Dict[str, Any] = {"host": config.mqtt.host, "port": config.mqtt.port, "connected": False, "state": "off"}
     outbox: Dict[str, Any] = {"depth": None, "oldest_unacked_age_s": None}
+    queues: Dict[str, int] = {}
     if link is not None:
         broker.update(connected=bool(link.connected), state="connected" if link.connected else "disconnected")
         outbox = link.outbox_stats()
+        queues["gallery_commands"] = link.commands.qsize()
+    document = board.snapshot(cameras, outbox, broker, pipeline.parts.gallery.version, queues)
+    if metrics is not None:
+        metrics.update(document)
     try:
-        board.write(board.snapshot(cameras, outbox, broker, parts.gallery.version))
+        board.write(document)
     except OSError as exc:  # a full disk must not stop the daemon: the status is only a window into it
         log.debug("status file not written: %s", exc)
 

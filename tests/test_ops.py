@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from support import (
@@ -222,3 +223,98 @@ def test_status_without_a_daemon_says_where_it_looked(tmp_path: Path) -> None:
     done = edge_json(config, "status")
     assert done.returncode == 1 and f"no status file at {tmp_path / 'edge.db.status.json'}" in done.stderr
     assert not (tmp_path / "edge.db").exists()
+
+
+# ---- the metrics and health endpoint ---------------------------------------------------------------------------
+def fetch(url: str) -> Tuple[int, str, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.headers.get("Content-Type", ""), reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
+
+
+def test_metrics_are_off_by_default() -> None:
+    assert Config().ops.metrics_port == 0 and Config().ops.metrics_host == "127.0.0.1"
+
+
+def test_metrics_and_healthz_of_a_running_daemon(tmp_path: Path, data: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+    from support import enroll_lin_manuel
+
+    db = tmp_path / "edge.db"
+    enroll_lin_manuel(db, data)
+    port = free_port()
+    config = tmp_path / "edge.yml"
+    clip = data / "hamilton" / "short_hamilton_clip.mp4"
+    config.write_text(
+        f"device: {{id: door-box, timezone: Asia/Seoul}}\nstorage: {{database: {db}}}\n"
+        f"cameras:\n  - {{id: door, url: '{clip}', role: entrance, max_fps: 0}}\n"
+        f"ops: {{metrics_port: {port}}}\n"
+    )
+    log_path = tmp_path / "edge.log"
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen([*edge_command(), "--config", str(config), "run"], stdout=log, stderr=log, text=True)
+    base = f"http://127.0.0.1:{port}"
+    families: Dict[str, Any] = {}
+    try:
+
+        def entry_counted() -> bool:
+            try:
+                code, kind, text = fetch(f"{base}/metrics")
+            except OSError:
+                return False
+            assert code == 200 and kind.startswith("text/plain")
+            families.clear()
+            families.update({f.name: f for f in text_string_to_metric_families(text)})
+            events = families.get("edge_events")
+            return events is not None and any(s.labels == {"type": "entry"} for s in events.samples)
+
+        assert wait_until(entry_counted, 90, 0.5), log_path.read_text()[-3000:]
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+        assert samples[("edge_events_total", (("type", "entry"),))] == 1
+        assert samples[("edge_frames_processed_total", (("camera", "door"),))] > 10
+        assert samples[("edge_embeddings_total", (("camera", "door"),))] >= 1
+        assert samples[("edge_detect_ms", (("camera", "door"),))] > 0
+        assert ("edge_camera_fps", (("camera", "door"),)) in samples
+        assert ("edge_camera_reconnects_total", (("camera", "door"),)) in samples
+        assert ("edge_camera_frames_dropped_total", (("camera", "door"),)) in samples
+        assert samples[("edge_broker_connected", ())] == 0 and samples[("edge_disk_free_bytes", ())] > 0
+        info = [s for s in families["edge_info"].samples][0]
+        assert info.labels["device"] == "door-box" and info.labels["model"]
+        code, _, text = fetch(f"{base}/healthz")
+        assert (code, text) == (200, "ok\n")
+        assert fetch(f"{base}/nothing")[0] == 404
+        with pytest.raises(OSError):  # bound to loopback only
+            import socket
+
+            addresses = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+            outside = sorted(a for a in addresses if not a.startswith("127."))
+            if not outside:
+                raise OSError("no address other than loopback on this machine")
+            socket.create_connection((outside[0], port), timeout=2).close()
+    finally:
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_healthz_says_what_is_wrong() -> None:
+    from edge.ops.metrics import MetricsServer
+    from edge.ops.settings import OpsConfig
+
+    server = MetricsServer(OpsConfig(metrics_port=free_port())).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert fetch(f"{base}/healthz") == (503, "text/plain; charset=utf-8", "starting\n")
+        doc = status_doc(updated_at=time.time(), cameras=[{"camera_id": "door", "state": "reconnecting", "reason": "x"}])
+        server.update(doc)
+        code, _, text = fetch(f"{base}/healthz")
+        assert code == 503 and text == "camera:door: reconnecting (x)\n"
+        server.update(status_doc(updated_at=time.time()))
+        assert fetch(f"{base}/healthz")[0] == 200
+    finally:
+        server.close()

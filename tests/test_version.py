@@ -58,4 +58,3 @@ def test_this_checkout_reports_its_commit_at_the_cli() -> None:
     assert head in software_version()
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"edge, version {software_version()}"
-

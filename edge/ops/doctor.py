@@ -204,7 +204,9 @@ def check_broker(config: Config, timeout: float = 10.0) -> List[Check]:
         if not done["connect"].wait(timeout):
             return [Check("broker", FAIL, f"{where}: no answer to CONNECT within {timeout:g} s")]
         if seen["connect"].is_failure:
-            return [Check("broker", FAIL, f"{where} refused the login {c.username or '(anonymous)'}: {seen['connect']}")]
+            return [
+                Check("broker", FAIL, f"{where} refused the login {c.username or '(anonymous)'}: {seen['connect']}")
+            ]
         login = f"as {c.username}" if c.username else "anonymously"
         checks = [Check("broker", OK, f"connected to {where} {login}")]
         checks.append(_acl_check(client, topics, seen, done, timeout))
@@ -214,7 +216,9 @@ def check_broker(config: Config, timeout: float = 10.0) -> List[Check]:
         client.loop_stop()
 
 
-def _acl_check(client: Any, topics: Any, seen: Dict[str, Any], done: Dict[str, threading.Event], timeout: float) -> Check:
+def _acl_check(
+    client: Any, topics: Any, seen: Dict[str, Any], done: Dict[str, threading.Event], timeout: float
+) -> Check:
     wanted = [topics.ack, topics.gallery_command]
     client.subscribe([(topic, 1) for topic in wanted])
     if not done["subscribe"].wait(timeout):

@@ -47,6 +47,7 @@ class StatusBoard:
         self._counted_at = time.monotonic()
         self.last_event: Optional[Dict[str, Any]] = None
         self.events = 0
+        self.events_by_type: Dict[str, int] = {}
 
     def saw_frame(self, camera_id: str, wall_time: float, width: int, height: int) -> None:
         self.frames[camera_id] = {"last_frame_at": wall_time, "width": width, "height": height}
@@ -62,10 +63,16 @@ class StatusBoard:
 
     def saw_event(self, event_id: str, kind: str, person_id: Optional[str], camera_id: str, at: str) -> None:
         self.events += 1
+        self.events_by_type[kind] = self.events_by_type.get(kind, 0) + 1
         self.last_event = {"event_id": event_id, "type": kind, "person_id": person_id, "camera_id": camera_id, "at": at}
 
     def snapshot(
-        self, cameras: Sequence[Dict[str, Any]], outbox: Dict[str, Any], broker: Dict[str, Any], gallery_version: int
+        self,
+        cameras: Sequence[Dict[str, Any]],
+        outbox: Dict[str, Any],
+        broker: Dict[str, Any],
+        gallery_version: int,
+        queues: Optional[Dict[str, int]] = None,
     ) -> Dict[str, Any]:
         now = time.time()
         fps = self._fps()
@@ -86,6 +93,8 @@ class StatusBoard:
             "outbox": outbox,
             "broker": broker,
             "events_since_start": self.events,
+            "events_by_type": dict(self.events_by_type),
+            "queues": dict(queues or {}),
             "last_event": self.last_event,
             "disk": disk_figures(self.database),
         }
@@ -129,7 +138,9 @@ def read_status(path: Path) -> Dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EdgeError(f"no status file at {path}: the daemon is not running (or never ran with this config)") from None
+        raise EdgeError(
+            f"no status file at {path}: the daemon is not running (or never ran with this config)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise EdgeError(f"{path}: cannot read the status file ({exc})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
@@ -151,13 +162,17 @@ def problems(status: Dict[str, Any], now: float, min_free_mb: float, max_unacked
             found.append(Problem(f"camera:{cam['camera_id']}", f"{cam.get('state')}{reason}"))
     broker = status.get("broker") or {}
     if broker.get("host") and not broker.get("connected"):
-        found.append(Problem("broker", f"not connected to {broker['host']}:{broker.get('port')}: {broker.get('state')}"))
+        found.append(
+            Problem("broker", f"not connected to {broker['host']}:{broker.get('port')}: {broker.get('state')}")
+        )
     oldest = (status.get("outbox") or {}).get("oldest_unacked_age_s")
     if oldest is not None and float(oldest) > max_unacked_age_s:
         found.append(Problem("outbox", f"an event has waited {oldest:.0f} s for the central's ack"))
     free = (status.get("disk") or {}).get("free_bytes")
     if free is not None and free < min_free_mb * 1e6:
-        found.append(Problem("disk", f"{free / 1e6:.0f} MB free in {status['disk']['path']} (minimum {min_free_mb:g} MB)"))
+        found.append(
+            Problem("disk", f"{free / 1e6:.0f} MB free in {status['disk']['path']} (minimum {min_free_mb:g} MB)")
+        )
     return found
 
 
