@@ -51,6 +51,29 @@ class CameraSet:
             raise
         return cls(sources, wake)
 
+    def reconfigure(self, configs: Sequence[CameraConfig], timeout: float = 5.0) -> None:
+        """A reloaded camera list: sources whose config is unchanged keep streaming; removed or changed ones are
+        closed, new or changed ones opened and started."""
+        current = {s.camera_id: s for s in self.sources}
+        wanted = {c.id: c for c in configs}
+        for camera_id, source in current.items():
+            if getattr(source, "config", None) != wanted.get(camera_id):
+                if isinstance(source, LiveCamera):
+                    source.close(timeout)
+                else:
+                    source.close()
+        sources: List[FrameSource] = []
+        for config in configs:
+            kept = current.get(config.id)
+            if kept is not None and getattr(kept, "config", None) == config:
+                sources.append(kept)
+                continue
+            source = open_source(config, wake=self._wake)
+            if isinstance(source, LiveCamera):
+                source.start()
+            sources.append(source)
+        self.sources, self._next = sources, 0
+
     def start(self) -> CameraSet:
         for source in self.sources:
             if isinstance(source, LiveCamera):

@@ -412,10 +412,32 @@ def run(app: AppContext, verbose: bool, init: bool) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    hangup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
     from edge.credentials import config_fingerprint, with_mqtt_password
 
+    def reload() -> Any:
+        """After SIGHUP: the config file again, validated whole; None (the running config stays) when it fails."""
+        if not hangup.is_set():
+            return None
+        hangup.clear()
+        import logging
+
+        log = logging.getLogger("edge.daemon")
+        if app.config_path is None:
+            log.warning("SIGHUP: no config file (--config or EDGE_CONFIG) to reload")
+            return None
+        from edge.config import load_config
+
+        try:
+            return with_mqtt_password(load_config(app.config_path))
+        except EdgeError as exc:
+            log.error("SIGHUP: config reload refused, the running config stays: %s", exc)
+            return None
+
     config = with_mqtt_password(app.config)  # from the config, mqtt.password_file or EDGE_MQTT_PASSWORD
-    run_daemon(config, stop, app.db_path, config_fingerprint(config), init)  # published retained: no secret in it
+    # config_hash is published retained: no secret in it
+    run_daemon(config, stop, app.db_path, config_fingerprint(config), init, reload=reload)
 
 
 @main.command()

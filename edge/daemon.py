@@ -80,10 +80,16 @@ def notify_systemd(message: str) -> None:
 
 
 def run(
-    config: Config, stop: threading.Event, db: Optional[Path] = None, config_hash: str = "defaults", init: bool = False
+    config: Config,
+    stop: threading.Event,
+    db: Optional[Path] = None,
+    config_hash: str = "defaults",
+    init: bool = False,
+    reload: Optional[Callable[[], Optional[Config]]] = None,
 ) -> None:
     """Watch every enabled camera until `stop` is set; events go to SQLite as they are decided, then to MQTT.
-    `init` (`edge run --init`): start a new database (or epoch) when the one the box had is lost or went back."""
+    `init` (`edge run --init`): start a new database (or epoch) when the one the box had is lost or went back.
+    `reload`, asked once a tick, returns a new validated config after a SIGHUP (edge.reload says what changes live)."""
     cameras = [c for c in config.cameras if c.enabled]
     if not config.cameras:
         log.warning("no cameras configured: nothing to watch (add a 'cameras:' section)")
@@ -125,6 +131,9 @@ def run(
                 notify_systemd("WATCHDOG=1")
                 reporter.report(now)
                 write_status(board, camera_set, link, config, pipeline, metrics)
+                fresh = reload() if reload is not None else None
+                if fresh is not None:
+                    config = apply_reload(config, fresh, pipeline, camera_set)
                 last_tick = now
             for event in stored:
                 ev = event.event
@@ -204,6 +213,25 @@ def write_status(
         board.write(document)
     except OSError as exc:  # a full disk must not stop the daemon: the status is only a window into it
         log.debug("status file not written: %s", exc)
+
+
+def apply_reload(config: Config, fresh: Config, pipeline: Pipeline, camera_set: CameraSet) -> Config:
+    """Between two frames: the live sections of `fresh` take effect; returns the config now in force."""
+    from edge.reload import plan_reload
+
+    plan = plan_reload(config, fresh)
+    new = plan.config
+    if "cameras" in plan.applied:
+        camera_set.reconfigure(list(new.cameras))
+    pipeline.reconfigure(list(new.cameras), new.quality, new.matcher, new.tracker, new.attendance)
+    log.info(
+        "config reloaded: %s%s",
+        ", ".join(plan.applied) or "nothing changed that can change live",
+        f" (cameras reopened: {', '.join(plan.cameras_changed)})" if plan.cameras_changed else "",
+    )
+    if plan.needs_restart:
+        log.warning("config: %s changed; that takes effect at the next start", ", ".join(plan.needs_restart))
+    return new
 
 
 def flush_held_events(pipeline: Pipeline, link: Any) -> None:

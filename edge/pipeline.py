@@ -99,6 +99,31 @@ class Pipeline:
         self.first_seen: Dict[str, float] = {}
         """mono time each track first showed a face that passed the quality gates (for latency figures)."""
 
+    def reconfigure(
+        self,
+        cameras: Sequence[CameraConfig],
+        quality: QualityConfig,
+        matcher: MatcherConfig,
+        tracker: TrackerConfig,
+        attendance: AttendanceConfig,
+    ) -> None:
+        """A reloaded config (SIGHUP), between two frames: the attendance state (who is present, open outings) is
+        kept; only the tracks of cameras whose config changed restart."""
+        self.quality, self.matcher = quality, matcher
+        for c in cameras:
+            kept = self.trackers.get(c.id)
+            if kept is None or self.cameras.get(c.id) != c:
+                self.trackers[c.id] = Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side, run_id=self.run_id)
+            else:
+                kept.config = tracker
+            self.stats.setdefault(c.id, CameraStats())
+        ids = {c.id for c in cameras}
+        for gone in [i for i in self.trackers if i not in ids]:
+            del self.trackers[gone]
+        self.cameras = {c.id: c for c in cameras}
+        self.machine.config = attendance
+        self.machine.cameras = {c.id: CameraRole(c.role) for c in cameras}
+
     def process(self, frame: Frame) -> List[StoredEvent]:
         """Run one frame through every stage; return the events it caused, already stored."""
         tracker = self.trackers[frame.camera_id]
