@@ -167,15 +167,18 @@ def filler_records(recognizer: Any, fillers: Sequence[Any], cache: Path, model_i
     ]
 
 
-def build_gallery(recognizer: Any, plan_people: Sequence[Enrollee], fillers: Sequence[Any], db: Path,
+def build_gallery(recognizer: Any, candidates: Sequence[Enrollee], people: int, fillers: Sequence[Any], db: Path,
                   cache: Path) -> Tuple[List[Enrollee], List[str]]:  # fmt: skip
-    """Enroll the walkers through edge.enroll (the real path), add the fillers; (enrolled, not enrollable)."""
+    """Enroll the first `people` candidates who can be enrolled through edge.enroll (the real path), add the
+    fillers; (enrolled, candidates tried and not enrollable)."""
     from edge.enroll import enroll_person
 
     enrolled: List[Enrollee] = []
     failed: List[str] = []
     with Gallery(db) as gallery:
-        for person in plan_people:
+        for person in candidates:
+            if len(enrolled) >= people:
+                break
             result = enroll_person(gallery, recognizer, person.person_id, person.name, list(person.enroll_photos))
             if result.written:
                 enrolled.append(person)
@@ -350,8 +353,8 @@ def run_door(config: Config, options: DoorOptions, progress: Callable[[str], Non
             recognizer = Recognizer(
                 detector, Embedder(config.embedder.models_path, config.embedder.num_threads), config.quality
             )
-            progress(f"gallery: enrolling {len(chosen)} people, {len(fillers)} fillers")
-            enrolled, failed = build_gallery(recognizer, chosen, fillers, gallery_db, cache)
+            progress(f"gallery: enrolling {options.size.people} people, {len(fillers)} fillers")
+            enrolled, failed = build_gallery(recognizer, chosen, options.size.people, fillers, gallery_db, cache)
             plan = make_plan(enrolled, fillers, strangers, options.size)
             photos = sorted({w.photo for _, w in plan.walks()})
             key = hashlib.sha256(repr(config.detector).encode()).hexdigest()[:12]

@@ -220,24 +220,26 @@ class PlanSize:
 def choose_people(
     several: Sequence[Identity], few: Sequence[Identity], size: PlanSize
 ) -> Tuple[List[Enrollee], List[Identity], List[Identity]]:
-    """(enrollees, fillers, strangers): disjoint sets of people, chosen with the seed."""
+    """(candidates, fillers, strangers), chosen with the seed: every person with several photos as a candidate
+    for enrollment, in the order to try them (the first `size.people` who can be enrolled walk; the others are
+    neither enrolled nor strangers); fillers (people with one photo) for `gallery_size - people` places; strangers,
+    everyone else with one or two photos."""
     rng = random.Random(size.seed)
     pool = list(several)
     rng.shuffle(pool)
-    enrollees = []
-    for person in pool[: size.people]:
+    candidates = []
+    for person in pool:
         photos = list(person.photos)
         rng.shuffle(photos)
         count = 2 if len(photos) >= 4 and rng.random() < 0.5 else 1
-        enrollees.append(Enrollee(person.person_id, person.name, tuple(photos[:count]), tuple(photos[count:])))
-    rest = list(few) + [p for p in pool[size.people :]]
-    singles = [p for p in rest if len(p.photos) == 1]
+        candidates.append(Enrollee(person.person_id, person.name, tuple(photos[:count]), tuple(photos[count:])))
+    singles = [p for p in few if len(p.photos) == 1]
     rng.shuffle(singles)
-    fillers = singles[: max(0, size.gallery_size - len(enrollees))]
+    fillers = singles[: max(0, size.gallery_size - size.people)]
     taken = {p.person_id for p in fillers}
-    strangers = [p for p in rest if p.person_id not in taken]
+    strangers = [p for p in few if p.person_id not in taken]
     rng.shuffle(strangers)
-    return enrollees, fillers, strangers
+    return candidates, fillers, strangers
 
 
 def make_plan(enrollees: Sequence[Enrollee], fillers: Sequence[Identity], strangers: Sequence[Identity],

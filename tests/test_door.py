@@ -144,8 +144,9 @@ def people(count: int, photos: int, prefix: str) -> list:  # type: ignore[type-a
 
 def test_the_script_keeps_walk_photos_apart_from_enrollment_and_strangers_out_of_the_gallery() -> None:
     size = PlanSize(passes=60, strangers=30, people=10, gallery_size=40, people_per_day=6, seed=3)
-    enrollees, fillers, strangers = choose_people(people(15, 4, "m"), people(50, 1, "s") + people(10, 2, "d"), size)
-    assert len(enrollees) == 10 and len(fillers) == 30
+    candidates, fillers, strangers = choose_people(people(15, 4, "m"), people(50, 1, "s") + people(10, 2, "d"), size)
+    assert len(candidates) == 15 and len(fillers) == 30  # gallery 40 = 10 enrolled (the first who enroll) + 30
+    enrollees = candidates[:10]
     gallery = {e.person_id for e in enrollees} | {f.person_id for f in fillers}
     assert not gallery & {s.person_id for s in strangers}
     plan = make_plan(enrollees, fillers, strangers, size)
