@@ -123,11 +123,25 @@ def main(ctx: click.Context, config_path: Optional[Path], db: Optional[Path]) ->
 @main.command("check-config")
 @click.argument("file", type=click.Path(path_type=Path))
 def check_config(file: Path) -> None:
-    """Validate a config FILE; print OK or the first error with its key path and line (never a password)."""
+    """Validate a config FILE; print OK, or every error with its key path and line (never a password); say whether
+    this OpenCV has GStreamer (a camera pipeline needs it)."""
     from edge.config import load_config
     from edge.credentials import with_mqtt_password
 
-    with_mqtt_password(load_config(file))  # the password file (or EDGE_MQTT_PASSWORD) is checked too
+    config = with_mqtt_password(load_config(file))  # the password file (or EDGE_MQTT_PASSWORD) is checked too
+    import cv2
+
+    from edge.capture_live import opencv_has_gstreamer
+    from edge.errors import ConfigError
+
+    gstreamer = opencv_has_gstreamer()
+    pipelines = [c.id for c in config.cameras if c.enabled and (c.pipeline is not None or c.backend == "gstreamer")]
+    if pipelines and not gstreamer:
+        raise ConfigError(
+            f"{file}: cameras {', '.join(pipelines)} need GStreamer, but this OpenCV {cv2.__version__} has none "
+            "(pip's never has): install with scripts/install_box.sh --system-opencv (the distribution's OpenCV)"
+        )
+    click.echo(f"OpenCV {cv2.__version__}: GStreamer {'yes' if gstreamer else 'no'} (a camera pipeline needs it)")
     click.echo(f"{file}: OK")
 
 

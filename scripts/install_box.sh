@@ -7,6 +7,11 @@
 #   sudo bash scripts/install_box.sh --central-key central.pub --mqtt-secret box-17.secret
 #        also installs the central's public key (/etc/edge/central.pub: gallery commands must be signed with it) and
 #        the box's broker password (/etc/edge/mqtt.password, mode 0600, owner edge); see README "Security"
+#   sudo bash scripts/install_box.sh --system-opencv
+#        hardware decoding: the venv sees the distribution's OpenCV, built with GStreamer (Debian/Ubuntu/Pi OS:
+#        apt install python3-opencv; a Jetson: JetPack's OpenCV) and its numpy, instead of pip's OpenCV (no GStreamer)
+#   bash scripts/install_box.sh --venv DIR [--system-opencv]
+#        only builds the virtualenv at DIR, the same way (no root, nothing else installed; tests use it)
 # On the broker host (mosquitto, with edge installed), once per box: its own login, and the ACL keeping it to its
 # own topics (writes /etc/mosquitto/edge.{acl,passwd} and conf.d/edge.conf; the password goes to /root/edge-DEVICE.secret):
 #   sudo bash scripts/install_box.sh --broker-login SITE DEVICE
@@ -37,7 +42,38 @@ box_config() {  # the example config with the box's paths
     sed -e 's|database: var/edge.db|database: /var/lib/edge/edge.db|' \
         -e 's|  models_dir: null |  models_dir: /opt/edge/models |' config/edge.example.yml
 }
-central_key="" mqtt_secret=""
+build_venv() {  # DIR SYSTEM_OPENCV: a virtualenv with edge and its runtime, from this checkout
+    local venv=$1 system_opencv=$2
+    if [ "$system_opencv" = 1 ]; then
+        "$PYTHON" -c 'import cv2, re, sys; sys.exit(not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))' \
+            2>/dev/null || { echo "install_box: $PYTHON has no OpenCV with GStreamer: apt install python3-opencv" \
+                                  "(on a Jetson: JetPack's OpenCV)" >&2; return 1; }
+        # a venv made without the system's packages cannot see the system OpenCV: make it again (the old one is kept)
+        if [ -f "$venv/pyvenv.cfg" ] && ! grep -qs '^include-system-site-packages = true' "$venv/pyvenv.cfg"; then
+            rm -rf "$venv.previous" && mv "$venv" "$venv.previous"
+        fi
+        [ -x "$venv/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$venv"
+    else
+        [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    if [ "$system_opencv" = 1 ]; then
+        # everything but pip's OpenCV; numpy pinned to the system's, which its OpenCV was built against
+        local numpy
+        numpy=$("$PYTHON" -c 'import numpy; print(numpy.__version__)')
+        "$venv/bin/python" -m pip uninstall --quiet --yes opencv-python-headless 2>/dev/null || true
+        "$PYTHON" scripts/runtime_requirements.py --without opencv-python-headless > "$venv/edge-requirements.txt"
+        echo "numpy==$numpy" > "$venv/edge-constraints.txt"
+        "$venv/bin/python" -m pip install --quiet -r "$venv/edge-requirements.txt" -c "$venv/edge-constraints.txt"
+        "$venv/bin/python" -m pip install --quiet --no-deps .  # last: pip would want its OpenCV for edge
+        "$venv/bin/python" -c 'import cv2, re, sys; sys.exit(not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))' \
+            || { echo "install_box: the venv does not see the system OpenCV with GStreamer" >&2; return 1; }
+    else
+        "$venv/bin/python" -m pip install --quiet .
+    fi
+}
+
+central_key="" mqtt_secret="" system_opencv=0 venv_only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --print-config) box_config; exit 0 ;;
@@ -46,11 +82,11 @@ while [ $# -gt 0 ]; do
                         broker_login "$2" "$3"; exit 0 ;;
         --central-key) central_key=${2:?--central-key FILE}; shift 2 ;;
         --mqtt-secret) mqtt_secret=${2:?--mqtt-secret FILE}; shift 2 ;;
+        --system-opencv) system_opencv=1; shift ;;
+        --venv) venv_only=${2:?--venv DIR}; shift 2 ;;
         *) echo "install_box: unknown option $1" >&2; exit 2 ;;
     esac
 done
-
-[ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
 
 # The system's Python (the service user must be able to run it: not one under /root, e.g. pyenv); PYTHON overrides.
 PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
@@ -58,17 +94,21 @@ PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
     || { echo "install_box: $PYTHON is older than 3.10; edge needs Python 3.10+" >&2; exit 1; }
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
     || { echo "install_box: $PYTHON cannot make a virtualenv: apt install python3-venv" >&2; exit 1; }
+if [ -n "$venv_only" ]; then
+    build_venv "$venv_only" "$system_opencv"
+    exit $?
+fi
+
+[ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
 id edge >/dev/null 2>&1 || useradd --system --home /var/lib/edge --shell /usr/sbin/nologin --groups video edge
 install -d -o edge -g edge -m 0750 /var/lib/edge
 install -d -m 0755 /etc/edge /opt/edge
-[ -x /opt/edge/venv/bin/python ] || "$PYTHON" -m venv /opt/edge/venv
+build_venv /opt/edge/venv "$system_opencv" || exit 1
 if ! runuser -u edge -- /opt/edge/venv/bin/python -c '' 2>/dev/null; then
     echo "install_box: the edge user cannot run /opt/edge/venv/bin/python ($(readlink -f /opt/edge/venv/bin/python));" \
         "remove /opt/edge/venv and set PYTHON to a system-wide Python 3.10+" >&2
     exit 1
 fi
-/opt/edge/venv/bin/python -m pip install --quiet --upgrade pip
-/opt/edge/venv/bin/python -m pip install --quiet .
 # the model is data, not code: it lives beside the venv and the config points at it
 install -d -m 0755 /opt/edge/models
 install -m 0644 models/manifest.yml models/LICENSE-SFACE.txt models/LICENSE-MEDIAPIPE.txt models/README.md models/*.tflite \

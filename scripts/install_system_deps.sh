@@ -3,6 +3,8 @@
 #   ffmpeg + GStreamer with gst-rtsp-server and PyGObject  -> scripts/rtsp_server.py, a real RTSP camera
 #   mosquitto                                               -> a real MQTT broker (tests start their own)
 #   systemd                                                 -> systemd-analyze checks systemd/edge.service offline
+#   python3-opencv (the distribution's OpenCV, with GStreamer) -> a camera `pipeline:` opened for real
+#                                                              (tests/test_system_opencv.py, install_box.sh --system-opencv)
 # Idempotent: packages already installed are skipped, and when all are present it exits at once (<1 s).
 # The mosquitto service is stopped and disabled: tests start their own broker on a loopback port.
 set -euo pipefail
@@ -20,6 +22,7 @@ PACKAGES=(
     gstreamer1.0-libav
     mosquitto
     systemd
+    python3-opencv
 )
 
 missing=()

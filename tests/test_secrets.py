@@ -99,7 +99,7 @@ def test_check_config_reads_the_password_file(tmp_path: Path) -> None:
 def run_edge(monkeypatch: pytest.MonkeyPatch, config: Path, env: Dict[str, str]) -> Dict[str, Any]:
     seen: Dict[str, Any] = {}
 
-    def fake_daemon(config: Any, stop: Any, db: Any, config_hash: str, *more: Any) -> None:
+    def fake_daemon(config: Any, stop: Any, db: Any, config_hash: str, *more: Any, **options: Any) -> None:
         seen.update(config=config, config_hash=config_hash)
 
     monkeypatch.setattr("edge.daemon.run", fake_daemon)
