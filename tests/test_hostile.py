@@ -20,9 +20,11 @@ import base64
 import json
 import signal
 import sqlite3
+import struct
 import subprocess
 import threading
 import time
+import zlib
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -36,7 +38,7 @@ from support import CentralKeys, Mosquitto, edge_command, free_port, mosquitto_u
 
 from edge.acks import RESEND_MAX
 from edge.attendance import AttendanceEvent, EventType
-from edge.central import Central, remove, upsert_embeddings
+from edge.central import Central, remove, upsert_embeddings, upsert_photos
 from edge.contract import Topics
 from edge.manifest import load_manifest
 from edge.signing import canonical_bytes, sign_command
@@ -643,6 +645,65 @@ def test_a_retained_gallery_command_is_ignored(world: World) -> None:
         assert [r for r in world.results_for(command["request_id"]) if r["status"] == "ok"] == []
     finally:
         world.spy.publish(A.gallery_command, b"", retain=True)  # clear it
+    assert world.box_alive()
+
+
+def test_a_command_flood_does_not_stop_the_box(world: World) -> None:
+    """200 unsigned upserts as fast as the central's login can send them: each is refused or dropped as busy
+    (bounded queues: each may hold megabytes of photos), the box keeps its broker connection and then applies a
+    valid command again."""
+    central = world.central_up()
+    assert world.spy is not None
+    before = world.text().count("disconnected from the broker")
+    people = world.people()
+    for i in range(200):
+        command = upsert_embeddings(world.embedding_person(f"flood-{i}"))
+        world.spy.client.publish(A.gallery_command, json.dumps(command).encode(), qos=1)
+    deadline = time.monotonic() + 60
+    while True:  # the box may still answer "busy" while the flood drains
+        result = central.push(SITE, BOX, remove("nobody-after-flood"), timeout=30)
+        if "nobody" in result["reason"] or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert result["status"] == "rejected" and "nobody" in result["reason"], result
+    assert world.people() == people
+    assert world.text().count("disconnected from the broker") == before, world.text()[-2000:]
+    assert world.box_alive()
+
+
+def _png_bomb(path: Path, side: int) -> None:
+    """A grey PNG of side x side zero pixels, compressed row by row (a few hundred KB for 400 megapixels)."""
+    packer = zlib.compressobj(9)
+    row = b"\0" * (side + 1)  # filter byte + pixels
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_signed_decompression_bomb_is_refused_before_decoding(world: World) -> None:
+    """Even signed by the central (a stolen key, a careless operator): a 400-megapixel PNG of ~400 KB in an upsert
+    is refused from its header; the box's peak memory does not grow by the gigabytes decoding it would take."""
+    central = world.central_up()
+    assert world.daemon is not None
+    bomb = world.folder / "bomb.png"
+    _png_bomb(bomb, 20_000)
+    before = peak_rss_mb(world.daemon.pid)
+    result = central.push(SITE, BOX, upsert_photos("bomb", "Bomb", [bomb]), timeout=60)
+    assert result["status"] != "ok" and "bomb" not in world.people(), result
+    grew = peak_rss_mb(world.daemon.pid) - before
+    assert grew < 100, f"the box's peak memory grew by {grew:.0f} MB"
+    world.command_barrier()
     assert world.box_alive()
 
 
