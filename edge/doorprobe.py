@@ -1,7 +1,8 @@
 """What the daemon did during a door walk, for explaining a missed pass (edge.doorbench uses it).
 
-`recording(recorder)`: edge.daemon.replay runs unchanged while its detector's and embedder's calls are recorded
-(their results are not touched; the pipeline's own timings then include the recording's small cost).
+`recording(recorder)`: edge.daemon.replay runs unchanged while its detector's and embedder's calls, and the
+sightings its attendance machine is given, are recorded (their results are not touched; the pipeline's own
+timings then include the recording's small cost).
 `walk_diags`: per walk, frames detected, tracks, each embedding's match and the walker's own score, and the fused
 counterfactual. `all_frames`: decodes the clip again and embeds EVERY frame of each walk whose face passes the
 quality gates (what the tracker left unembedded, and how it would have matched).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -18,11 +20,13 @@ import cv2
 import numpy as np
 
 from edge import daemon
+from edge.attendance import AttendanceEvent, AttendanceMachine, Sighting
+from edge.capture import CameraConfig
 from edge.config import Config
 from edge.doorplan import FPS, GAP_S, Segment, Walk, frames_of
-from edge.doorscore import Vote, WalkDiag
+from edge.doorscore import Sighted, Vote, WalkDiag
 from edge.match import GalleryIndex
-from edge.pipeline import PipelineParts
+from edge.pipeline import Pipeline, PipelineParts
 
 
 class Recorder:
@@ -33,6 +37,23 @@ class Recorder:
         """Per frame: the width of each detected face box."""
         self.embeddings: List[Tuple[int, np.ndarray]] = []
         """(frame index, embedding) for each embedding made."""
+        self.sightings: List[Tuple[float, Sighted]] = []
+        """(POSIX time, what became of it) for each sighting the tracker handed the attendance machine."""
+
+    def watch(self, machine: AttendanceMachine) -> None:
+        """Record each sighting and whether it caused events or which rule ignored it."""
+        step = machine.step
+
+        def recording_step(sighting: Sighting) -> List[AttendanceEvent]:
+            before = machine.stats
+            events = step(sighting)
+            after = machine.stats
+            ignored = [reason for reason, count in after.items() if count != before.get(reason, 0)]
+            outcome = ignored[0] if ignored else ",".join(e.type.value for e in events) or "nothing"
+            self.sightings.append((sighting.at.timestamp(), Sighted(sighting.person_id, sighting.frames, outcome)))
+            return events
+
+        setattr(machine, "step", recording_step)  # noqa: B010
 
     def wrap(self, parts: PipelineParts) -> PipelineParts:
         detect, embed = parts.detector.detect, parts.embedder.embed
@@ -55,16 +76,21 @@ class Recorder:
 @contextmanager
 def recording(recorder: Recorder) -> Iterator[None]:
     """edge.daemon.replay, unchanged, with its detector and embedder recorded by `recorder`."""
-    original = daemon.build_parts
+    original, original_make = daemon.build_parts, daemon.make_pipeline
 
     def build(config: Config, stack: ExitStack, db: Optional[Path] = None) -> PipelineParts:
         return recorder.wrap(original(config, stack, db))
 
-    daemon.build_parts = build  # type: ignore[assignment]
+    def make(config: Config, parts: PipelineParts, cameras: List[CameraConfig], now: datetime) -> Pipeline:
+        pipeline = original_make(config, parts, cameras, now)
+        recorder.watch(pipeline.machine)
+        return pipeline
+
+    daemon.build_parts, daemon.make_pipeline = build, make  # type: ignore[assignment]
     try:
         yield
     finally:
-        daemon.build_parts = original  # type: ignore[assignment]
+        daemon.build_parts, daemon.make_pipeline = original, original_make  # type: ignore[assignment]
 
 
 def vote_of(t: float, vector: np.ndarray, walk: Walk, index: GalleryIndex, config: Config) -> Vote:
@@ -78,7 +104,8 @@ def vote_of(t: float, vector: np.ndarray, walk: Walk, index: GalleryIndex, confi
 
 def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config: Config,
                first_seen: Dict[str, float]) -> List[WalkDiag]:  # fmt: skip
-    """Per walk of the segment: detections, tracks, and each embedding's match (with the walker's own score)."""
+    """Per walk of the segment: detections, tracks, each embedding's match (with the walker's own score), the
+    fused counterfactual, and the sightings handed to the attendance machine."""
     diags = []
     for walk, offset in zip(segment.walks, segment.offsets()):
         f0 = int(round(offset * FPS))
@@ -90,7 +117,9 @@ def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config
         fused = vote_of(0.0, fuse([v for _, v in mine]), walk, index, config) if mine else None
         tracks = sum(1 for t in first_seen.values() if offset <= t < offset + span / FPS)
         first_px = max(detected[0]) if detected else 0.0
-        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes), fused))
+        t0 = segment.start.timestamp() + offset
+        sighted = tuple(s for at, s in recorder.sightings if t0 - 0.5 / FPS <= at < t0 + (span - 0.5) / FPS)
+        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes), fused, sightings=sighted))
     return diags
 
 

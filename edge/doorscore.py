@@ -9,12 +9,15 @@ exit or early_leave that is when the person went out, so it lands on the walk ou
 - **latency**: media seconds from the first face of the track that passed the quality gates to the hit event
   (what `edge replay` reports as latency_s).
 
-A missed walk is explained from its diagnostics (the detector's and embedder's calls during the walk, and the
-match each embedding got): not_detected, no_embedding (detected but never good enough), unknown_votes (embedded,
-nothing matched), wrong_votes (more votes for someone else than for the walker), split_votes (some votes for the
-walker, not enough to decide), decided_no_event (the votes would decide the walker; no event came: an attendance
-gate, or an earlier walk of the day was missed and the rules went elsewhere). The vote tally here counts votes; the
-tracker weights them by face quality, so this is an explanation, not a replica.
+A missed walk is explained from its diagnostics (the detector's and embedder's calls during the walk, the match
+each embedding got, and the sightings the tracker handed the attendance machine), first cause first:
+not_detected; no_embedding (detected but never good enough); sighting_<outcome> (the tracker decided the walker
+and the attendance machine ignored the sighting: sighting_low_frames, sighting_no_change, ... or it caused another
+event than the one expected, e.g. sighting_entry,late when an earlier miss left the person absent); then, with no
+sighting: unknown_votes (embedded, nothing matched), wrong_votes (more votes for someone else than for the
+walker), split_votes (some votes for the walker, not enough to decide), votes_enough_no_sighting (the votes, as
+counted here, would decide the walker; the tracker weights them by face quality, so this is an explanation, not a
+replica).
 """
 
 from __future__ import annotations
@@ -58,6 +61,16 @@ class Vote:
 
 
 @dataclass(frozen=True)
+class Sighted:
+    """A sighting the tracker handed the attendance machine during a walk, and what became of it: the events it
+    caused ("entry", "entry,late", ...), "nothing", or the rule that ignored it (edge.attendance.Ignored)."""
+
+    person_id: Optional[str]
+    frames: int
+    outcome: str
+
+
+@dataclass(frozen=True)
 class WalkDiag:
     frames: int
     """Frames in which the face is in view."""
@@ -77,6 +90,7 @@ class WalkDiag:
     """Of those, frames whose embedding matches the walker."""
     fused_all: Optional[Vote] = None
     """The fused counterfactual over every usable frame."""
+    sightings: Tuple[Sighted, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,9 @@ def explain(diag: Optional[WalkDiag], person_id: str, min_votes: int, vote_share
         return "not_detected"
     if not diag.votes:
         return "no_embedding"
+    mine_sighted = [s for s in diag.sightings if s.person_id == person_id]
+    if mine_sighted:
+        return f"sighting_{mine_sighted[0].outcome}"  # decided: an attendance rule dropped it, or another event
     counts = Counter(v.person_id for v in diag.votes)
     mine = counts.get(person_id, 0)
     others = max((n for who, n in counts.items() if who not in (person_id, None)), default=0)
@@ -137,7 +154,7 @@ def explain(diag: Optional[WalkDiag], person_id: str, min_votes: int, vote_share
     if others > mine:
         return "wrong_votes"
     if len(diag.votes) >= min_votes and mine / len(diag.votes) >= vote_share:
-        return "decided_no_event"
+        return "votes_enough_no_sighting"
     return "split_votes"
 
 
@@ -347,6 +364,7 @@ def miss_record(o: Outcome) -> Dict[str, object]:
         "usable": d.usable if d else None,
         "usable_walker": d.usable_walker if d else None,
         "fused_all": _vote_list(d.fused_all if d else None),
+        "sightings": [[x.person_id, x.frames, x.outcome] for x in (d.sightings if d else ())],
         "votes": [
             [
                 round(v.t, 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -23,7 +24,7 @@ from edge.doorplan import (
     make_plan,
     walk_window,
 )
-from edge.doorscore import EventRecord, Vote, WalkDiag, WalkResult, attribute, explain, outcome, summarize
+from edge.doorscore import EventRecord, Sighted, Vote, WalkDiag, WalkResult, attribute, explain, outcome, summarize
 
 
 def walk(walk_id: int, person: str, enrolled: bool = True, expected: Tuple[str, ...] = ("entry",),
@@ -131,7 +132,9 @@ def test_a_missed_walk_is_explained_from_its_diagnostics() -> None:
     assert explain(diag([(None, 0.3), (None, 0.35)]), "a", 2, 0.6) == "unknown_votes"
     assert explain(diag([(None, 0.3), ("b", 0.5), ("b", 0.5)]), "a", 2, 0.6) == "wrong_votes"
     assert explain(diag([(None, 0.3), (None, 0.3), ("a", 0.6)]), "a", 2, 0.6) == "split_votes"
-    assert explain(diag([(None, 0.3), ("a", 0.6), ("a", 0.7)]), "a", 2, 0.6) == "decided_no_event"
+    assert explain(diag([(None, 0.3), ("a", 0.6), ("a", 0.7)]), "a", 2, 0.6) == "votes_enough_no_sighting"
+    dropped = replace(diag([("a", 0.6), ("a", 0.7)]), sightings=(Sighted("a", 2, "low_frames"),))
+    assert explain(dropped, "a", 2, 0.6) == "sighting_low_frames"  # decided, ignored by an attendance rule
 
 
 # -- the script ------------------------------------------------------------------------------------------------
