@@ -1,18 +1,25 @@
 """Who may do what on the broker: per-box credentials and a mosquitto ACL that keeps every box to its own topics.
 
-    write_acl(Path("/etc/mosquitto/edge.acl"), "edge/v1", central_user="edge-central")
+    write_acl(Path("/etc/mosquitto/edge.acl"), "edge/v1", central_users=("edge-central", "edge-operator"))
     password = add_user(Path("/etc/mosquitto/edge.passwd"), "box-17")      # mosquitto_passwd -b
     write_secret(Path("/etc/edge/mqtt.password"), password)                # for the box, mode 0600
 
 The ACL (mosquitto `acl_file`, with `password_file` and `allow_anonymous false`):
 
-- the central user reads and writes everything under the prefix (it alone may publish `ack` and `gallery/command`);
+- the central users read and write everything under the prefix (they alone may publish `ack` and
+  `gallery/command`): `edge-central` for the server (`edge central run`) and `edge-operator` for the one-shot
+  commands (`edge central push/remove/resend`), because one login is one connection (below);
 - every other user is a box whose user name is its device id (`%u` in `pattern` rules): it may publish only its own
   `status`, `stats`, `events`, `gallery/result` and `cameras/+/status`, and read only its own `ack` and
   `gallery/command`. Anything not granted is denied: another box's topics, acks, commands, `#`.
 
 The site level of the topic is `+`: a box is identified by its device id alone, so device ids must be unique on a
 broker (add_user refuses a user name that is already in the password file).
+
+`use_username_as_clientid true` binds each login to one client id (its user name): without it, box B's login
+connecting with box A's client id takes over box A's session and drops box A's connection, again and again. The
+price: two connections with one login replace each other, so the central server and the operator's commands log
+in with two logins.
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import secrets
 import shutil
 import subprocess
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 from edge.errors import EdgeError
 
 BOX_WRITES = ("status", "stats", "events", "gallery/result", "cameras/+/status")
 BOX_READS = ("ack", "gallery/command")
+CENTRAL_USERS = ("edge-central", "edge-operator")
+"""The central server's login and the operator's (one-shot commands): both may publish acks and commands."""
 USER_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """User names: device ids (and the central's name), nothing mosquitto's %u substitution would refuse."""
 MOSQUITTO_PASSWD = "mosquitto_passwd"
@@ -38,19 +47,19 @@ class BrokerSetupError(EdgeError):
     """The broker's password or ACL file could not be written."""
 
 
-def acl_text(prefix: str, central_user: str) -> str:
+def acl_text(prefix: str, central_users: Sequence[str] = CENTRAL_USERS) -> str:
     """The mosquitto acl_file for edge under `prefix` (see the module docstring)."""
     prefix = prefix.rstrip("/")
     if not prefix or any(c in prefix for c in "#+%"):
         raise BrokerSetupError(f"prefix must be a topic without wildcards or '%', got {prefix!r}")
-    check_user(central_user)
+    if not central_users:
+        raise BrokerSetupError("the ACL needs at least one central user")
     lines = [
         "# edge broker ACL (written by `edge broker acl`): each box only its own topics, the central everything.",
         "# Box user names are device ids (%u); the central alone publishes acks and gallery commands.",
-        f"user {central_user}",
-        f"topic readwrite {prefix}/#",
-        "",
     ]
+    for user in dict.fromkeys(central_users):
+        lines += [f"user {check_user(user)}", f"topic readwrite {prefix}/#", ""]
     lines += [f"pattern write {prefix}/+/%u/{tail}" for tail in BOX_WRITES]
     lines += [f"pattern read {prefix}/+/%u/{tail}" for tail in BOX_READS]
     return "\n".join(lines) + "\n"
@@ -58,7 +67,11 @@ def acl_text(prefix: str, central_user: str) -> str:
 
 def mosquitto_conf(password_file: Path, acl_file: Path) -> str:
     """The lines of mosquitto.conf that switch the ACL on (add a TLS listener for a broker off the local network)."""
-    return f"allow_anonymous false\npassword_file {password_file}\nacl_file {acl_file}\n"
+    return (
+        f"allow_anonymous false\npassword_file {password_file}\nacl_file {acl_file}\n"
+        "# one login, one client id: no login can take over another's session (box B posing as box A)\n"
+        "use_username_as_clientid true\n"
+    )
 
 
 def check_user(user: str) -> str:
@@ -108,10 +121,10 @@ def write_secret(path: Path, text: str) -> None:
         raise BrokerSetupError(f"{path}: cannot be written ({exc.strerror})") from None
 
 
-def write_acl(path: Path, prefix: str, central_user: str) -> None:
+def write_acl(path: Path, prefix: str, central_users: Sequence[str] = CENTRAL_USERS) -> None:
     """Write the ACL file (mode 0644: it holds no secret)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(acl_text(prefix, central_user), encoding="utf-8")
+        path.write_text(acl_text(prefix, central_users), encoding="utf-8")
     except OSError as exc:
         raise BrokerSetupError(f"{path}: cannot be written ({exc.strerror})") from None

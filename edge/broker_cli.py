@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple
 
 import click
 
+from edge.broker import CENTRAL_USERS
 from edge.errors import EdgeError
 
-CENTRAL_USER = "edge-central"
+CENTRAL_USER = CENTRAL_USERS[0]
 
 
 class BrokerGroup(click.Group):
@@ -44,7 +45,14 @@ def broker() -> None:
 
 @broker.command()
 @click.option("--prefix", default="edge/v1", show_default=True, help="Topic prefix the boxes publish under.")
-@click.option("--central-user", default=CENTRAL_USER, show_default=True, help="The central's user name.")
+@click.option(
+    "--central-user",
+    "central_users",
+    multiple=True,
+    default=CENTRAL_USERS,
+    show_default=True,
+    help="A central login (repeat it): the server's and the operator's; they alone publish acks and commands.",
+)
 @click.option(
     "--output",
     "-o",
@@ -53,14 +61,14 @@ def broker() -> None:
     show_default=True,
     help="ACL file to write (mosquitto's acl_file); - prints it.",
 )
-def acl(prefix: str, central_user: str, output: Path) -> None:
+def acl(prefix: str, central_users: Tuple[str, ...], output: Path) -> None:
     """Write the mosquitto ACL: a box (user = device id) only its own topics, the central everything."""
     from edge.broker import acl_text, write_acl
 
     if str(output) == "-":
-        click.echo(acl_text(prefix, central_user), nl=False)
+        click.echo(acl_text(prefix, central_users), nl=False)
     else:
-        write_acl(output, prefix, central_user)
+        write_acl(output, prefix, central_users)
         click.echo(f"wrote {output}", err=True)
 
 
@@ -79,15 +87,21 @@ def add_box(password_file: Path, secret_out: Path, site: str, device: str, repla
     write_secret(secret_out, password + "\n")
     click.echo(f"added user {device} to {password_file}; its password is in {secret_out} (mode 0600)")
     click.echo(
-        f"box config: device: {{id: {device}, site: {site}}}; mqtt: username {device}, client_id edge-{device} "
-        f"(the default), the password from {secret_out}; reload mosquitto (systemctl reload mosquitto)"
+        f"box config: device: {{id: {device}, site: {site}}}; mqtt: username {device}, the password from "
+        f"{secret_out} (the broker uses the user name as its client id); reload mosquitto (systemctl reload mosquitto)"
     )
 
 
 @broker.command("add-central")
 @password_file_option
 @secret_option
-@click.option("--user", default=CENTRAL_USER, show_default=True, help="The central's user name (as in the ACL).")
+@click.option(
+    "--user",
+    default=CENTRAL_USER,
+    show_default=True,
+    help=f"A central login named in the ACL: {CENTRAL_USERS[0]} (the server) or {CENTRAL_USERS[1]} (the operator's "
+    "one-shot commands; one login is one connection).",
+)
 @click.option("--replace", is_flag=True, help="Give the central a new password.")
 def add_central(password_file: Path, secret_out: Path, user: str, replace: bool) -> None:
     """Give the central its broker login (the ACL lets it read everything and publish acks and commands)."""

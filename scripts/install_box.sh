@@ -22,10 +22,14 @@ broker_login() {  # on the broker host: the ACL, the central's login (once), the
     local site=$1 device=$2 etc=${MOSQUITTO_ETC:-/etc/mosquitto} secrets=${EDGE_SECRETS:-/root}
     local edge=${EDGE:-$(command -v edge || echo /opt/edge/venv/bin/edge)}
     "$edge" broker acl --prefix "${EDGE_PREFIX:-edge/v1}" -o "$etc/edge.acl"
-    [ -f "$etc/conf.d/edge.conf" ] \
-        || "$edge" broker conf --password-file "$etc/edge.passwd" --acl-file "$etc/edge.acl" > "$etc/conf.d/edge.conf"
-    grep -qs '^edge-central:' "$etc/edge.passwd" \
-        || "$edge" broker add-central --password-file "$etc/edge.passwd" --secret-out "$secrets/edge-central.secret"
+    # rewritten each time: an older edge.conf may lack use_username_as_clientid (no session takeover)
+    "$edge" broker conf --password-file "$etc/edge.passwd" --acl-file "$etc/edge.acl" > "$etc/conf.d/edge.conf"
+    local user
+    for user in edge-central edge-operator; do  # the central server's login and the operator's commands'
+        grep -qs "^$user:" "$etc/edge.passwd" \
+            || "$edge" broker add-central --user "$user" --password-file "$etc/edge.passwd" \
+                --secret-out "$secrets/$user.secret"
+    done
     "$edge" broker add-box --password-file "$etc/edge.passwd" --site "$site" --device "$device" \
         --secret-out "$secrets/edge-$device.secret"
     # hashes only, but mosquitto (user mosquitto) must read them

@@ -50,7 +50,9 @@ def acl_broker(tmp_path: Path) -> Iterator[AclBroker]:
     etc = tmp_path / "etc"
     passwd, acl = etc / "edge.passwd", etc / "edge.acl"
     run_broker_cli("acl", "--prefix", PREFIX, "-o", str(acl))
-    run_broker_cli("add-central", "--password-file", str(passwd), "--secret-out", str(etc / "edge-central.secret"))
+    for user in ("edge-central", "edge-operator"):
+        run_broker_cli("add-central", "--user", user, "--password-file", str(passwd),
+                       "--secret-out", str(etc / f"{user}.secret"))  # fmt: skip
     for box in ("box-a", "box-b"):
         args = ["--site", SITE, "--device", box, "--secret-out", str(etc / f"{box}.secret")]
         run_broker_cli("add-box", "--password-file", str(passwd), *args)
@@ -58,7 +60,8 @@ def acl_broker(tmp_path: Path) -> Iterator[AclBroker]:
     server = Mosquitto(tmp_path / "broker", free_port())
     server.conf.write_text(server.conf.read_text().replace("allow_anonymous true\n", "") + conf)
     server.start()
-    secrets = {user: (etc / f"{user}.secret").read_text().strip() for user in ("edge-central", "box-a", "box-b")}
+    users = ("edge-central", "edge-operator", "box-a", "box-b")
+    secrets = {user: (etc / f"{user}.secret").read_text().strip() for user in users}
     try:
         yield AclBroker(server, secrets)
     finally:
@@ -145,11 +148,33 @@ def test_a_box_login_reaches_only_its_own_topics(acl_broker: AclBroker) -> None:
             client.close()
 
 
+def test_one_login_cannot_take_over_another_logins_session(acl_broker: AclBroker) -> None:
+    """Box B's login connecting with box A's client id would take over box A's session and drop its connection;
+    with `use_username_as_clientid` the broker gives each login its own id, so box A stays connected and keeps
+    receiving its commands."""
+    pw = acl_broker.passwords
+    drops: List[str] = []
+    box_a = Client(acl_broker.port, "box-a", pw["box-a"])
+    box_a.client.on_disconnect = lambda *args: drops.append("dropped")
+    box_a.subscribe(A.gallery_command)
+    thief = Client(acl_broker.port, "box-b", pw["box-b"], "edge-box-a")
+    central = Client(acl_broker.port, "edge-central", pw["edge-central"])
+    try:
+        assert thief.connack == ["Success"]
+        time.sleep(1.0)
+        central.publish(A.gallery_command, b"for-box-a")
+        assert wait_until(lambda: b"for-box-a" in box_a.payloads(), 5), (drops, box_a.received)
+        assert drops == [] and thief.payloads() == []
+    finally:
+        for client in (thief, central, box_a):
+            client.close()
+
+
 def test_add_box_writes_owner_only_credentials_and_keeps_device_ids_unique(tmp_path: Path) -> None:
     passwd, secret = tmp_path / "edge.passwd", tmp_path / "box-a.secret"
     args = ["add-box", "--password-file", str(passwd), "--site", SITE, "--device", "box-a", "--secret-out", str(secret)]
     out = run_broker_cli(*args)
-    assert "client_id edge-box-a" in out
+    assert "user name as its client id" in out
     assert stat.S_IMODE(passwd.stat().st_mode) == 0o600 and stat.S_IMODE(secret.stat().st_mode) == 0o600
     first = secret.read_text()
     assert passwd.read_text().startswith("box-a:") and first.strip() not in passwd.read_text()  # hashed there
@@ -215,6 +240,7 @@ def test_the_installer_gives_each_box_a_login_on_the_broker(tmp_path: Path) -> N
         "edge-box-a.secret",
         "edge-box-b.secret",
         "edge-central.secret",
+        "edge-operator.secret",
     ]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secrets.iterdir())
     server = Mosquitto(tmp_path / "broker", free_port())
@@ -223,7 +249,7 @@ def test_the_installer_gives_each_box_a_login_on_the_broker(tmp_path: Path) -> N
     server.start()
     clients = []
     try:
-        for user in ("edge-central", "box-a", "box-b"):
+        for user in ("edge-central", "edge-operator", "box-a", "box-b"):
             clients.append(
                 Client(server.port, user, (secrets / f"edge-{user.removeprefix('edge-')}.secret").read_text().strip())
             )
@@ -261,7 +287,7 @@ def test_hostile_gallery_commands_change_nothing_and_the_daemon_keeps_running(
     intruder = load_private_key(tmp_path / "intruder.key")
     central = Central("127.0.0.1", acl_broker.port, tmp_path / "central.db", username="edge-central",
                       password=pw["edge-central"], key_file=central_keys.key_file)  # fmt: skip
-    stolen = Client(acl_broker.port, "edge-central", pw["edge-central"], "attacker-with-central-login")
+    stolen = Client(acl_broker.port, "edge-operator", pw["edge-operator"], "attacker-with-a-central-login")
     box_b = Client(acl_broker.port, "box-b", pw["box-b"])
     with open(tmp_path / "edge.log", "w") as log:
         daemon = subprocess.Popen(
