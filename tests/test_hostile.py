@@ -4,7 +4,7 @@ and events appended to box A's database all along.
 
 Forged, future, overflowing, nested, retained and cross-device messages on the box's inbound topics (`ack`,
 `gallery/command`), from an unauthenticated client, from another box's login, from the box's own login and, for
-what only the box itself can check, from the central's login: each is refused, nothing changes that should not
+what only the box itself can check, from a central login: each is refused, nothing changes that should not
 (acks: the box's acknowledged seqs; commands: its gallery), the box stays alive and keeps delivering, and at the
 end every event in the box's SQLite is in the central's SQLite exactly once.
 
@@ -45,7 +45,8 @@ from edge.signing import canonical_bytes, sign_command
 from edge.store import EventContext, EventStore
 
 PREFIX, SITE, BOX, OTHER = "edge/v1", "school-1", "box-a", "box-b"
-CENTRAL_USER = "edge-central"
+CENTRAL_USER, OPERATOR = "edge-central", "edge-operator"
+"""The central server's login, and the operator's (the other login the ACL lets publish acks and commands)."""
 A, B = Topics.of(PREFIX, SITE, BOX), Topics.of(PREFIX, SITE, OTHER)
 MARK = "hostile"
 """Track ids of the events appended to box A: hostile-<n>, each once."""
@@ -62,7 +63,13 @@ class Peer:
     """A paho client (MQTT v5 by default, so a refused publish shows as the PUBACK's reason) recording what it gets."""
 
     def __init__(
-        self, port: int, user: Optional[str], password: Optional[str], client_id: str, v5: bool = True
+        self,
+        port: int,
+        user: Optional[str],
+        password: Optional[str],
+        client_id: str,
+        v5: bool = True,
+        reconnect: bool = True,
     ) -> None:
         self.connack: List[str] = []
         self.pubacks: Dict[int, str] = {}
@@ -72,6 +79,8 @@ class Peer:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         if user is not None:
             self.client.username_pw_set(user, password)
+        if not reconnect:  # dropped by the broker (another connection with its login): stay away
+            self.client.reconnect_delay_set(120, 240)
         self.client.on_connect = lambda _c, _u, _f, reason, _p: self.connack.append(str(reason))
         self.client.on_publish = lambda _c, _u, mid, reason, _p: self.pubacks.__setitem__(mid, str(reason))
         self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, bytes(m.payload), bool(m.retain)))
@@ -123,7 +132,8 @@ class World:
     daemon: Optional[subprocess.Popen[bytes]] = None
     central: Optional[Central] = None
     spy: Optional[Peer] = None
-    """The central's login, another client id: reads box A's acks, commands, results and statuses."""
+    """The operator's login (a central login): reads box A's acks, commands, results and statuses, and sends what
+    only a central login can."""
     stop_writer: threading.Event = field(default_factory=threading.Event)
     writer: Optional[threading.Thread] = None
     barrier_count: int = 0
@@ -211,9 +221,9 @@ class World:
     def gallery_version(self) -> int:
         return int(self.query("SELECT version FROM gallery_state WHERE id = 1")[0][0])
 
-    # messages from the central's login --------------------------------------------------------------------------
+    # messages from a central login --------------------------------------------------------------------------
     def ack_barrier(self, seq: int) -> None:
-        """A valid ack of one published seq from the central's login; returns once the box applied it."""
+        """A valid ack of one published seq from a central login; returns once the box applied it."""
         assert self.spy is not None
         payload = {"schema": "edge.ack/1", "epoch": self.epoch(), "up_to_seq": 0, "seqs": [seq]}
         assert self.spy.publish(A.ack, json.dumps(payload).encode()) == "Success"
@@ -273,7 +283,9 @@ def set_up_broker(folder: Path) -> Tuple[Mosquitto, Dict[str, str]]:
         return done.stdout
 
     edge("broker", "acl", "--prefix", PREFIX, "-o", str(acl))
-    edge("broker", "add-central", "--password-file", str(passwd), "--secret-out", str(etc / f"{CENTRAL_USER}.secret"))
+    for user in (CENTRAL_USER, OPERATOR):
+        edge("broker", "add-central", "--password-file", str(passwd), "--user", user,
+             "--secret-out", str(etc / f"{user}.secret"))  # fmt: skip
     for box in (BOX, OTHER):
         edge("broker", "add-box", "--password-file", str(passwd), "--site", SITE, "--device", box,
              "--secret-out", str(etc / f"{box}.secret"))  # fmt: skip
@@ -281,7 +293,7 @@ def set_up_broker(folder: Path) -> Tuple[Mosquitto, Dict[str, str]]:
     server = Mosquitto(folder / "broker", free_port())
     server.conf.write_text(server.conf.read_text().replace("allow_anonymous true\n", "") + conf)
     server.start()
-    users = (CENTRAL_USER, BOX, OTHER)
+    users = (CENTRAL_USER, OPERATOR, BOX, OTHER)
     return server, {user: (etc / f"{user}.secret").read_text().strip() for user in users}
 
 
@@ -325,7 +337,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         EventStore(db, BOX).close()
         w.central_up()
-        w.spy = Peer(broker.port, CENTRAL_USER, passwords[CENTRAL_USER], "edge-central-spy")
+        w.spy = Peer(broker.port, OPERATOR, passwords[OPERATOR], OPERATOR)
         w.spy.subscribe(A.ack, A.gallery_command, A.gallery_result, A.status)
         w.start_box()
         assert wait_until(lambda: w.connects() > 0, 30), w.text()
@@ -384,9 +396,12 @@ def test_only_the_central_may_publish_on_a_boxs_inbound_topics(
     world: World, login: str, tail: str, retain: bool
 ) -> None:
     """A forged ack (everything up to a far future seq) or a validly signed command (as if replayed from a capture)
-    from a box's login: the broker refuses it (PUBACK "Not authorized"), no subscriber gets it, nothing changes."""
+    from a box's login: the broker refuses it (PUBACK "Not authorized"), no subscriber gets it, nothing changes.
+    (Box A's own login is box A's connection: the broker drops the box while the attacker holds it; the attacker
+    leaves at once and the box is back before the barrier.)"""
     user = BOX if login == "box-a" else OTHER
-    attacker = Peer(world.broker.port, user, world.passwords[user], f"attacker-{login}-{tail.replace('/', '-')}")
+    connects = world.connects()
+    attacker = Peer(world.broker.port, user, world.passwords[user], f"attacker-{login}", reconnect=False)
     marker = f"forged-{login}-{tail}-{retain}".replace("/", "-")
     try:
         assert attacker.accepted
@@ -404,6 +419,10 @@ def test_only_the_central_may_publish_on_a_boxs_inbound_topics(
             command = upsert_embeddings(world.embedding_person(marker))
             payload = json.dumps(world.keys.sign(command, f"{SITE}/{BOX}")).encode()
         assert attacker.publish(topic, payload, retain=retain) == "Not authorized"
+        if user == BOX:
+            attacker.close()
+            assert wait_until(lambda: world.connects() > connects, 30), world.text()[-2000:]
+            time.sleep(1.0)  # its SUBSCRIBE went with the connect
         world.command_barrier()
         assert world.spy is not None and world.spy.got(marker.encode()) == [] and attacker.got(marker.encode()) == []
         assert marker not in world.people()
@@ -575,7 +594,7 @@ COMMAND_CASES = [
 
 @pytest.mark.parametrize("case", COMMAND_CASES)
 def test_gallery_commands_the_central_did_not_sign_for_this_box_now_are_refused(world: World, case: str) -> None:
-    """From the central's own login (what the ACL lets through): unsigned, wrongly signed, for another box, out of
+    """From a central login (what the ACL lets through): unsigned, wrongly signed, for another box, out of
     date, overflowing or deeply nested commands are answered "rejected" (when their request_id can be read) and
     change nothing; the box keeps answering valid commands."""
     world.central_up()
@@ -649,7 +668,7 @@ def test_a_retained_gallery_command_is_ignored(world: World) -> None:
 
 
 def test_a_command_flood_does_not_stop_the_box(world: World) -> None:
-    """200 unsigned upserts as fast as the central's login can send them: each is refused or dropped as busy
+    """200 unsigned upserts as fast as a central login can send them: each is refused or dropped as busy
     (bounded queues: each may hold megabytes of photos), the box keeps its broker connection and then applies a
     valid command again."""
     central = world.central_up()
@@ -801,7 +820,7 @@ ACK_CASES = [
 def test_acks_that_confirm_what_the_box_did_not_publish_or_are_malformed_change_nothing(
     world: World, case: str
 ) -> None:
-    """From the central's own login, with the central down (nothing else acknowledges): a future, foreign-epoch,
+    """From a central login, with the central down (nothing else acknowledges): a future, foreign-epoch,
     overflowing, non-integer, nested or malformed ack is refused whole; the next valid ack is still applied."""
     world.central_down()
     seq, barrier = world.published_unacked(2)[:2]
@@ -815,7 +834,7 @@ def test_acks_that_confirm_what_the_box_did_not_publish_or_are_malformed_change_
 
 
 def test_resend_requests_are_bounded(world: World) -> None:
-    """`resend_from` from the central's login (a central that lost its copies): the box makes at most RESEND_MAX
+    """`resend_from` from a central login (a central that lost its copies): the box makes at most RESEND_MAX
     events unacknowledged again, once per minute; a second request at once changes nothing."""
     world.central_down()
     assert world.spy is not None
@@ -834,7 +853,7 @@ def test_resend_requests_are_bounded(world: World) -> None:
 
 
 def test_an_ack_flood_does_not_cut_the_box_off(world: World) -> None:
-    """500 acks of 1,000 seqs each (refused: never published) as fast as the central's login can send them: the
+    """500 acks of 1,000 seqs each (refused: never published) as fast as a central login can send them: the
     box keeps its broker connection (no heavy work in paho's thread, bounded queues) and applies the next valid
     ack."""
     world.central_down()
