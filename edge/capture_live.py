@@ -193,6 +193,30 @@ def reach(config: CameraConfig) -> None:
             )
 
 
+OPENCV_LOG_ERROR = 2
+"""OpenCV's LOG_LEVEL_ERROR: its own warnings (one per failed reconnect attempt) are left out."""
+
+
+def quiet_opencv() -> None:
+    """Only OpenCV's errors in the log. OpenCV 4.12+ (pip's current wheels) has the setter only in cv2.utils.logging;
+    4.11 and older (Debian's python3-opencv 4.6, JetPack's) have cv2.setLogLevel."""
+    setter = getattr(cv2, "setLogLevel", None)
+    if setter is None:
+        from cv2.utils import logging as cv_logging  # type: ignore[import-not-found,attr-defined,unused-ignore]
+
+        setter = cv_logging.setLogLevel
+    setter(OPENCV_LOG_ERROR)
+
+
+def opencv_log_level() -> int:
+    getter = getattr(cv2, "getLogLevel", None)
+    if getter is None:
+        from cv2.utils import logging as cv_logging  # type: ignore[import-not-found,attr-defined,unused-ignore]
+
+        getter = cv_logging.getLogLevel
+    return int(getter())
+
+
 @functools.lru_cache(maxsize=1)
 def opencv_has_gstreamer() -> bool:
     """Whether the running OpenCV can open a GStreamer `pipeline:` (pip's opencv-python-headless cannot)."""

@@ -395,10 +395,10 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
-        import cv2
+        from edge.capture_live import quiet_opencv
 
         # edge logs each camera state change once; OpenCV would add its own warnings on every reconnect attempt
-        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
+        quiet_opencv()
 
 
 @main.command()

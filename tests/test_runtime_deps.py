@@ -218,3 +218,11 @@ def test_runtime_dependencies_resolve_to_wheels(tmp_path: Path, python: str, pla
     for package in ("numpy", "opencv_python_headless", "ai_edge_litert", "cryptography"):
         assert any(w.startswith(package + "-") for w in wheels), (package, wheels)
     assert not any(w.startswith("mediapipe-") for w in wheels)
+
+
+def test_opencv_logs_are_quieted_on_old_and_new_opencv() -> None:
+    """cv2.setLogLevel is gone from OpenCV 4.12+ (cv2.utils.logging has it): `edge run` crashed on a fresh box."""
+    from edge.capture_live import OPENCV_LOG_ERROR, opencv_log_level, quiet_opencv
+
+    quiet_opencv()
+    assert opencv_log_level() == OPENCV_LOG_ERROR
