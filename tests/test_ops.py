@@ -318,3 +318,26 @@ def test_healthz_says_what_is_wrong() -> None:
         assert fetch(f"{base}/healthz")[0] == 200
     finally:
         server.close()
+
+
+def test_status_lines_say_what_each_part_does() -> None:
+    from edge.ops.status import Problem, render
+
+    doc = status_doc(
+        device_id="door-box",
+        software_version="0.2.0",
+        pid=7,
+        uptime_s=65.0,
+        model_id="m",
+        gallery_version=3,
+        cameras=[{"camera_id": "door", "state": "online", "width": 1280, "height": 720, "fps": 9.5, "last_frame_at": NOW}],
+        outbox={"depth": 2, "oldest_unacked_age_s": 4.2},
+        last_event={"event_id": "e-1", "type": "entry", "person_id": "ann", "camera_id": "door", "at": "09:00"},
+    )
+    lines = render(doc, [], NOW)
+    assert lines[0].startswith("edge running: device door-box, version 0.2.0, pid 7, up 65 s, updated 0.5 s ago")
+    assert "camera door: online 1280x720, 9.5 fps, last frame 0.0 s ago, 0 reconnects, 0 dropped" in lines
+    assert "outbox: 2 unacknowledged, oldest 4 s; broker broker.lan:1883 connected" in lines
+    assert "last event: e-1 entry ann on door at 09:00" in lines and lines[-1] == "OK"
+    offline = render(status_doc(outbox={"depth": None}, broker={}), [Problem("disk", "low")], NOW)
+    assert "outbox: no broker, events kept in SQLite; broker off" in offline and offline[-1] == "PROBLEM disk: low"

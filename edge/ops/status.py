@@ -197,10 +197,13 @@ def render(status: Dict[str, Any], found: List[Problem], now: float) -> List[str
     outbox, broker = status.get("outbox") or {}, status.get("broker") or {}
     oldest = outbox.get("oldest_unacked_age_s")
     where = f"{broker['host']}:{broker.get('port')} {broker.get('state')}" if broker.get("host") else "off"
-    lines.append(
-        f"outbox: {outbox.get('depth', 0)} unacknowledged, oldest {'-' if oldest is None else f'{oldest:.0f} s'}; "
-        f"broker {where}"
-    )
+    if outbox.get("depth") is None:
+        lines.append(f"outbox: no broker, events kept in SQLite; broker {where}")
+    else:
+        lines.append(
+            f"outbox: {outbox['depth']} unacknowledged, oldest {'-' if oldest is None else f'{oldest:.0f} s'}; "
+            f"broker {where}"
+        )
     last = status.get("last_event")
     lines.append(
         f"last event: {last['event_id']} {last['type']} {last['person_id'] or '-'} on {last['camera_id']} at {last['at']}"
