@@ -548,10 +548,14 @@ def two_resolutions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_camera_that_changes_resolution_is_not_left_online_and_blind(two_resolutions: Path) -> None:
-    """OpenCV keeps returning the last 320x240 image after the change: the camera must reconnect, not stay online."""
+    """OpenCV up to 4.11 keeps returning the last 320x240 image after the change: the camera must reconnect, not
+    stay online. OpenCV 4.12+ (pip's current wheels) follows the change and reads the stream to its end."""
     config = live_config("door", str(two_resolutions), backoff=BackoffConfig(initial_s=5.0, max_s=5.0, jitter=0.0))
     with LiveCamera(config, freeze=FreezeLimits(after_s=0.0, frames=5)) as cam:
         assert wait_until(lambda: cam.state is CameraState.RECONNECTING, 20.0), cam.stats()
         stats = cam.stats()
+    if stats.last_error.startswith("no frame"):  # OpenCV 4.12+: every frame of both parts, then the end
+        assert stats.frames_read == 40, stats
+        return
     assert stats.last_error.startswith("frozen: the same image"), stats.last_error
     assert stats.frames_read < 40, "it stopped at the change, not at the end of the stream"
