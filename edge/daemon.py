@@ -101,6 +101,8 @@ def run(
         link = open_link(config, parts, stack, db, config_hash)
         stack.callback(flush_held_events, pipeline, link)  # however the loop ends: before the link and stores close
         worker = open_gallery_worker(link, gallery_sync_factory(config, db, verifier), parts.gallery.version, stack)
+        board = open_status_board(config, parts, db, stack)
+        metrics = open_metrics(config, stack)  # before READY: a port in use stops the start with a config error
         camera_set.start()
         log.info(
             "edge running: device %s, %d cameras, gallery version %d, MQTT %s",
@@ -111,8 +113,6 @@ def run(
         )
         notify_systemd("READY=1")
         reporter = Reporter(config, pipeline, camera_set, link)
-        board = open_status_board(config, parts, db, stack)
-        metrics = open_metrics(config, stack)
         last_tick = time.monotonic()
         while not stop.is_set():
             frame = camera_set.next_frame(timeout=0.2)

@@ -341,3 +341,17 @@ def test_status_lines_say_what_each_part_does() -> None:
     assert "last event: e-1 entry ann on door at 09:00" in lines and lines[-1] == "OK"
     offline = render(status_doc(outbox={"depth": None}, broker={}), [Problem("disk", "low")], NOW)
     assert "outbox: no broker, events kept in SQLite; broker off" in offline and offline[-1] == "PROBLEM disk: low"
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "edge.yml"
+        config.write_text(f"storage: {{database: {tmp_path / 'edge.db'}}}\nops: {{metrics_port: {port}}}\n")
+        done = run_edge("--config", str(config), "run")
+    assert done.returncode == 1 and f"ops.metrics_port: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
