@@ -203,6 +203,7 @@ def write_status(
     if link is not None:  # edge.link.Link (tests hand in smaller fakes: only what they have is reported)
         connected = bool(getattr(link, "connected", False))
         broker.update(connected=connected, state="connected" if connected else "disconnected")
+        broker["subscription_refused"] = getattr(link, "subscription_refused", None)
         if hasattr(link, "outbox_stats"):
             outbox = link.outbox_stats()
         queues["gallery_commands"] = link.commands.qsize()

@@ -182,6 +182,7 @@ def test_status_and_doctor_against_a_running_daemon(tmp_path: Path, rtsp: RtspSe
         checked = edge_json(config, "doctor")
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert "OK      camera:door" in checked.stdout and "OK      broker " in checked.stdout
+        assert "the running daemon is connected to 127.0.0.1" in checked.stdout
         assert "opencv" in checked.stdout and "no problems found" in checked.stdout
         report = json.loads(edge_json(config, "doctor", "--json").stdout)
         assert {c["name"] for c in report["checks"]} >= {"database", "disk", "clock", "opencv", "camera:door", "broker"}
@@ -196,7 +197,8 @@ def test_status_and_doctor_against_a_running_daemon(tmp_path: Path, rtsp: RtspSe
         done = edge_json(config, "status")
         assert done.returncode == 1 and "PROBLEM broker: not connected to 127.0.0.1" in done.stdout
         checked = edge_json(config, "doctor")
-        assert checked.returncode == 1 and "FAIL    broker" in checked.stdout and "cannot reach" in checked.stdout
+        assert checked.returncode == 1 and "FAIL    broker" in checked.stdout
+        assert "the running daemon is not connected to 127.0.0.1" in checked.stdout  # no second login
         broker.start()
         wait_for_status(config, lambda s: not s.get("problems"), 30)
         # camera down
@@ -355,3 +357,44 @@ def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> 
         done = run_edge("--config", str(config), "run")
     assert done.returncode == 1 and f"ops.metrics_port: cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_doctors_login_leaves_what_was_queued_for_the_box(acl_broker: AclBroker) -> None:  # noqa: F811
+    """The broker binds a login to one client id: the doctor resumes the box's session, so it must neither end it
+    nor take the messages queued in it (an ack sent while the daemon was down still reaches the daemon)."""
+    import paho.mqtt.client as mqtt
+
+    from edge.contract import Topics
+
+    port, secret = acl_broker.port, acl_broker.passwords["box-a"]
+    topics = Topics.of(PREFIX, SITE, "box-a")
+    received: List[bytes] = []
+
+    def box_session() -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-box-a", clean_session=False)
+        client.username_pw_set("box-a", secret)
+        client.on_message = lambda _c, _u, message: received.append(bytes(message.payload))
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        return client
+
+    box = box_session()
+    box.subscribe(topics.ack, qos=1)
+    time.sleep(0.5)
+    box.disconnect()
+    box.loop_stop()
+    central = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-central")
+    central.username_pw_set("edge-central", acl_broker.passwords["edge-central"])
+    central.connect("127.0.0.1", port)
+    central.loop_start()
+    central.publish(topics.ack, b"queued while the box was down", qos=1).wait_for_publish(5)
+    central.disconnect()
+    central.loop_stop()
+    checks = doctor.check_broker(box_config(port, "box-a", secret), timeout=5)
+    assert [c.status for c in checks] == ["ok", "ok"], checks
+    box = box_session()
+    try:
+        assert wait_until(lambda: b"queued while the box was down" in received, 10), received
+    finally:
+        box.disconnect()
+        box.loop_stop()

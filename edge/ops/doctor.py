@@ -4,10 +4,13 @@ Checks: the models against their manifest (sha256), the database (integrity, own
 the clock's synchronisation (timedatectl, else chronyc, else unknown), whether this OpenCV can open a GStreamer
 `pipeline:`, each enabled camera (opened, one frame read: resolution and fps), and the broker (reachable, TLS and
 credentials accepted, and the ACL: the box's subscriptions granted and a publish on its own topics acknowledged).
-The broker check connects as `edge-<device>-doctor`, never with the daemon's own client id (that would take over its
-session), and its one publish is an empty, unretained message on `<box>/cameras/doctor/status`. It speaks MQTT 5,
-whose PUBACK carries the broker's verdict (mosquitto answers "Not authorized" when the ACL denies a publish); a
-SUBACK is checked too, though mosquitto grants a subscription its ACL will never deliver to.
+The broker: while the daemon runs (its status file is fresh), its own connection is the proof (login, TLS, granted
+subscriptions), because a second login with the box's user name would take over its session (`edge broker conf`
+sets use_username_as_clientid). When it does not run, the doctor logs in as the box: MQTT 5, resuming the box's
+session (clean start off, no expiry) and acknowledging nothing it receives, so messages queued for the box stay
+queued for the daemon; then it subscribes to the box's topics and publishes one empty, unretained message on
+`<box>/cameras/doctor/status`: the PUBACK carries the broker's verdict (mosquitto answers "Not authorized" when the
+ACL denies a publish). mosquitto grants a SUBACK even where its ACL will never deliver, so reads are not proven.
 """
 
 from __future__ import annotations
@@ -160,20 +163,42 @@ def check_camera(camera: Any) -> Check:
     return Check(name, OK, f"{redact(camera.url)}: {width}x{height}, {fps:.1f} fps")
 
 
-def check_broker(config: Config, timeout: float = 10.0) -> List[Check]:
-    """Connect as the box would (TLS, credentials), then test the ACL with what the box needs."""
+def broker_per_daemon(config: Config, broker: Dict[str, Any]) -> List[Check]:
+    """The broker as the running daemon sees it (its status file's `broker`)."""
+    where = f"{config.mqtt.host}:{config.mqtt.port}{' (TLS)' if config.mqtt.tls else ''}"
+    if not broker.get("connected"):
+        return [Check("broker", FAIL, f"the running daemon is not connected to {where}: {broker.get('state')}")]
+    checks = [Check("broker", OK, f"the running daemon is connected to {where} (login and TLS accepted)")]
+    refused = broker.get("subscription_refused")
+    if refused:
+        checks.append(Check("broker:acl", FAIL, f"the broker refused the daemon's subscriptions: {refused}"))
+    else:
+        checks.append(Check("broker:acl", OK, "the running daemon's subscriptions were granted"))
+    return checks
+
+
+def check_broker(config: Config, timeout: float = 10.0, running: Optional[Dict[str, Any]] = None) -> List[Check]:
+    """Connect as the box would (TLS, credentials), then test the ACL with what the box needs; `running`: the
+    running daemon's broker figures, used instead of a second login."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
     from edge.contract import Topics
 
     c = config.mqtt
     if not c.host:
         return [Check("broker", OK, "no broker configured (mqtt.host null): events are kept in SQLite")]
+    if running is not None:
+        return broker_per_daemon(config, running)
     where = f"{c.host}:{c.port}{' (TLS)' if c.tls else ''}"
     topics = Topics.of(c.prefix, config.device.site, config.device.id)
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-{config.device.id}-doctor", protocol=mqtt.MQTTv5
+        mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id or f"edge-{config.device.id}", protocol=mqtt.MQTTv5
     )
+    client.manual_ack_set(True)  # whatever was queued for the box stays queued for the daemon
+    resume = Properties(PacketTypes.CONNECT)
+    resume.SessionExpiryInterval = 0xFFFFFFFF  # the box's session outlives this visit
     seen: Dict[str, Any] = {}
     done = {key: threading.Event() for key in ("connect", "subscribe", "publish")}
 
@@ -196,7 +221,7 @@ def check_broker(config: Config, timeout: float = 10.0) -> List[Check]:
         if c.tls is not None:
             client.tls_set(ca_certs=c.tls.ca_file, certfile=c.tls.cert_file, keyfile=c.tls.key_file)
             client.tls_insecure_set(c.tls.insecure)
-        client.connect(c.host, c.port, keepalive=max(c.keepalive_s, 10))
+        client.connect(c.host, c.port, keepalive=max(c.keepalive_s, 10), clean_start=False, properties=resume)
     except (OSError, ValueError) as exc:
         return [Check("broker", FAIL, f"cannot reach {where}: {exc}")]
     client.loop_start()
@@ -236,11 +261,15 @@ def _acl_check(
 
 
 def run_checks(config: Config, database: Path) -> List[Check]:
+    from edge.ops.settings import status_path
+    from edge.ops.status import daemon_running
+
     checks = check_models(config)
     checks += [check_database(database), check_disk(database, config.ops.min_free_mb), check_clock()]
     checks.append(check_opencv(config))
     checks += [check_camera(camera) for camera in config.cameras if camera.enabled]
-    checks += check_broker(config)
+    running = daemon_running(status_path(config.ops, database), time.time())
+    checks += check_broker(config, running=None if running is None else dict(running.get("broker") or {}))
     return checks
 
 

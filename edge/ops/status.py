@@ -148,6 +148,16 @@ def read_status(path: Path) -> Dict[str, Any]:
     return document
 
 
+def daemon_running(path: Path, now: float) -> Optional[Dict[str, Any]]:
+    """The status document when a daemon is running and wrote it lately, else None."""
+    try:
+        status = read_status(path)
+    except EdgeError:
+        return None
+    fresh = now - float(status.get("updated_at", 0.0)) <= STALE_AFTER_S
+    return status if status.get("state") == "running" and fresh else None
+
+
 def problems(status: Dict[str, Any], now: float, min_free_mb: float, max_unacked_age_s: float) -> List[Problem]:
     """What is wrong according to a status document read at `now` (epoch seconds)."""
     age = now - float(status.get("updated_at", 0.0))
