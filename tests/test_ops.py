@@ -398,3 +398,11 @@ def test_the_doctors_login_leaves_what_was_queued_for_the_box(acl_broker: AclBro
     finally:
         box.disconnect()
         box.loop_stop()
+
+
+def test_a_usb_camera_held_by_the_running_daemon_is_judged_from_its_status() -> None:
+    online = {"camera_id": "usb", "state": "online", "width": 640, "height": 480, "fps": 9.8}
+    check = doctor.camera_per_daemon("usb", online)
+    assert check.status == doctor.OK and "640x480, 9.8 fps processed" in check.detail
+    down = doctor.camera_per_daemon("usb", {"camera_id": "usb", "state": "reconnecting", "reason": "no such device"})
+    assert down.status == doctor.FAIL and "reconnecting (no such device)" in down.detail

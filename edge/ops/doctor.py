@@ -2,7 +2,8 @@
 
 Checks: the models against their manifest (sha256), the database (integrity, owner-only permissions), free disk,
 the clock's synchronisation (timedatectl, else chronyc, else unknown), whether this OpenCV can open a GStreamer
-`pipeline:`, each enabled camera (opened, one frame read: resolution and fps), and the broker (reachable, TLS and
+`pipeline:`, each enabled camera (opened, one frame read: resolution and fps; a USB camera the running daemon holds
+is judged from its status file, a V4L2 device opens once), and the broker (reachable, TLS and
 credentials accepted, and the ACL: the box's subscriptions granted and a publish on its own topics acknowledged).
 The broker: while the daemon runs (its status file is fresh), its own connection is the proof (login, TLS, granted
 subscriptions), because a second login with the box's user name would take over its session (`edge broker conf`
@@ -177,6 +178,15 @@ def broker_per_daemon(config: Config, broker: Dict[str, Any]) -> List[Check]:
     return checks
 
 
+def camera_per_daemon(camera_id: str, seen: Dict[str, Any]) -> Check:
+    """A camera the running daemon holds (a USB device cannot be opened a second time), from its status file."""
+    if seen.get("state") != "online":
+        reason = f" ({seen['reason']})" if seen.get("reason") else ""
+        return Check(f"camera:{camera_id}", FAIL, f"the running daemon has it {seen.get('state')}{reason}")
+    size = f"{seen['width']}x{seen['height']}, " if seen.get("width") else ""
+    return Check(f"camera:{camera_id}", OK, f"online in the running daemon: {size}{seen.get('fps', 0)} fps processed")
+
+
 def check_broker(config: Config, timeout: float = 10.0, running: Optional[Dict[str, Any]] = None) -> List[Check]:
     """Connect as the box would (TLS, credentials), then test the ACL with what the box needs; `running`: the
     running daemon's broker figures, used instead of a second login."""
@@ -267,8 +277,15 @@ def run_checks(config: Config, database: Path) -> List[Check]:
     checks = check_models(config)
     checks += [check_database(database), check_disk(database, config.ops.min_free_mb), check_clock()]
     checks.append(check_opencv(config))
-    checks += [check_camera(camera) for camera in config.cameras if camera.enabled]
     running = daemon_running(status_path(config.ops, database), time.time())
+    seen = {cam.get("camera_id"): cam for cam in (running or {}).get("cameras", [])}
+    for camera in config.cameras:
+        if not camera.enabled:
+            continue
+        if camera.source_kind == "usb" and camera.id in seen:  # a V4L2 device opens once: the daemon holds it
+            checks.append(camera_per_daemon(camera.id, seen[camera.id]))
+        else:
+            checks.append(check_camera(camera))
     checks += check_broker(config, running=None if running is None else dict(running.get("broker") or {}))
     return checks
 
