@@ -12,6 +12,14 @@
 #        apt install python3-opencv; a Jetson: JetPack's OpenCV) and its numpy, instead of pip's OpenCV (no GStreamer)
 #   bash scripts/install_box.sh --venv DIR [--system-opencv]
 #        only builds the virtualenv at DIR, the same way (no root, nothing else installed; tests use it)
+# Releases, upgrade and rollback: each install builds /opt/edge/releases/<version>/{venv,models} (the version from
+# `git describe`); /opt/edge/venv and /opt/edge/models are symlinks to the active release, /opt/edge/previous to the
+# one before, which is kept. A venv installed before releases becomes the release "legacy".
+#   sudo bash scripts/install_box.sh --version v0.2.0    install (or re-activate) that tag or commit of this checkout
+#   sudo bash scripts/install_box.sh --rollback          back to the previous release, and restart edge
+#   bash scripts/install_box.sh --releases               list the releases, the active and the previous one
+#   EDGE_HOME=DIR bash scripts/install_box.sh --release-only [--version REF]
+#        only builds and activates a release under DIR (no root, nothing else installed; tests use it)
 # On the broker host (mosquitto, with edge installed), once per box: its own login, and the ACL keeping it to its
 # own topics (writes /etc/mosquitto/edge.{acl,passwd} and conf.d/edge.conf; the password goes to /root/edge-DEVICE.secret):
 #   sudo bash scripts/install_box.sh --broker-login SITE DEVICE
@@ -77,7 +85,108 @@ build_venv() {  # DIR SYSTEM_OPENCV: a virtualenv with edge and its runtime, fro
     fi
 }
 
-central_key="" mqtt_secret="" system_opencv=0 venv_only=""
+EDGE_HOME=${EDGE_HOME:-/opt/edge}
+
+git_here() { git -c safe.directory="$PWD" "$@"; }  # root installing from a user's checkout
+
+release_label() {  # REF (empty: this checkout as it is) -> the release's directory name
+    local label
+    label=$(git_here describe --tags --always "${1:-HEAD}" 2>/dev/null || echo unknown)
+    if [ -z "$1" ] && [ -n "$(git_here status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+        label="$label-dirty-$(date +%Y%m%d%H%M%S)"  # uncommitted changes: never taken for the commit's release
+    fi
+    [ "$system_opencv" = 0 ] || label="$label-system-opencv"
+    echo "$label" | tr -c 'A-Za-z0-9._\n-' '_'
+}
+
+pep440_of() {  # a git describe label -> the version setuptools-scm cannot compute without .git (git archive)
+    local label=${1#v}
+    if [[ $label =~ ^([0-9]+(\.[0-9]+)*)$ ]]; then echo "${BASH_REMATCH[1]}"
+    elif [[ $label =~ ^([0-9]+(\.[0-9]+)*)-([0-9]+)-g([0-9a-f]+) ]]; then
+        echo "${BASH_REMATCH[1]}.post${BASH_REMATCH[3]}+g${BASH_REMATCH[4]}"
+    else echo "0.1.0+g${label%%-*}"; fi
+}
+
+relink() { ln -sfn "$1" "$2.new" && mv -Tf "$2.new" "$2"; }  # TARGET LINK, replaced in one rename
+
+install_release() {  # LABEL REF: $EDGE_HOME/releases/LABEL/{venv,models} from this checkout (REF empty) or REF
+    local label=$1 ref=$2 dir="$EDGE_HOME/releases/$1" src=.
+    if [ -x "$dir/venv/bin/edge" ]; then
+        echo "install_box: release $label is already built"
+        return 0
+    fi
+    if [ -n "$ref" ]; then  # that commit's own files, whatever the checkout has now
+        src=$(mktemp -d)
+        git_here archive "$ref" | tar -x -C "$src"
+        SETUPTOOLS_SCM_PRETEND_VERSION=$(pep440_of "$label")
+        export SETUPTOOLS_SCM_PRETEND_VERSION
+    fi
+    install -d -m 0755 "$dir"
+    if ! (cd "$src" && build_venv "$dir/venv" "$system_opencv"); then
+        rm -rf "$dir"
+        return 1
+    fi
+    # the model is data, not code: it lives beside the venv and the config points at $EDGE_HOME/models
+    install -d -m 0755 "$dir/models"
+    install -m 0644 "$src"/models/manifest.yml "$src"/models/LICENSE-* "$src"/models/README.md "$src"/models/*.tflite \
+        "$dir/models/"
+    [ "$src" = . ] || rm -rf "$src"
+}
+
+active_release() {  # the release $EDGE_HOME/venv points at, or nothing
+    { readlink "$EDGE_HOME/venv" 2>/dev/null || true; } | sed -n 's|^releases/\([^/]*\)/venv$|\1|p'
+}
+
+previous_release() {
+    { readlink "$EDGE_HOME/previous" 2>/dev/null || true; } | sed -n 's|^releases/||p'
+}
+
+activate() {  # LABEL: venv and models point at it; the release active until now becomes the previous one
+    local label=$1 current
+    if [ -d "$EDGE_HOME/venv" ] && [ ! -L "$EDGE_HOME/venv" ]; then  # installed before releases: kept as "legacy"
+        install -d -m 0755 "$EDGE_HOME/releases/legacy"
+        mv "$EDGE_HOME/venv" "$EDGE_HOME/releases/legacy/venv"
+        if [ -d "$EDGE_HOME/models" ] && [ ! -L "$EDGE_HOME/models" ]; then
+            mv "$EDGE_HOME/models" "$EDGE_HOME/releases/legacy/models"
+        fi
+        relink releases/legacy/venv "$EDGE_HOME/venv"  # its scripts name /opt/edge/venv/bin/python: still true
+    fi
+    current=$(active_release)
+    if [ -n "$current" ] && [ "$current" != "$label" ]; then relink "releases/$current" "$EDGE_HOME/previous"; fi
+    relink "releases/$label/venv" "$EDGE_HOME/venv"
+    relink "releases/$label/models" "$EDGE_HOME/models"
+    echo "install_box: release $label is active${current:+ (previous: $current)}"
+}
+
+rollback() {
+    local previous
+    previous=$(previous_release)
+    [ -n "$previous" ] && [ -d "$EDGE_HOME/releases/$previous" ] \
+        || { echo "install_box: no previous release to roll back to in $EDGE_HOME" >&2; return 1; }
+    activate "$previous"
+}
+
+list_releases() {
+    local active previous
+    active=$(active_release)
+    previous=$(previous_release)
+    for dir in "$EDGE_HOME"/releases/*/; do
+        [ -d "$dir" ] || continue
+        local name mark=""
+        name=$(basename "$dir")
+        [ "$name" = "$active" ] && mark=" (active)"
+        [ "$name" = "$previous" ] && mark=" (previous)"
+        echo "$name$mark"
+    done
+}
+
+restart_edge() {
+    if [ -d /run/systemd/system ] && systemctl is-enabled --quiet edge.service 2>/dev/null; then
+        systemctl restart edge.service && echo "install_box: edge restarted"
+    fi
+}
+
+central_key="" mqtt_secret="" system_opencv=0 venv_only="" version_ref="" rollback_now=0 release_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --print-config) box_config; exit 0 ;;
@@ -88,6 +197,10 @@ while [ $# -gt 0 ]; do
         --mqtt-secret) mqtt_secret=${2:?--mqtt-secret FILE}; shift 2 ;;
         --system-opencv) system_opencv=1; shift ;;
         --venv) venv_only=${2:?--venv DIR}; shift 2 ;;
+        --version) version_ref=${2:?--version TAG-OR-COMMIT}; shift 2 ;;
+        --rollback) rollback_now=1; shift ;;
+        --releases) list_releases; exit 0 ;;
+        --release-only) release_only=1; shift ;;
         *) echo "install_box: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -102,21 +215,31 @@ if [ -n "$venv_only" ]; then
     build_venv "$venv_only" "$system_opencv"
     exit $?
 fi
-
-[ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
-id edge >/dev/null 2>&1 || useradd --system --home /var/lib/edge --shell /usr/sbin/nologin --groups video edge
-install -d -o edge -g edge -m 0750 /var/lib/edge
-install -d -m 0755 /etc/edge /opt/edge
-build_venv /opt/edge/venv "$system_opencv" || exit 1
+[ "$release_only" = 1 ] || [ "$(id -u)" = 0 ] || { echo "install_box: run as root (sudo)" >&2; exit 1; }
+if [ "$rollback_now" = 1 ]; then
+    rollback || exit 1
+    [ "$release_only" = 1 ] || restart_edge
+    exit 0
+fi
+if [ "$release_only" = 0 ]; then
+    id edge >/dev/null 2>&1 || useradd --system --home /var/lib/edge --shell /usr/sbin/nologin --groups video edge
+    install -d -o edge -g edge -m 0750 /var/lib/edge
+    install -d -m 0755 /etc/edge
+fi
+install -d -m 0755 "$EDGE_HOME"
+if [ -n "$version_ref" ]; then
+    git_here rev-parse --verify --quiet "$version_ref^{commit}" >/dev/null \
+        || { echo "install_box: $version_ref is no tag or commit of this checkout" >&2; exit 1; }
+fi
+label=$(release_label "$version_ref")
+install_release "$label" "$version_ref" || exit 1
+activate "$label"
+[ "$release_only" = 0 ] || exit 0
 if ! runuser -u edge -- /opt/edge/venv/bin/python -c '' 2>/dev/null; then
     echo "install_box: the edge user cannot run /opt/edge/venv/bin/python ($(readlink -f /opt/edge/venv/bin/python));" \
         "remove /opt/edge/venv and set PYTHON to a system-wide Python 3.10+" >&2
     exit 1
 fi
-# the model is data, not code: it lives beside the venv and the config points at it
-install -d -m 0755 /opt/edge/models
-install -m 0644 models/manifest.yml models/LICENSE-SFACE.txt models/LICENSE-MEDIAPIPE.txt models/README.md models/*.tflite \
-    /opt/edge/models/
 if [ ! -f /etc/edge/edge.yml ]; then
     box_config > /etc/edge/edge.yml.new
     install -m 0640 -g edge /etc/edge/edge.yml.new /etc/edge/edge.yml
