@@ -373,6 +373,10 @@ def replay(
                     on_event(event, frame.mono - first)
             last = frame
         if last is not None:
+            for event in pipeline.finish(last.wall_time, last.mono):  # the file ended: so does every track
+                if on_event:
+                    first = pipeline.first_seen.get(event.event.track_id, last.mono)
+                    on_event(event, last.mono - first)
             for event in pipeline.tick(last.wall_time, last.mono):
                 if on_event:
                     on_event(event, 0.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,12 +18,25 @@ class MatcherConfig:
     """Smallest lead of the best person over the second-best person."""
     top_k: int = 3
     """How many candidate people to report."""
+    fused_threshold: float = 0.55
+    """Smallest cosine similarity of a track's fused template to the best person (the daemon's decision; pick it
+    for the gallery's size with `edge calibrate`: a 1,000-person gallery needs a higher one than a 50-person one)."""
+    fused_margin: float = 0.05
+    """Smallest lead of the best person over the second-best for a track's fused template."""
+
+    @property
+    def fused(self) -> MatcherConfig:
+        """The settings a track's fused template is matched with."""
+        return replace(self, threshold=self.fused_threshold, margin=self.fused_margin)
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be within -1..1, got {self.threshold}")
-        if not 0.0 <= self.margin <= 2.0:
-            raise ValueError(f"margin must be within 0..2, got {self.margin}")
+        for name in ("margin", "fused_margin"):
+            if not 0.0 <= getattr(self, name) <= 2.0:
+                raise ValueError(f"{name} must be within 0..2, got {getattr(self, name)}")
+        if not -1.0 <= self.fused_threshold <= 1.0:
+            raise ValueError(f"fused_threshold must be within -1..1, got {self.fused_threshold}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 

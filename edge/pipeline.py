@@ -77,10 +77,8 @@ class Pipeline:
         self.cameras = {c.id: c for c in cameras}
         today = parts.store.events_of_day(now.astimezone(tz).date(), tz)
         self.run_id = new_run_id({e.track_id for e in today})
-        self.trackers = {
-            c.id: Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side, run_id=self.run_id)
-            for c in cameras
-        }
+        self._min_frames = (attendance.min_frames, attendance.unknown_min_frames)
+        self.trackers = {c.id: self._tracker(tracker, c) for c in cameras}
         roles = {c.id: CameraRole(c.role) for c in cameras}
         self.machine = AttendanceMachine(attendance, roles, groups_of(parts.gallery))
         self._groups_version = parts.gallery.version
@@ -112,10 +110,11 @@ class Pipeline:
         self.quality, self.matcher = quality, matcher
         for c in cameras:
             kept = self.trackers.get(c.id)
+            self._min_frames = (attendance.min_frames, attendance.unknown_min_frames)
             if kept is None or self.cameras.get(c.id) != c:
-                self.trackers[c.id] = Tracker(tracker, c.id, role=c.role, line=c.line, in_side=c.in_side, run_id=self.run_id)
+                self.trackers[c.id] = self._tracker(tracker, c)
             else:
-                kept.config = tracker
+                kept.config, kept.min_frames = tracker, self._min_frames
             self.stats.setdefault(c.id, CameraStats())
         ids = {c.id for c in cameras}
         for gone in [i for i in self.trackers if i not in ids]:
@@ -123,6 +122,12 @@ class Pipeline:
         self.cameras = {c.id: c for c in cameras}
         self.machine.config = attendance
         self.machine.cameras = {c.id: CameraRole(c.role) for c in cameras}
+
+    def _tracker(self, config: TrackerConfig, camera: CameraConfig) -> Tracker:
+        return Tracker(
+            config, camera.id, role=camera.role, line=camera.line, in_side=camera.in_side, run_id=self.run_id,
+            min_frames=self._min_frames,
+        )  # fmt: skip
 
     def process(self, frame: Frame) -> List[StoredEvent]:
         """Run one frame through every stage; return the events it caused, already stored."""
@@ -157,7 +162,8 @@ class Pipeline:
                 embedding = embedder.embed(aligned.image)
                 stats.embed_ms += (time.perf_counter() - started) * 1000.0
                 stats.embeddings += 1
-                match = index.match(embedding, self.matcher)
+                template = tracker.template(assignment.track_id, embedding, quality)
+                match = index.match(template, self.matcher.fused)
             observations.append(Observation(assignment.track_id, assignment.detection, quality, embedding, match))
         events = []
         for sighting in tracker.update(frame.mono, at, observations):
@@ -182,6 +188,15 @@ class Pipeline:
             best = self._best_crop.get(event.event.track_id)
             if event.event.type is EventType.UNKNOWN_FACE and best is not None:
                 self.crops.save(event.event_id, best[1])
+
+    def finish(self, wall_time: float, mono: float) -> List[StoredEvent]:
+        """The file ended (or the cameras stop): every track ends, and the decisions of those not yet reported
+        become events."""
+        events: List[AttendanceEvent] = []
+        for tracker in self.trackers.values():
+            for sighting in tracker.finish():
+                events.extend(self.machine.step(sighting))
+        return self._store(events, mono, wall_time, self.parts.gallery.version)
 
     def tick(self, wall_time: float, mono: float) -> List[StoredEvent]:
         """Let time-based transitions fire with no frames (outing windows, session ends)."""

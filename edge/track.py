@@ -1,16 +1,24 @@
 """Face tracking on one camera: stable track ids across frames, embedding only when a track needs it, and an
-identity from a quality-weighted vote over several frames (pure: frames' own times in, sightings out).
+identity decided per track from its fused template (pure: frames' own times in, sightings out).
 
 Per frame the pipeline calls, in order:
 
     assignments = tracker.assign(mono, detections)          # which track each detection belongs to
     tracker.needs_embedding(track_id, quality, mono)        # for each accepted face: is an embedding worth it?
-    sightings = tracker.update(mono, at, observations)      # votes in; decided identities / line crossings out
+    template = tracker.template(track_id, embedding, quality)  # the track's fused template with this face
+    sightings = tracker.update(mono, at, observations)      # template matches in; decided identities out
+    sightings = tracker.finish(at)                          # at the end of a file (or stop): every track ends
 
-A track is embedded when it is new, when a clearly better face appears, and periodically, up to a cap. Its
-identity is decided when enough votes agree: a known person is then final for the track; an unknown track stays
-unknown unless later votes clearly name someone (the evidence changed). A sighting is emitted once per track and
-identity on entrance/exit cameras, and at each crossing of the virtual line on a line camera.
+A track is embedded when it is new, when a clearly better face appears, and periodically, up to a per-track
+budget. Its embeddings are fused into one template, the quality-weighted mean of the normalised embeddings (the
+weight grows with the square of the face's quality, so the late, large, sharp faces of a walk toward the door
+dominate the early small ones, which can no longer out-vote them). The pipeline matches that template, and the
+track is someone as soon as the template passes the matcher with at least `min_votes` embeddings behind it; a
+known person is then final for the track. A track is unknown only once its budget is spent or it ends (an
+unknown track still becomes someone if its template later clearly names them). A decided track is never lost: its
+sighting waits until it has the frames the attendance machine wants, and a track that ends undecided is decided
+then. A sighting is emitted once per track and identity on entrance/exit cameras, and at each crossing of the
+virtual line on a line camera.
 """
 
 from __future__ import annotations
@@ -43,18 +51,18 @@ class TrackerConfig:
     """Without overlap, a detection whose centre is within this many box widths of the prediction continues it."""
     max_age_s: float = 1.0
     """A track not seen for this long has ended."""
-    embed_interval_s: float = 0.4
-    """Re-check a track's identity this often while it is visible and undecided (or unknown)."""
+    embed_interval_s: float = 0.2
+    """Embed a visible, undecided (or unknown) track this often (besides clearly better faces), within max_embeds."""
     recheck_known_s: float = 2.0
     """Re-check a track already decided as someone this often (catches a tracker that swapped faces)."""
     better_face: float = 1.25
     """Embed again when a face's quality is this many times the best embedded so far."""
     max_embeds: int = 12
-    """Most embeddings per track."""
+    """Most embeddings per track (the budget); an undecided track whose budget is spent is unknown."""
     min_votes: int = 2
-    """Fewest embeddings before an identity is decided."""
+    """Fewest embeddings fused into the template before a known identity is decided."""
     vote_share: float = 0.6
-    """Share of the quality-weighted votes the winner needs."""
+    """Not used since identities come from the fused template (kept so existing config files still load)."""
     same_face_min_sim: float = 0.2
     """An embedding this dissimilar to the track's mean starts a new track (the tracker swapped faces)."""
     unknown_min_score: float = 0.8
@@ -93,6 +101,7 @@ class Observation:
     quality: Quality
     embedding: Optional[np.ndarray] = None
     match: Optional[Match] = None
+    """The match of the track's fused template with this embedding (`Tracker.template`), not of the frame alone."""
 
 
 @dataclass
@@ -117,10 +126,16 @@ class _Track:
     last_embed_mono: float = float("-inf")
     best_embedded_quality: float = 0.0
     mean_embedding: Optional[np.ndarray] = None
+    template_sum: Optional[np.ndarray] = None
+    """Quality-weighted sum of the normalised embeddings (the fused template once normalised)."""
+    fused: Optional[Match] = None
+    """The match of the fused template after the latest embedding."""
     votes: Dict[str, _Vote] = field(default_factory=dict)
     identity: Optional[str] = None
     """Decided identity: a person id, UNKNOWN, or None while undecided."""
     reported: Dict[str, bool] = field(default_factory=dict)
+    """Identities whose sighting was emitted (entrance/exit cameras)."""
+    last_at: Optional[datetime] = None
     side: int = 0
     """Which side of the line the face's centre is on (+1 / -1; 0 = not yet known)."""
     crossing: Optional[Tuple[str, datetime]] = None
@@ -156,14 +171,25 @@ def close_enough(track: _Track, det: Detection, mono: float, config: TrackerConf
     return 0.01 * (1.0 - distance / config.max_jump) if distance < config.max_jump else 0.0
 
 
-def tally(votes: Dict[str, _Vote], config: TrackerConfig) -> Optional[str]:
-    """The identity the votes decide, or None while they do not agree enough."""
-    count = sum(v.count for v in votes.values())
-    total = sum(v.weight for v in votes.values())
-    if count < config.min_votes or total <= 0:
-        return None
-    winner = max(votes, key=lambda key: votes[key].weight)
-    return winner if votes[winner].weight / total >= config.vote_share else None
+def fusion_weight(quality: Quality) -> float:
+    """How much one embedding counts in the track's template: the square of its quality (a 112 px sharp frontal
+    face counts ~6 times a 40 px blurred one)."""
+    return max(quality.value, 1e-3) ** 2
+
+
+def normalised(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)  # type: ignore[no-any-return]
+
+
+def decide(track: _Track, config: TrackerConfig, ending: bool) -> Optional[str]:
+    """The identity the fused template decides now, or None while the evidence is not enough: someone once the
+    template names them with `min_votes` embeddings; unknown once the budget is spent or the track ends."""
+    fused = track.fused
+    if fused is not None and fused.person_id is not None and track.embeds >= config.min_votes:
+        return fused.person_id
+    if fused is not None and (ending or track.embeds >= config.max_embeds):
+        return UNKNOWN
+    return None
 
 
 class Tracker:
@@ -178,6 +204,7 @@ class Tracker:
         in_side: Literal["left", "right"] = "left",
         frame_size: Tuple[int, int] = (1, 1),
         run_id: str = "",
+        min_frames: Tuple[int, int] = (1, 1),
     ) -> None:
         if role == "line" and line is None:
             raise ValueError("line must be given for a line camera")
@@ -192,6 +219,9 @@ class Tracker:
         self._id_prefix = f"{camera_id}-{run_id}-" if run_id else f"{camera_id}-"
         """Track ids are `<camera>-<run>-<n>`: `n` restarts with the process, `run` makes them unique across runs."""
         self.stats: Counter[str] = Counter()
+        self.min_frames = min_frames
+        """Frames a track needs before its (known, unknown) sighting is emitted: the attendance machine's own
+        minimums, so a decision is held until the track has them instead of being dropped there."""
 
     @property
     def active(self) -> int:
@@ -252,35 +282,63 @@ class Tracker:
         interval = self.config.recheck_known_s if decided_known else self.config.embed_interval_s
         return mono - track.last_embed_mono >= interval
 
+    def template(self, track_id: str, embedding: np.ndarray, quality: Quality) -> np.ndarray:
+        """The track's fused template with `embedding` added (nothing is recorded: `update` does that). A face
+        unlike the track's (a swapped track, split in `update`) is its own template."""
+        track = self._tracks[track_id]
+        unit = normalised(np.asarray(embedding, dtype=np.float32))
+        if track.template_sum is None or self._other_face(track, unit):
+            return unit
+        return normalised(track.template_sum + fusion_weight(quality) * unit)
+
+    def _other_face(self, track: _Track, unit: np.ndarray) -> bool:
+        if track.mean_embedding is None:
+            return False
+        sim = float(np.dot(track.mean_embedding, unit) / max(np.linalg.norm(track.mean_embedding), 1e-6))
+        return sim < self.config.same_face_min_sim
+
     # -- votes, decisions and sightings ------------------------------------------------------------------------
     def update(self, mono: float, at: datetime, observations: Sequence[Observation]) -> List[Sighting]:
-        """Record this frame's observations; return sightings decided now (and end tracks not seen lately)."""
+        """Record this frame's observations; return sightings decided now (and of the tracks not seen lately,
+        which end: an undecided one is decided on its template, a decided one not yet reported is reported)."""
         sightings: List[Sighting] = []
         for obs in observations:
             track = self._tracks.get(obs.track_id)
             if track is None:
                 continue
+            track.last_at = at
             track.best_quality = max(track.best_quality, obs.quality.value if obs.quality.accepted else 0.0)
             if obs.quality.rejection is not None:
                 self.stats[f"rejected_{obs.quality.rejection.value}"] += 1
             if obs.match is not None and obs.embedding is not None:
                 track = self._vote(track, obs, mono)
+                track.last_at = at
             sightings.extend(self._line_crossing(track, obs.detection.box, at))
-            sightings.extend(self._decide(track, at))
+            sightings.extend(self._decide(track, at, ending=False))
         for tid in [tid for tid, t in self._tracks.items() if mono - t.last_mono > self.config.max_age_s]:
-            del self._tracks[tid]
-            self.stats["tracks_ended"] += 1
+            sightings.extend(self._end(tid))
         return sightings
+
+    def finish(self) -> List[Sighting]:
+        """End every track now (the file ended, the camera stops): their decisions are flushed as sightings."""
+        sightings: List[Sighting] = []
+        for tid in list(self._tracks):
+            sightings.extend(self._end(tid))
+        return sightings
+
+    def _end(self, track_id: str) -> List[Sighting]:
+        track = self._tracks.pop(track_id)
+        self.stats["tracks_ended"] += 1
+        return self._decide(track, track.last_at, ending=True) if track.last_at is not None else []
 
     def _vote(self, track: _Track, obs: Observation, mono: float) -> _Track:
         assert obs.match is not None and obs.embedding is not None
-        if track.mean_embedding is not None:
-            sim = float(np.dot(track.mean_embedding, obs.embedding) / max(np.linalg.norm(track.mean_embedding), 1e-6))
-            if sim < self.config.same_face_min_sim:
-                # a different face took this track over: the old track ends, the face starts a new one
-                self.stats["track_splits"] += 1
-                del self._tracks[track.track_id]
-                track = self._start(obs.detection, mono)
+        unit = normalised(np.asarray(obs.embedding, dtype=np.float32))
+        if self._other_face(track, unit):
+            # a different face took this track over: the old track ends, the face starts a new one
+            self.stats["track_splits"] += 1
+            del self._tracks[track.track_id]
+            track = self._start(obs.detection, mono)
         self.stats["embeddings"] += 1
         track.embeds += 1
         track.last_embed_mono = mono
@@ -288,6 +346,9 @@ class Tracker:
         track.mean_embedding = (
             obs.embedding.copy() if track.mean_embedding is None else track.mean_embedding + obs.embedding
         )
+        weighted = fusion_weight(obs.quality) * unit
+        track.template_sum = weighted if track.template_sum is None else track.template_sum + weighted
+        track.fused = obs.match
         key = obs.match.person_id or UNKNOWN
         vote = track.votes.setdefault(key, _Vote())
         weight = max(obs.quality.value, 1e-3)
@@ -298,16 +359,19 @@ class Tracker:
             vote.margin += obs.match.margin
         return track
 
-    def _decide(self, track: _Track, at: datetime) -> List[Sighting]:
-        decided = tally(track.votes, self.config)
-        if decided is None or decided == track.identity:
+    def _decide(self, track: _Track, at: datetime, ending: bool) -> List[Sighting]:
+        decided = decide(track, self.config, ending)
+        if decided is not None and decided != track.identity and track.identity in (None, UNKNOWN):
+            track.identity = decided  # a known identity is final for the track; unknown yields to a clear name
+            if decided == UNKNOWN and track.best_score < self.config.unknown_min_score:
+                self.stats["unknown_weak_face"] += 1
+        if track.identity is None or track.reported.get(track.identity):
             return []
-        if track.identity not in (None, UNKNOWN):
-            return []  # a known identity is final for the track
-        track.identity = decided
-        if decided == UNKNOWN and track.best_score < self.config.unknown_min_score:
-            self.stats["unknown_weak_face"] += 1
+        if track.identity == UNKNOWN and track.best_score < self.config.unknown_min_score:
             return []
+        if not ending and track.hits < self.min_frames[0 if track.identity else 1]:
+            return []  # held until the track has the frames the attendance machine wants (or ends)
+        track.reported[track.identity] = True
         if self.role == "line":
             if track.crossing is None:
                 return []
@@ -338,8 +402,7 @@ class Tracker:
     def _sighting(self, track: _Track, direction: Optional[str], at: datetime) -> Sighting:
         assert track.identity is not None
         person = track.identity or None
-        vote = track.votes[track.identity]
-        count = max(vote.count, 1)
+        fused = track.fused
         self.stats["sightings"] += 1
         return Sighting(
             person_id=person,
@@ -347,8 +410,8 @@ class Tracker:
             camera_id=self.camera_id,
             direction=direction,  # type: ignore[arg-type]
             at=at,
-            score=vote.score / count if person else 0.0,
-            margin=vote.margin / count if person else 0.0,
+            score=fused.score if person and fused is not None else 0.0,
+            margin=fused.margin if person and fused is not None else 0.0,
             frames=track.hits,
             quality=track.best_quality,
         )
