@@ -211,7 +211,13 @@ def enroll(
     failed = [r for r in results if not r.written]
     for r in results:
         state = f"written ({r.enrolled} embeddings)" if r.written else "NOT written (no usable photo)"
-        click.echo(f"{r.person_id}: {state}")
+        click.echo(f"{r.person_id}: {state}{' + a fused template' if r.template else ''}")
+        similar = [(p.path, p.similarity) for p in r.photos if p.similarity is not None]
+        if similar:
+            click.echo("  consistency (mean similarity to the other photos): " + ", ".join(
+                f"{Path(path).name} {value:.2f}" for path, value in similar))  # fmt: skip
+        for path in r.flagged:
+            click.echo(f"  FLAGGED {path}: too unlike the person's other photos (another person?); left out of the template")
     click.echo(f"gallery version {gallery.version}: {len(results) - len(failed)} of {len(results)} people written")
     if failed:
         raise click.ClickException(
@@ -375,6 +381,26 @@ def eval_lfw(app: AppContext, pairs: Path, images: Path, train_pairs: Optional[P
         from edge.evaluate import format_result
 
         click.echo(format_result(result))
+
+
+@main.command()
+@click.option("--gallery-size", type=click.IntRange(min=2), help="People the gallery will hold (default: as now).")
+@click.option(
+    "--target-rate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.001, show_default=True,
+    help="Largest acceptable share of stranger passes named as someone.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def calibrate(app: AppContext, gallery_size: Optional[int], target_rate: float, as_json: bool) -> None:
+    """Pick matcher.fused_threshold for this site's gallery from its own enrolled photos, with the expected
+    false-identity rate (a larger gallery needs a higher threshold)."""
+    from edge.calibrate import as_dict, format_calibration
+    from edge.calibrate import calibrate as run_calibration
+    from edge.manifest import load_manifest
+
+    model_id = load_manifest(app.config.embedder.models_path).id
+    result = run_calibration(app.gallery(), model_id, gallery_size, target_rate)
+    click.echo(json.dumps(as_dict(result)) if as_json else format_calibration(result))
 
 
 def _register_door() -> None:

@@ -1,11 +1,21 @@
-"""Enrollment: photos of a person -> accepted embeddings -> one atomic gallery write, with a per-photo report."""
+"""Enrollment: photos of a person -> accepted embeddings -> one atomic gallery write, with a per-photo report.
+
+With several photos, the person also gets a fused template (the quality-weighted mean of the normalised photo
+embeddings, stored beside them with source `template`: the gallery matches a face against the best of a person's
+rows, so the photos still count one by one), and a consistency report: each photo's mean similarity to the
+person's other photos; a photo too unlike the others (another person, a bad crop) is flagged and left out of the
+template (it is still stored: the operator decides).
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from dataclasses import replace as replaced
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from edge.errors import EdgeError, GalleryError, ImageError
 from edge.gallery import Gallery, NewEmbedding, check_person_id
@@ -15,6 +25,10 @@ from edge.recognize import FaceObservation, Recognizer
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
 # When a photo shows several faces, the largest is used only if it is this many times the area of the next.
 DOMINANT_FACE_RATIO = 2.5
+UNLIKE_OTHERS = 0.30
+"""A photo whose mean similarity to the person's other photos is below this is flagged (different photos of one
+person score 0.40-0.70 with the shipped model; other people rarely above 0.35)."""
+TEMPLATE_SOURCE = "template"
 
 
 class PhotoOutcome(str, enum.Enum):
@@ -31,6 +45,10 @@ class PhotoResult:
     outcome: PhotoOutcome
     detail: str = ""
     quality: Optional[float] = None
+    similarity: Optional[float] = None
+    """Mean cosine similarity to the person's other enrolled photos (None with a single photo)."""
+    flagged: bool = False
+    """Too unlike the person's other photos: check it is the right person."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +60,35 @@ class EnrollResult:
     written: bool
     gallery_version: Optional[int] = None
 
+    template: bool = False
+    """A fused template was stored beside the photos."""
+
     @property
     def enrolled(self) -> int:
         return sum(1 for p in self.photos if p.outcome is PhotoOutcome.ENROLLED)
+
+    @property
+    def flagged(self) -> List[str]:
+        return [p.path for p in self.photos if p.flagged]
+
+
+def consistency(embeddings: Sequence[NewEmbedding]) -> List[Optional[float]]:
+    """Each embedding's mean cosine similarity to the others (None when there is only one)."""
+    if len(embeddings) < 2:
+        return [None] * len(embeddings)
+    vectors = np.stack([e.vector / max(float(np.linalg.norm(e.vector)), 1e-9) for e in embeddings])
+    sims = vectors @ vectors.T
+    n = len(vectors)
+    return [float((sims[i].sum() - sims[i, i]) / (n - 1)) for i in range(n)]
+
+
+def fused_template(embeddings: Sequence[NewEmbedding]) -> NewEmbedding:
+    """The quality-weighted mean of the normalised embeddings, normalised (as a track's template is fused)."""
+    weights = np.asarray([max(e.quality, 1e-3) ** 2 for e in embeddings])
+    vectors = np.stack([e.vector / max(float(np.linalg.norm(e.vector)), 1e-9) for e in embeddings])
+    mean = (weights[:, None] * vectors).sum(axis=0)
+    mean = mean / max(float(np.linalg.norm(mean)), 1e-9)
+    return NewEmbedding(mean.astype(np.float32), embeddings[0].model_id, max(e.quality for e in embeddings), TEMPLATE_SOURCE)
 
 
 def pick_face(observations: Sequence[FaceObservation]) -> Tuple[Optional[FaceObservation], PhotoOutcome, str]:
@@ -106,8 +150,31 @@ def enroll_person(
     results, embeddings = embed_photos(recognizer, photos, on_photo)
     if not embeddings:
         return EnrollResult(person_id, tuple(results), written=False)
-    version = gallery.put_person(person_id, name, embeddings, metadata=metadata, replace=replace)
-    return EnrollResult(person_id, tuple(results), written=True, gallery_version=version)
+    results, kept = judged(results, embeddings)
+    rows = list(embeddings) + ([fused_template(kept)] if len(kept) >= 2 else [])
+    version = gallery.put_person(person_id, name, rows, metadata=metadata, replace=replace)
+    return EnrollResult(person_id, tuple(results), written=True, gallery_version=version, template=len(kept) >= 2)
+
+
+def judged(results: List[PhotoResult], embeddings: List[NewEmbedding]) -> Tuple[List[PhotoResult], List[NewEmbedding]]:
+    """The photo results with their consistency (and flags), and the embeddings the template is fused from."""
+    similarities = consistency(embeddings)
+    flags = [s is not None and s < UNLIKE_OTHERS for s in similarities]
+    if len(embeddings) == 2 and any(flags):
+        flags = [False, False]  # two photos unlike each other: which one is wrong is unknown; both flagged below
+        both = True
+    else:
+        both = False
+    enrolled = iter(zip(similarities, flags))
+    out = []
+    for r in results:
+        if r.outcome is PhotoOutcome.ENROLLED:
+            similarity, flag = next(enrolled)
+            out.append(replaced(r, similarity=similarity, flagged=flag or both))
+        else:
+            out.append(r)
+    kept = [e for e, flag in zip(embeddings, flags) if not flag]
+    return out, (kept if not both else [])
 
 
 def photos_in(folder: Path) -> List[Path]:
