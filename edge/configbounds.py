@@ -78,6 +78,8 @@ BOUNDS: Dict[str, Bounds] = {
     "MatcherConfig.threshold": (-1.0, 1.0),
     "MatcherConfig.margin": (0.0, 2.0),
     "MatcherConfig.top_k": (1, 1000),
+    "MatcherConfig.fused_threshold": (-1.0, 1.0),
+    "MatcherConfig.fused_margin": (0.0, 2.0),
     # edge.track
     "TrackerConfig.iou_match": (0.0, 1.0),
     "TrackerConfig.max_jump": (0.0, 100.0),

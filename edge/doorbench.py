@@ -452,7 +452,7 @@ def format_report(report: Dict[str, Any]) -> str:
     for name, row in rows:
         if row["failures"]:
             lines.append(f"  {name:<12} " + ", ".join(f"{k} {v}" for k, v in row["failures"].items()))
-    lines += ["", "fused counterfactual (the normalised mean of each walk's embeddings matched once):"]
+    lines += ["", "fused counterfactual (the plain normalised mean of each walk's embeddings, matched once with the fused threshold):"]
     for name, row in rows:
         lines.append(
             f"  {name:<12} names the walker {row['fused_would_name_walker']}/{row['passes']}, someone else "

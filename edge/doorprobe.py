@@ -93,9 +93,10 @@ def recording(recorder: Recorder) -> Iterator[None]:
         daemon.build_parts, daemon.make_pipeline = original, original_make  # type: ignore[assignment]
 
 
-def vote_of(t: float, vector: np.ndarray, walk: Walk, index: GalleryIndex, config: Config) -> Vote:
-    """What one embedding matches, and the walker's own best score for it (None for a stranger)."""
-    match = index.match(vector, config.matcher)
+def vote_of(t: float, vector: np.ndarray, walk: Walk, index: GalleryIndex, config: Config, fused: bool = False) -> Vote:
+    """What one embedding (or a fused template: the daemon's fused threshold) matches, and the walker's own best
+    score for it (None for a stranger)."""
+    match = index.match(vector, config.matcher.fused if fused else config.matcher)
     walker = None
     if walk.enrolled and walk.person_id in index.people:
         walker = float(index.person_scores(vector)[index.people.index(walk.person_id)])
@@ -114,7 +115,7 @@ def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config
         detected = [widths for widths in seen if widths]
         mine = [(frame, vector) for frame, vector in recorder.embeddings if f0 <= frame < f0 + span]
         votes = [vote_of((frame - f0) / FPS, vector, walk, index, config) for frame, vector in mine]
-        fused = vote_of(0.0, fuse([v for _, v in mine]), walk, index, config) if mine else None
+        fused = vote_of(0.0, fuse([v for _, v in mine]), walk, index, config, fused=True) if mine else None
         tracks = sum(1 for t in first_seen.values() if offset <= t < offset + span / FPS)
         first_px = max(detected[0]) if detected else 0.0
         t0 = segment.start.timestamp() + offset
@@ -162,7 +163,8 @@ def all_frames(segment: Segment, clip: Path, recognizer: Any, index: GalleryInde
     for walk, found in zip(segment.walks, vectors):
         votes = [vote_of(0.0, v, walk, index, config) for v in found]
         walker = sum(1 for v in votes if walk.enrolled and v.person_id == walk.person_id)
-        out.append(EveryFrame(len(found), walker, vote_of(0.0, fuse(found), walk, index, config) if found else None))
+        fused = vote_of(0.0, fuse(found), walk, index, config, fused=True) if found else None
+        out.append(EveryFrame(len(found), walker, fused))
     return out
 
 

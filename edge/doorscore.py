@@ -14,7 +14,11 @@ each embedding got, and the sightings the tracker handed the attendance machine)
 not_detected; no_embedding (detected but never good enough); sighting_<outcome> (the tracker decided the walker
 and the attendance machine ignored the sighting: sighting_low_frames, sighting_no_change, ... or it caused another
 event than the one expected, e.g. sighting_entry,late when an earlier miss left the person absent); then, with no
-sighting: unknown_votes (embedded, nothing matched), wrong_votes (more votes for someone else than for the
+sighting, from the walk's fused template (its embeddings' plain mean, matched with matcher.fused_threshold):
+fused_names_other (the template is someone else), fused_below_threshold (the walker's score under the threshold,
+or the lead over the runner-up too small), fused_enough_no_sighting (the plain mean would name the walker; the
+tracker weights by quality and decides per track, so this is an explanation, not a replica); without a fused
+template, from the per-embedding votes: unknown_votes (embedded, nothing matched), wrong_votes (more votes for someone else than for the
 walker), split_votes (some votes for the walker, not enough to decide), votes_enough_no_sighting (the votes, as
 counted here, would decide the walker; the tracker weights them by face quality, so this is an explanation, not a
 replica).
@@ -136,7 +140,7 @@ def attribute(windows: Sequence[Tuple[str, float, float]], events: Sequence[Even
     return found, stray
 
 
-def explain(diag: Optional[WalkDiag], person_id: str, min_votes: int, vote_share: float) -> str:
+def explain(diag: Optional[WalkDiag], person_id: str, min_votes: int, vote_share: float) -> str:  # noqa: C901
     if diag is None:
         return "no_diagnostics"
     if diag.detected == 0:
@@ -146,6 +150,10 @@ def explain(diag: Optional[WalkDiag], person_id: str, min_votes: int, vote_share
     mine_sighted = [s for s in diag.sightings if s.person_id == person_id]
     if mine_sighted:
         return f"sighting_{mine_sighted[0].outcome}"  # decided: an attendance rule dropped it, or another event
+    if diag.fused is not None:
+        if diag.fused.person_id not in (None, person_id):
+            return "fused_names_other"
+        return "fused_below_threshold" if diag.fused.person_id is None else "fused_enough_no_sighting"
     counts = Counter(v.person_id for v in diag.votes)
     mine = counts.get(person_id, 0)
     others = max((n for who, n in counts.items() if who not in (person_id, None)), default=0)

@@ -101,7 +101,9 @@ def test_the_fused_counterfactual_is_counted_apart_from_what_the_daemon_did() ->
         1,
         1,
     )
-    assert row["failures"] == {"unknown_votes": 2} and row["embeddings_per_pass"] == 1
+    # missed walks are explained from the fused template first (issue 8: tracks are decided on it)
+    assert row["failures"] == {"fused_enough_no_sighting": 1, "fused_names_other": 1}
+    assert row["embeddings_per_pass"] == 1
     assert "usable_frames_per_pass" not in row  # not measured without --all-frames
 
 
@@ -135,6 +137,8 @@ def test_a_missed_walk_is_explained_from_its_diagnostics() -> None:
     assert explain(diag([(None, 0.3), ("a", 0.6), ("a", 0.7)]), "a", 2, 0.6) == "votes_enough_no_sighting"
     dropped = replace(diag([("a", 0.6), ("a", 0.7)]), sightings=(Sighted("a", 2, "low_frames"),))
     assert explain(dropped, "a", 2, 0.6) == "sighting_low_frames"  # decided, ignored by an attendance rule
+    below = WalkDiag(30, 10, 60.0, 1, (Vote(0.1, None, 0.4, 0.4),), fused=Vote(0.0, None, 0.5, 0.5))
+    assert explain(below, "a", 2, 0.6) == "fused_below_threshold"  # the walk's template under the fused threshold
 
 
 # -- the script ------------------------------------------------------------------------------------------------
