@@ -36,7 +36,6 @@ Delivery rules (`Outbox.step`):
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import socket
@@ -58,6 +57,7 @@ from edge.acks import AckRefused, check_ack, parse_ack
 from edge.config import DeviceConfig
 from edge.contract import MessageError, MqttConfig, Topics
 from edge.errors import ConfigError, EdgeError
+from edge.jsoncheck import JsonRefused, load_json
 from edge.outbox import IDLE_WAKE_S, MAX_INFLIGHT, Outbox
 from edge.store import EventStore, StoredEvent
 
@@ -528,8 +528,8 @@ def command_ids(raw: bytes, max_bytes: int) -> tuple[Optional[str], Optional[str
     if len(raw) > max_bytes:
         return None, None
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = load_json(raw)  # bounded nesting: a deep command must still get its answer, not a RecursionError
+    except JsonRefused:
         return None, None
     if not isinstance(body, dict):
         return None, None
