@@ -364,10 +364,9 @@ class Tracker:
         if decided is not None and decided != track.identity and track.identity in (None, UNKNOWN):
             track.identity = decided  # a known identity is final for the track; unknown yields to a clear name
             if decided == UNKNOWN and track.best_score < self.config.unknown_min_score:
-                self.stats["unknown_weak_face"] += 1
+                self.stats["unknown_weak_face"] += 1  # judged when decided: never reported for this track
+                track.reported[UNKNOWN] = True
         if track.identity is None or track.reported.get(track.identity):
-            return []
-        if track.identity == UNKNOWN and track.best_score < self.config.unknown_min_score:
             return []
         if not ending and track.hits < self.min_frames[0 if track.identity else 1]:
             return []  # held until the track has the frames the attendance machine wants (or ends)
