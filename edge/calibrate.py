@@ -143,7 +143,7 @@ def format_calibration(c: Calibration) -> str:
         "",
         f"{'threshold':>9} {'false id rate':>13} {'genuine pass':>12}",
     ]
-    shown: Dict[float, Row] = {r.threshold: r for r in c.table if round(r.threshold * 100) % 5 == 0}
+    shown: Dict[float, Row] = {r.threshold: r for r in c.table if round(r.threshold * 1000) % 50 == 0}
     shown[c.threshold] = next(r for r in c.table if r.threshold == c.threshold)
     for t in sorted(shown):
         r = shown[t]
