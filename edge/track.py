@@ -51,13 +51,13 @@ class TrackerConfig:
     """Without overlap, a detection whose centre is within this many box widths of the prediction continues it."""
     max_age_s: float = 1.0
     """A track not seen for this long has ended."""
-    embed_interval_s: float = 0.2
+    embed_interval_s: float = 0.1
     """Embed a visible, undecided (or unknown) track this often (besides clearly better faces), within max_embeds."""
     recheck_known_s: float = 2.0
     """Re-check a track already decided as someone this often (catches a tracker that swapped faces)."""
     better_face: float = 1.25
     """Embed again when a face's quality is this many times the best embedded so far."""
-    max_embeds: int = 12
+    max_embeds: int = 20
     """Most embeddings per track (the budget); an undecided track whose budget is spent is unknown."""
     min_votes: int = 2
     """Fewest embeddings fused into the template before a known identity is decided."""
