@@ -54,7 +54,7 @@ def rtsp(data: Path) -> Iterator[RtspServer]:
 def config_text(db: Path, camera_url: str, threshold: float, session: str, extra_camera: str = "") -> str:
     return (
         f"device: {{id: door-box, timezone: Asia/Seoul}}\nstorage: {{database: {db}}}\n"
-        f"matcher: {{threshold: {threshold}}}\n"
+        f"matcher: {{threshold: {threshold}, fused_threshold: {threshold}}}\n"
         "attendance:\n  schedule:\n    sessions:\n"
         f"      - {{name: {session}, start: '00:00', end: '23:59', days: [mon, tue, wed, thu, fri, sat, sun]}}\n"
         f"cameras:\n  - {{id: door, url: '{camera_url}', role: entrance, max_fps: 15, open_timeout_s: 5,"
