@@ -134,6 +134,10 @@ def run(
                 fresh = reload() if reload is not None else None
                 if fresh is not None:
                     config = apply_reload(config, fresh, pipeline, camera_set)
+                    if link is not None:
+                        from edge.credentials import config_fingerprint
+
+                        link.set_config_hash(config_fingerprint(config))
                 last_tick = now
             for event in stored:
                 ev = event.event

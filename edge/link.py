@@ -271,6 +271,14 @@ class Link:
         if changed and self.connected:
             self._publish(self.topics.status, self._status("online"), qos=1, retain=True)
 
+    def set_config_hash(self, config_hash: str) -> None:
+        """After a reload: the retained online status names the config now running."""
+        with self._lock:
+            changed = config_hash != self.info.config_hash
+            self.info = replace(self.info, config_hash=config_hash)
+        if changed and self.connected:
+            self._publish(self.topics.status, self._status("online"), qos=1, retain=True)
+
     def outbox_stats(self) -> Dict[str, Any]:
         """depth, oldest_unacked_age_s, last_seq and acked_up_to for the stats message (any thread). When the file
         cannot be read, the last figures read (zeros before the first) and one warning: stats never stop the daemon."""

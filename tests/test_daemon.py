@@ -189,6 +189,9 @@ class FakeLink:
     def set_gallery_version(self, version: int) -> None:
         self.versions.append(version)
 
+    def set_config_hash(self, config_hash: str) -> None:
+        pass
+
     def notify_new_events(self) -> None:
         pass
 

@@ -185,6 +185,8 @@ def test_online_status_is_retained_and_close_publishes_offline(store: EventStore
         assert status["gallery_version"] == 4
         link.set_gallery_version(5)
         assert wait_until(lambda: status_now(broker.port)["gallery_version"] == 5, 5)
+        link.set_config_hash("def456")  # after a SIGHUP reload: the retained status names the running config
+        assert wait_until(lambda: status_now(broker.port)["config_hash"] == "def456", 5)
         with Central(broker.port) as late:
             assert wait_until(lambda: bool(late.cameras), 5)
             assert late.cameras[-1]["camera_id"] == "door-in" and late.cameras[-1]["state"] == "online"
