@@ -637,7 +637,7 @@ def events_export(
 
 def _register_central() -> None:
     from edge.broker_cli import broker
-    from edge.central_cli import central
+    from edge.central.cli import central
 
     main.add_command(central)
     main.add_command(broker)

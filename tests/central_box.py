@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import paho.mqtt.client as mqtt
 
-from edge.central import Central
+from edge.central.server import Central
 from edge.contract import Topics, encode, validate
 from tests.support import Mosquitto
 

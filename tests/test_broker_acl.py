@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from support import REPO, CentralKeys, Mosquitto, edge_command, free_port, mosquitto_unavailable, wait_until
 
 from edge.broker_cli import broker as broker_cli
-from edge.central import Central, remove
+from edge.central.server import Central, remove
 from edge.contract import Topics
 
 PREFIX, SITE = "edge/v1", "school-1"

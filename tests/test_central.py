@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 from click.testing import CliRunner
 
-from edge.central import CentralError, remove, sync_from_export, upsert_embeddings
-from edge.central_cli import central as central_cli
+from edge.central.cli import central as central_cli
+from edge.central.server import CentralError, remove, sync_from_export, upsert_embeddings
 from edge.contract import camera_status_payload, encode, status_payload, validate
 from edge.signing import SIGNED_FIELDS, parse_time
 from tests.central_box import DEVICE, EPOCH, OTHER_EPOCH, SITE, FakeBox, ack, event, open_central, stats
@@ -219,7 +219,7 @@ def test_cli_push_photos_to_a_real_gallery_sync(
 @needs_broker
 def test_cli_run_prints_events_until_sigterm_and_events_lists_them(broker: Mosquitto, tmp_path: Path) -> None:
     db = tmp_path / "central.db"
-    cmd = [sys.executable, "-c", "import sys; from edge.central_cli import central; central(sys.argv[1:])",
+    cmd = [sys.executable, "-c", "import sys; from edge.central.cli import central; central(sys.argv[1:])",
            "run", "--host", "127.0.0.1", "--port", str(broker.port), "--db", str(db), "--client-id", "cli-central"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     box = FakeBox(broker.port)

@@ -11,10 +11,10 @@ from typing import Iterator, List
 import pytest
 from click.testing import CliRunner
 
-from edge.central_acks import ACK_INTERVAL_S
-from edge.central_cli import central as central_cli
-from edge.central_ledger import ACK_MAX_SEQS, RESEND_MAX_S, RESEND_MIN_S, AckLedger, Coverage, Marks, ResendPacer
-from edge.central_store import CentralStore
+from edge.central.acks import ACK_INTERVAL_S
+from edge.central.cli import central as central_cli
+from edge.central.ledger import ACK_MAX_SEQS, RESEND_MAX_S, RESEND_MIN_S, AckLedger, Coverage, Marks, ResendPacer
+from edge.central.store import CentralStore
 from edge.contract import encode, validate
 from tests.central_box import DEVICE, EPOCH, OTHER_EPOCH, SITE, FakeBox, ack, event, open_central, stats
 from tests.support import Mosquitto, free_port, mosquitto_unavailable, wait_until
@@ -316,7 +316,7 @@ def test_a_central_that_lost_its_database_gets_every_event_back_from_a_real_box(
     from test_mqtt_daemon import SITE as BOX_SITE
     from test_mqtt_daemon import Daemon, inject, write_config
 
-    from edge.central import Central
+    from edge.central.server import Central
     from edge.store import EventStore
     from tests.support import stored_events
 

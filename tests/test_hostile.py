@@ -38,7 +38,7 @@ from support import CentralKeys, Mosquitto, edge_command, free_port, mosquitto_u
 
 from edge.acks import RESEND_MAX
 from edge.attendance import AttendanceEvent, EventType
-from edge.central import Central, remove, upsert_embeddings, upsert_photos
+from edge.central.server import Central, remove, upsert_embeddings, upsert_photos
 from edge.contract import Topics
 from edge.manifest import load_manifest
 from edge.signing import canonical_bytes, sign_command

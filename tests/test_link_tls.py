@@ -1,5 +1,5 @@
 """TLS (server certificate check, client certificate) and username/password of the MQTT link against a real
-mosquitto, with a throwaway CA made by the openssl CLI. edge.central.Central, with the same kind of settings, plays
+mosquitto, with a throwaway CA made by the openssl CLI. edge.central.server.Central, with the same kind of settings, plays
 the central server and acknowledges what arrives."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 from edge.attendance import AttendanceEvent, EventType
-from edge.central import Central
+from edge.central.server import Central
 from edge.config import DeviceConfig
 from edge.contract import MqttConfig, TlsConfig
 from edge.link import Link, LinkInfo

@@ -32,9 +32,9 @@ from support import (
     wait_until,
 )
 
-from edge import central as central_mod
 from edge.attendance import AttendanceEvent, EventType
-from edge.central import Central
+from edge.central import server as central_mod
+from edge.central.server import Central
 from edge.contract import Topics, validate
 from edge.store import EventContext, EventStore
 

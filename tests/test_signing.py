@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from support import CentralKeys, Mosquitto, free_port, mosquitto_unavailable, wait_until
 
-from edge.central import Central, CentralError, remove
-from edge.central_cli import central as central_cli
+from edge.central.cli import central as central_cli
+from edge.central.server import Central, CentralError, remove
 from edge.contract import Topics
 from edge.gallery import Gallery, NewEmbedding
 from edge.recognize import Recognizer

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from edge.central_ledger import Marks
+from edge.central.ledger import Marks
 from edge.errors import EdgeError
 from edge.private import private_file
 

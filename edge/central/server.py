@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from edge.central_acks import Acks, Flag, resend_request
-from edge.central_store import CentralError, CentralStore
+from edge.central.acks import Acks, Flag, resend_request
+from edge.central.store import CentralError, CentralStore
 from edge.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
 from edge.signing import MAX_LIFETIME_S, load_private_key, sign_command
 
@@ -94,7 +94,7 @@ def _describe(kind: str, site: str, device: str, payload: Dict[str, Any], extra:
 class Central:
     """Subscribes to every box under a prefix, stores events and statuses, acknowledges events, pushes gallery
     commands. The paho network thread checks and stores (about 0.4 ms a message), the ack thread of
-    edge.central_acks.Acks acknowledges; the public methods may be called from any thread.
+    edge.central.acks.Acks acknowledges; the public methods may be called from any thread.
 
     `store_events=False` makes a command-only client (the `push`/`remove`/`resend` commands): it subscribes only to
     statuses and gallery results, acknowledges nothing, and uses a clean session (nothing queued for it after it

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from edge.central_ledger import AckLedger, Marks, ResendPacer
-from edge.central_store import CentralStore
+from edge.central.ledger import AckLedger, Marks, ResendPacer
+from edge.central.store import CentralStore
 
 log = logging.getLogger("edge.central")
 

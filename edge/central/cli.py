@@ -77,7 +77,7 @@ def _password(broker: Dict[str, Any]) -> Optional[str]:
 
 
 def _central(broker: Dict[str, Any], db: Any, **kwargs: Any) -> Any:
-    from edge.central import Central
+    from edge.central.server import Central
     from edge.contract import TlsConfig
 
     broker["password"] = _password(broker)
@@ -199,7 +199,7 @@ def push(
     **broker: Any,
 ) -> None:
     """Enroll one person on a box from photos (--person-id --photo ...), or make its gallery exactly --file."""  # fmt: skip
-    from edge.central import sync_from_export, upsert_photos
+    from edge.central.server import sync_from_export, upsert_photos
     from edge.gallery_json import read_document
 
     if export_file is not None and (person_id or photos):
@@ -221,7 +221,7 @@ def remove(
     site: str, device: str, base_version: Optional[int], timeout: float, key_file: Path, person_id: str, **broker: Any
 ) -> None:
     """Erase one person and their embeddings from a box."""
-    from edge.central import remove as remove_command
+    from edge.central.server import remove as remove_command
 
     target = {"site": site, "device": device, "timeout": timeout, "key_file": key_file}
     _send(broker, target, remove_command(person_id, base_version))
@@ -266,7 +266,7 @@ def keygen(key_file: Path, public_file: Path) -> None:
 def resend(site: str, device: str, from_seq: int, epoch: Optional[str], db: Path, **broker: Any) -> None:
     """Ask a box to send its events again from a seq on (the central lost them). The box takes one such request a
     minute and sends at most 10,000 events for it, as backlog; the running central acknowledges them."""
-    from edge.central_store import CentralError, CentralStore
+    from edge.central.store import CentralError, CentralStore
 
     if epoch is None:
         if not db.is_file():
@@ -299,7 +299,7 @@ def resend(site: str, device: str, from_seq: int, epoch: Optional[str], db: Path
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the event as received).")
 def events(db: Path, device: Optional[str], as_json: bool) -> None:
     """List the events the central has stored, by box and seq, with how often each was delivered."""
-    from edge.central_store import CentralStore
+    from edge.central.store import CentralStore
 
     store = CentralStore(db)
     try:
@@ -330,7 +330,7 @@ def events(db: Path, device: Optional[str], as_json: bool) -> None:
 def flags(db: Path) -> None:
     """List what the central flagged about boxes' seqs: a new epoch (a box's database started again), a regression
     (seqs reused: that epoch is no longer acknowledged) and its requests to send events again."""
-    from edge.central_store import CentralStore
+    from edge.central.store import CentralStore
 
     store = CentralStore(db)
     try:
