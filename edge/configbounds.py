@@ -89,6 +89,7 @@ BOUNDS: Dict[str, Bounds] = {
     "TrackerConfig.better_face": (1.0, 100.0),
     "TrackerConfig.max_embeds": (1, 10_000),
     "TrackerConfig.min_votes": (1, 10_000),
+    "TrackerConfig.confirmations": (1, 10_000),
     "TrackerConfig.vote_share": (0.0, 1.0),
     "TrackerConfig.same_face_min_sim": (-1.0, 1.0),
     "TrackerConfig.unknown_min_score": (0.0, 1.0),

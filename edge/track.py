@@ -61,6 +61,9 @@ class TrackerConfig:
     """Most embeddings per track (the budget); an undecided track whose budget is spent is unknown."""
     min_votes: int = 2
     """Fewest embeddings fused into the template before a known identity is decided."""
+    confirmations: int = 2
+    """Consecutive embeddings whose template names the same person before the track is that person (a template
+    looked at after each embedding is tested many times; one lucky look must not decide)."""
     vote_share: float = 0.6
     """Not used since identities come from the fused template (kept so existing config files still load)."""
     same_face_min_sim: float = 0.2
@@ -77,6 +80,8 @@ class TrackerConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.better_face < 1.0:
             raise ValueError(f"better_face must be >= 1, got {self.better_face}")
+        if not 1 <= self.confirmations <= self.max_embeds:
+            raise ValueError(f"confirmations must be within 1..max_embeds, got {self.confirmations}")
         if self.min_votes < 1 or self.max_embeds < self.min_votes:
             raise ValueError(f"min_votes must be >= 1 and <= max_embeds, got {self.min_votes} and {self.max_embeds}")
         if not -1.0 <= self.same_face_min_sim <= 1.0:
@@ -130,6 +135,8 @@ class _Track:
     """Quality-weighted sum of the normalised embeddings (the fused template once normalised)."""
     fused: Optional[Match] = None
     """The match of the fused template after the latest embedding."""
+    streak: int = 0
+    """Consecutive embeddings (up to the latest) whose template named `fused.person_id`."""
     votes: Dict[str, _Vote] = field(default_factory=dict)
     identity: Optional[str] = None
     """Decided identity: a person id, UNKNOWN, or None while undecided."""
@@ -183,9 +190,11 @@ def normalised(vector: np.ndarray) -> np.ndarray:
 
 def decide(track: _Track, config: TrackerConfig, ending: bool) -> Optional[str]:
     """The identity the fused template decides now, or None while the evidence is not enough: someone once the
-    template names them with `min_votes` embeddings; unknown once the budget is spent or the track ends."""
+    template names them with `min_votes` embeddings, on `confirmations` embeddings in a row; unknown once the budget
+    is spent or the track ends."""
     fused = track.fused
-    if fused is not None and fused.person_id is not None and track.embeds >= config.min_votes:
+    named = fused is not None and fused.person_id is not None and track.streak >= config.confirmations
+    if fused is not None and fused.person_id is not None and named and track.embeds >= config.min_votes:
         return fused.person_id
     if fused is not None and (ending or track.embeds >= config.max_embeds):
         return UNKNOWN
@@ -348,6 +357,8 @@ class Tracker:
         )
         weighted = fusion_weight(obs.quality) * unit
         track.template_sum = weighted if track.template_sum is None else track.template_sum + weighted
+        same = track.fused is not None and track.fused.person_id == obs.match.person_id
+        track.streak = track.streak + 1 if same else 1
         track.fused = obs.match
         key = obs.match.person_id or UNKNOWN
         vote = track.votes.setdefault(key, _Vote())

@@ -173,13 +173,13 @@ def test_early_poor_frames_do_not_veto_later_good_ones() -> None:
 
 
 def test_a_decision_waits_for_the_frames_attendance_wants_and_is_never_lost() -> None:
-    tracker = Tracker(TrackerConfig(min_votes=1), "cam", min_frames=(3, 5))
+    tracker = Tracker(TrackerConfig(min_votes=1, confirmations=1), "cam", min_frames=(3, 5))
     first = step(tracker, 0.0, [det(100, 100)], ["ann"], [unit(1)])
     second = step(tracker, 0.1, [det(100, 100)], ["ann"], [unit(1)])
     third = step(tracker, 0.2, [det(100, 100)], ["ann"], [unit(1)])
     assert first == second == [] and [(s.person_id, s.frames) for s in third] == [("ann", 3)]
     # a decided track that ends (not seen for max_age_s) before it has the frames still reports its decision
-    tracker = Tracker(TrackerConfig(min_votes=1, max_age_s=0.5), "cam", min_frames=(3, 5))
+    tracker = Tracker(TrackerConfig(min_votes=1, confirmations=1, max_age_s=0.5), "cam", min_frames=(3, 5))
     assert step(tracker, 0.0, [det(100, 100)], ["bob"], [unit(2)]) == []
     ended = tracker.update(1.0, T0 + timedelta(seconds=1), [])
     assert [(s.person_id, s.frames) for s in ended] == [("bob", 1)] and tracker.active == 0
@@ -190,7 +190,7 @@ def test_a_decision_waits_for_the_frames_attendance_wants_and_is_never_lost() ->
 
 
 def test_a_different_face_splits_the_track() -> None:
-    config = TrackerConfig(min_votes=1, embed_interval_s=0.1, recheck_known_s=1.0, same_face_min_sim=0.3)
+    config = TrackerConfig(min_votes=1, confirmations=1, embed_interval_s=0.1, recheck_known_s=1.0, same_face_min_sim=0.3)
     tracker = Tracker(config, "cam")
     sightings = step(tracker, 0.0, [det(100, 100)], ["ann"], [unit(1)])
     for i in range(1, 12):  # the tracker follows the box; the periodic re-check notices another face
@@ -198,6 +198,16 @@ def test_a_different_face_splits_the_track() -> None:
     assert [s.person_id for s in sightings] == ["ann", "bob"]
     assert sightings[0].track_id != sightings[1].track_id
     assert tracker.stats["track_splits"] == 1
+
+
+def test_one_lucky_look_at_the_template_does_not_decide() -> None:
+    # a blurred walker's second frame matched a look-alike and the 2-embedding template named him (full door
+    # benchmark, seed 1): the template must name the same person on `confirmations` embeddings in a row
+    tracker = Tracker(TrackerConfig(min_votes=2, confirmations=2, embed_interval_s=0.05), "cam")
+    sightings = []
+    for i, who in enumerate([None, "bob", None, "ann", "ann"]):
+        sightings += step(tracker, i * 0.1, [det(100, 100)], [who], [unit(1)])
+    assert [s.person_id for s in sightings] == ["ann"]
 
 
 def test_side_of_a_line() -> None:
