@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
-from support import CentralKeys
+from support import CentralKeys, RtspServer, free_port, rtsp_unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,3 +29,17 @@ def data() -> Path:
 def central_keys(tmp_path: Path) -> CentralKeys:
     """A fresh central key pair in tmp_path/keys (central.key, central.pub): see support.CentralKeys."""
     return CentralKeys(tmp_path / "keys")
+
+
+@pytest.fixture
+def rtsp(data: Path) -> Iterator[RtspServer]:
+    """A real RTSP server (gst-rtsp-server) looping the Hamilton clip; skips with the reason when it cannot run."""
+    reason = rtsp_unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port(), loop=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 from support import (
@@ -23,7 +23,6 @@ from support import (
     edge_command,
     enroll_lin_manuel,
     free_port,
-    rtsp_unavailable,
     run_edge,
     stored_events,
     wait_until,
@@ -110,19 +109,6 @@ def test_replay_of_people_walking_away_is_silent(tmp_path: Path, data: Path, enr
     assert done.stdout == ""
     assert stored_events(db) == []
     assert "Traceback" not in done.stderr and "ERROR" not in done.stderr
-
-
-@pytest.fixture
-def rtsp(data: Path) -> Iterator[RtspServer]:
-    reason = rtsp_unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port(), loop=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def test_run_on_a_real_rtsp_stream_survives_a_server_restart(

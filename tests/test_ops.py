@@ -8,7 +8,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from support import (
@@ -17,7 +17,6 @@ from support import (
     edge_command,
     free_port,
     mosquitto_unavailable,
-    rtsp_unavailable,
     run_edge,
     wait_until,
 )
@@ -124,15 +123,6 @@ def test_broker_check_tries_the_login_and_the_acl(acl_broker: AclBroker) -> None
 
 
 # ---- against a running daemon ----------------------------------------------------------------------------------
-@pytest.fixture
-def rtsp(data: Path) -> Iterator[RtspServer]:
-    reason = rtsp_unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port())
-    server.start()
-    yield server
-    server.kill()
 
 
 def edge_json(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

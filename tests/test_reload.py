@@ -8,10 +8,9 @@ import signal
 import subprocess
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
-import pytest
-from support import RtspServer, edge_command, enroll_lin_manuel, free_port, rtsp_unavailable, stored_events, wait_until
+from support import RtspServer, edge_command, enroll_lin_manuel, free_port, stored_events, wait_until
 
 from edge.capture import CameraConfig
 from edge.config import Config
@@ -38,17 +37,6 @@ def test_the_plan_takes_live_sections_and_keeps_the_rest() -> None:
     assert plan.config.attendance.schedule == schedule and plan.config.matcher.threshold == 0.5
     assert plan.config.mqtt == old.mqtt  # the broker only changes at the next start
     assert plan_reload(old, old).applied == () and plan_reload(old, old).config == old
-
-
-@pytest.fixture
-def rtsp(data: Path) -> Iterator[RtspServer]:
-    reason = rtsp_unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port())
-    server.start()
-    yield server
-    server.kill()
 
 
 def config_text(db: Path, camera_url: str, threshold: float, session: str, extra_camera: str = "") -> str:

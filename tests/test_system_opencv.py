@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
-from support import REPO, RtspServer, enroll_lin_manuel, free_port, rtsp_unavailable, stored_events, wait_until
+from support import REPO, RtspServer, enroll_lin_manuel, stored_events, wait_until
 
 from edge.capture_live import opencv_has_gstreamer
 from edge.cli import main
@@ -48,17 +47,6 @@ def system_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"the package index is unreachable: {done.stderr[-300:]}")
     assert done.returncode == 0, done.stdout + done.stderr
     return venv
-
-
-@pytest.fixture
-def rtsp(data: Path) -> Iterator[RtspServer]:
-    reason = rtsp_unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port())
-    server.start()
-    yield server
-    server.kill()
 
 
 def test_the_venv_uses_the_system_opencv_with_gstreamer(system_venv: Path) -> None:
