@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Tuple
 
 import click
 
 from edge.broker import CENTRAL_USERS
-from edge.errors import EdgeError
+from edge.cligroup import EdgeGroup
 
 CENTRAL_USER = CENTRAL_USERS[0]
 
-
-class BrokerGroup(click.Group):
-    """Turns the library's errors into one line and a non-zero exit."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
 
 
 password_file_option = click.option(
@@ -38,7 +29,7 @@ secret_option = click.option(
 )
 
 
-@click.group(cls=BrokerGroup)
+@click.group(cls=EdgeGroup)
 def broker() -> None:
     """Set up the MQTT broker: per-box logins and the ACL that keeps each box to its own topics."""
 

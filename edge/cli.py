@@ -10,19 +10,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
+from edge.cligroup import EdgeGroup
 from edge.errors import EdgeError
 
 EXIT_USER_ERROR = 1
 
-
-class EdgeGroup(click.Group):
-    """Turns the library's errors into one clear line on stderr and a non-zero exit, never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
 
 
 class AppContext:

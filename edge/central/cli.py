@@ -11,17 +11,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import click
 
-from edge.errors import EdgeError
-
-
-class CentralGroup(click.Group):
-    """Turns the library's errors into one line and a non-zero exit (also when used without `edge`)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
+from edge.cligroup import EdgeGroup
 
 
 def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,7 +76,7 @@ def _central(broker: Dict[str, Any], db: Any, **kwargs: Any) -> Any:
     return Central(broker.pop("host"), broker.pop("port"), db, broker.pop("prefix"), tls=tls, **broker, **kwargs)
 
 
-@click.group(cls=CentralGroup)
+@click.group(cls=EdgeGroup)
 def central() -> None:
     """The reference central server: receive and store events, watch statuses, push gallery changes to boxes."""
 
