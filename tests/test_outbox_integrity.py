@@ -27,7 +27,8 @@ from tests.test_link import DEVICE, INFO, TOPICS, Central, all_acked, append, mq
 pytestmark = pytest.mark.skipif(mosquitto_unavailable() is not None, reason=str(mosquitto_unavailable()))
 
 OTHER_EPOCH = "0123456789abcdef"
-DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+DYNSEC = next(iter(sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))), Path("/usr/lib/mosquitto_dynamic_security.so"))
+"""mosquitto's dynamic-security plugin (Debian's package), in the architecture's library folder."""
 
 
 @pytest.fixture
