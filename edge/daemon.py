@@ -19,6 +19,7 @@ from edge.capture import CameraConfig, CameraStats
 from edge.capture_file import FileSource
 from edge.capture_set import CameraSet
 from edge.config import Config
+from edge.credentials import config_fingerprint
 from edge.crops import CropStore
 from edge.detect import FaceDetector
 from edge.embed import Embedder
@@ -135,8 +136,6 @@ def run(
                 if fresh is not None:
                     config = apply_reload(config, fresh, pipeline, camera_set)
                     if link is not None:
-                        from edge.credentials import config_fingerprint
-
                         link.set_config_hash(config_fingerprint(config))
                 last_tick = now
             for event in stored:
