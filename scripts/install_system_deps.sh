@@ -5,6 +5,8 @@
 #   systemd                                                 -> systemd-analyze checks systemd/edge.service offline
 #   python3-opencv (the distribution's OpenCV, with GStreamer) -> a camera `pipeline:` opened for real
 #                                                              (tests/test_system_opencv.py, install_box.sh --system-opencv)
+#   chromium + chromium-driver                              -> the central console's browser tests (selenium drives
+#                                                              Debian's own browser; nothing downloads one)
 # Idempotent: packages already installed are skipped, and when all are present it exits at once (<1 s).
 # The mosquitto service is stopped and disabled: tests start their own broker on a loopback port.
 set -euo pipefail
@@ -23,6 +25,8 @@ PACKAGES=(
     mosquitto
     systemd
     python3-opencv
+    chromium
+    chromium-driver
 )
 
 missing=()

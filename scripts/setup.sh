@@ -22,7 +22,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# dev: tests and tools; central: the central server's web console, office and mail (never on a box)
+.venv/bin/python -m pip install --quiet -e ".[dev,central]"
 .venv/bin/python -c "import cv2, numpy; from ai_edge_litert.interpreter import Interpreter" \
     || { echo "setup: the runtime packages do not import; see the pip output above" >&2; exit 1; }
 echo "setup: ready (.venv, $(.venv/bin/python --version))"
