@@ -100,7 +100,7 @@ def run(
         camera_set = stack.enter_context(CameraSet.open(list(config.cameras)))
         verifier = box_verifier(config.mqtt.central_key_file, config.device.site, config.device.id)
         link = open_link(config, parts, stack, db, config_hash)
-        stack.callback(flush_held_events, pipeline, link)  # however the loop ends: before the link and stores close
+        stack.callback(stop_pipeline, pipeline, link)  # however the loop ends: before the link and stores close
         worker = open_gallery_worker(link, gallery_sync_factory(config, db, verifier), parts.gallery.version, stack)
         board = open_status_board(config, parts, db, stack)
         metrics = open_metrics(config, stack)  # before READY: a port in use stops the start with a config error
@@ -238,9 +238,16 @@ def apply_reload(config: Config, fresh: Config, pipeline: Pipeline, camera_set: 
     return new
 
 
-def flush_held_events(pipeline: Pipeline, link: Any) -> None:
-    """At stop: events held in memory (disk full, locked) get one last try (the pipeline logs what is lost)."""
-    if pipeline.flush() and link is not None:
+def stop_pipeline(pipeline: Pipeline, link: Any) -> None:
+    """At stop: every track in view ends, so a decided person not yet reported (or a face still undecided) becomes
+    its event, as when a file ends; then events held in memory (disk full, locked) get one last try (the pipeline
+    logs what is lost)."""
+    try:
+        ended = pipeline.finish(time.time(), time.monotonic())
+    except Exception:  # a failing stage must not keep the held events from their last try
+        log.exception("ending the tracks at stop failed")
+        ended = []
+    if (pipeline.flush() or ended) and link is not None:
         link.notify_new_events()
 
 

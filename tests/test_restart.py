@@ -186,3 +186,35 @@ def test_events_that_cannot_be_stored_at_stop_are_counted_in_the_log(
     text = caplog.text
     assert "stopping with 3 decided events that could not be stored: they are lost (3 entry)" in text
     assert "lost event entry ann on door" in text and "lost event entry cid on door" in text
+
+
+def test_a_face_in_view_when_edge_stops_gets_its_event(tmp_path: Path, data: Path) -> None:
+    """SIGTERM while a face is in view: its track ends as when a file ends, so the face is not lost (here an
+    undecided unknown face, which a running track only reports once its budget is spent or it leaves)."""
+    import cv2
+
+    from edge.capture import CameraConfig, Frame
+    from edge.daemon import stop_pipeline
+    from edge.detect import DetectorConfig, FaceDetector
+    from edge.embed import Embedder
+    from edge.match import MatcherConfig
+    from edge.pipeline import PipelineParts
+    from edge.quality import QualityConfig
+    from edge.track import TrackerConfig
+
+    image = cv2.imread(str(data / "hamilton" / "obama.jpg"))
+    assert image is not None
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=KST)
+    with Gallery(tmp_path / "edge.db") as gallery, EventStore(tmp_path / "edge.db", "box") as store, FaceDetector(
+        DetectorConfig()
+    ) as detector:
+        parts = PipelineParts(detector=detector, embedder=Embedder(), gallery=gallery, store=store)
+        pipeline = Pipeline(parts, [CameraConfig("door", "door.mp4")], QualityConfig(), MatcherConfig(),
+                            TrackerConfig(), CONFIG, KST, now)  # fmt: skip
+        produced = []
+        for k in range(8):  # 0.8 s of one face: an unknown track, its embedding budget far from spent
+            at = now.timestamp() + 0.1 * k
+            produced += pipeline.process(Frame("door", k, image, at, 0.1 * k))
+        assert produced == [] and pipeline.trackers["door"].stats["embeddings"] >= 5
+        stop_pipeline(pipeline, None)
+        assert [e.type for e in store.events_of_day(now.date(), KST)] == [EventType.UNKNOWN_FACE]
