@@ -76,6 +76,9 @@ class DoorOptions:
     hamilton: bool = True
     all_frames: bool = False
     """Also embed every usable frame of each walk (slower): what the tracker left unembedded."""
+    dump: Optional[Path] = None
+    """Write each walk's embeddings (and the gallery) to .npz files in this folder, for calibrating the decision
+    rule offline (edge.doorrules)."""
 
 
 def bench_config(config: Config, workers: int) -> Config:
@@ -208,6 +211,7 @@ class DayTask:
     boxes: Dict[Path, Detection]
     keep: bool
     all_frames: bool = False
+    dump: Optional[Path] = None
 
 
 @dataclass
@@ -291,6 +295,36 @@ def replay_day(task: DayTask, db: Path, index: GalleryIndex, recognizer: Any, ou
     if not task.keep:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if task.dump is not None:
+        dump_walks(task.dump / f"day{day.index:04d}.npz", [(walk, diag) for walk, _, _, diag in pending])
+
+
+def dump_gallery(gallery_db: Path, config: Config, folder: Path, enrolled: Sequence[Enrollee]) -> None:
+    """The gallery's rows (person ids, vectors) and how many photos each enrolled person was enrolled from."""
+    from edge.manifest import load_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with Gallery(gallery_db) as gallery:
+        index = gallery.index(load_manifest(config.embedder.models_path).id)
+    people = np.asarray([e.person_id for e in enrolled])
+    photos = np.asarray([len(e.enroll_photos) for e in enrolled])
+    ids = np.repeat(np.asarray(index.people), np.diff(np.append(index._starts, len(index.vectors))))
+    np.savez_compressed(folder / "gallery.npz", ids=ids, vectors=index.vectors, enrolled=people, photos=photos)
+
+
+def dump_walks(path: Path, walks: Sequence[Tuple[Any, WalkDiag]]) -> None:
+    """Per walk: who, condition, and the embeddings the tracker made (in order, with their media time)."""
+    meta, vectors, owner, times = [], [], [], []
+    for k, (walk, diag) in enumerate(walks):
+        meta.append((walk.walk_id, walk.person_id, int(walk.enrolled), walk.condition, walk.pattern))
+        for vote, vector in zip(diag.votes, diag.vectors):
+            vectors.append(vector)
+            owner.append(k)
+            times.append(vote.t)
+    np.savez_compressed(
+        path, meta=np.asarray(meta, dtype=object), vectors=np.asarray(vectors, dtype=np.float32).reshape(-1, 128),
+        owner=np.asarray(owner, dtype=np.int32), times=np.asarray(times, dtype=np.float32),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- the real video
@@ -356,6 +390,8 @@ def run_door(config: Config, options: DoorOptions, progress: Callable[[str], Non
             progress(f"gallery: enrolling {options.size.people} people, {len(fillers)} fillers")
             enrolled, failed = build_gallery(recognizer, chosen, options.size.people, fillers, gallery_db, cache)
             plan = make_plan(enrolled, fillers, strangers, options.size)
+            if options.dump is not None:
+                dump_gallery(gallery_db, config, options.dump, enrolled)
             photos = sorted({w.photo for _, w in plan.walks()})
             key = hashlib.sha256(repr(config.detector).encode()).hexdigest()[:12]
             boxes, no_face = face_boxes(recognizer, photos, cache, key)
@@ -407,8 +443,9 @@ def run_days(plan: Plan, config: Config, gallery_db: Path, workdir: Path, boxes:
         photos = {w.photo for s in day.segments for w in s.walks}
         boxes_of_day = {p: boxes[p] for p in photos}
         tasks.append(
-            DayTask(day, config, gallery_db, workdir, boxes_of_day, options.keep is not None, options.all_frames)
-        )
+            DayTask(day, config, gallery_db, workdir, boxes_of_day, options.keep is not None, options.all_frames,
+                    options.dump)
+        )  # fmt: skip
     outputs: List[DayOutput] = []
     if options.workers <= 1:
         for k, task in enumerate(tasks, 1):

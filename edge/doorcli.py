@@ -43,11 +43,16 @@ def default_data() -> Path:
 @click.option(
     "--all-frames", is_flag=True, help="Also embed every usable frame of each walk (slower): what the tracker skipped."
 )
+@click.option(
+    "--dump",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write each walk's embeddings and the gallery (.npz) here, for `edge eval door-rules`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (with every missed pass).")
 @click.pass_obj
 def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: int, gallery_size: int,
          people_per_day: int, conditions: str, seed: int, workers: int, cache: Optional[Path], keep: Optional[Path],
-         no_hamilton: bool, all_frames: bool, as_json: bool) -> None:  # fmt: skip
+         no_hamilton: bool, all_frames: bool, dump: Optional[Path], as_json: bool) -> None:  # fmt: skip
     """Door passes rendered from the shared data, replayed through the daemon: recall, false identities, unknowns,
     time to the event and embeddings per pass, per condition; plus the Hamilton clip's replay."""
     from edge.doorbench import DoorOptions, format_report, run_door
@@ -62,6 +67,8 @@ def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: in
     root = data or default_data()
     if not (root / "lfw-view1").is_dir():
         raise click.ClickException(f"{root}: no lfw-view1 folder (give --data or set EDGE_TEST_DATA)")
-    options = DoorOptions(root.resolve(), size, workers, cache, keep, hamilton=not no_hamilton, all_frames=all_frames)
+    options = DoorOptions(
+        root.resolve(), size, workers, cache, keep, hamilton=not no_hamilton, all_frames=all_frames, dump=dump
+    )
     report = run_door(app.config, options, progress=lambda line: click.echo(line, file=sys.stderr))
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))

@@ -120,7 +120,8 @@ def walk_diags(segment: Segment, recorder: Recorder, index: GalleryIndex, config
         first_px = max(detected[0]) if detected else 0.0
         t0 = segment.start.timestamp() + offset
         sighted = tuple(s for at, s in recorder.sightings if t0 - 0.5 / FPS <= at < t0 + (span - 0.5) / FPS)
-        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes), fused, sightings=sighted))
+        diags.append(WalkDiag(len(seen), len(detected), first_px, tracks, tuple(votes), fused, sightings=sighted,
+                              vectors=tuple(v for _, v in mine)))  # fmt: skip
     return diags
 
 

@@ -95,6 +95,8 @@ class WalkDiag:
     fused_all: Optional[Vote] = None
     """The fused counterfactual over every usable frame."""
     sightings: Tuple[Sighted, ...] = ()
+    vectors: Tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    """The embeddings behind `votes` (numpy vectors, same order): only for `edge eval door --dump`."""
 
 
 @dataclass(frozen=True)
