@@ -8,6 +8,7 @@ one fsync covers a whole batch and nothing is acknowledged that a power cut coul
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sqlite3
@@ -15,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -26,6 +27,10 @@ from edge.private import private_file
 
 log = logging.getLogger("edge.central")
 migrations = Migrations("edge.central")
+
+PARTS = ("edge.central.office", "edge.central.users", "edge.central.crops")
+"""The modules that keep tables of their own in the central's file, each with its own Migrations
+("edge.central.<part>") and an `apply_migrations(db)`; all are applied when the store opens."""
 
 class CentralError(EdgeError):
     """The central cannot do what was asked: broker unreachable, no answer in time, a bad command or file."""
@@ -113,6 +118,18 @@ def m002_epochs(db: Database) -> None:
     )
 
 
+def apply_parts(db: Database) -> None:
+    """Apply the migrations of every part (PARTS) present in this install."""
+    for name in PARTS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the part is there but one of its own imports is missing: say so
+                raise
+            continue
+        module.apply_migrations(db)
+
+
 # the SQLite copy ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stored:
@@ -141,9 +158,15 @@ class CentralStore:
                 self.db.enable_wal()
             conn.execute("PRAGMA synchronous=NORMAL")
             migrations.apply(self.db)
+            apply_parts(self.db)
         except (sqlite3.Error, OSError) as exc:
             raise CentralError(f"{self.path}: cannot open the central database ({exc})") from exc
         self._lock = threading.RLock()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held around every statement on the shared connection (the parts' modules take it too)."""
+        return self._lock
 
     def close(self) -> None:
         with self._lock:
@@ -197,6 +220,18 @@ class CentralStore:
         for item in out:
             item["payload"] = json.loads(item["payload"])
         return out
+
+    def events_between(self, since: str, until: str, types: Sequence[str] = ()) -> List[Dict[str, Any]]:
+        """The payloads of events whose `at` text sorts within [since, until) (ISO dates or times; `at` carries
+        its box's UTC offset, so callers widen the range and keep what they need), optionally of some types."""
+        sql = "SELECT payload FROM events WHERE at >= ? AND at < ?"
+        args: List[Any] = [since, until]
+        if types:
+            sql += f" AND type IN ({', '.join('?' for _ in types)})"
+            args.extend(types)
+        with self._lock:
+            rows = self.db.conn.execute(sql + " ORDER BY at, seq", args).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def seqs_above(self, site: str, device: str, epoch: str, seq: int) -> List[Tuple[int, Optional[int]]]:
         with self._lock:

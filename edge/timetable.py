@@ -1,0 +1,41 @@
+"""The central's timetable on the box: its JSON document <-> ScheduleConfig, and which schedule a box follows.
+
+The central keeps one timetable (sessions, holidays, one-off changes) and sends it to each box in a signed
+gallery command (op `timetable`, edge/sync.py); the box keeps it in its gallery database. While one is stored,
+the box follows it instead of the YAML `attendance.schedule`; a box that never got one (no central) follows its
+YAML, and a `timetable` command with a null document hands the box back to its YAML.
+
+The document is the YAML schedule's own tree as JSON (the same keys, the same checks, the same error messages):
+
+    {"grace_min": 5, "sessions": [{"name": "morning", "start": "09:00", "end": "12:00"}],
+     "closures": [{"start": "2025-03-03", "reason": "holiday"}], "changes": []}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import replace
+from typing import Any, Dict, Optional
+
+from edge.attendance import AttendanceConfig
+from edge.configtree import load_yaml_tree
+from edge.errors import ConfigError
+from edge.schedule import ScheduleConfig
+
+
+def schedule_document(schedule: ScheduleConfig) -> Dict[str, Any]:
+    """The JSON document of a schedule (tuples become lists; every key written, defaults included)."""
+    return json.loads(json.dumps(dataclasses.asdict(schedule)))  # type: ignore[no-any-return]
+
+
+def schedule_from_document(document: Any, source: str = "timetable") -> ScheduleConfig:
+    """A schedule from its JSON document, checked like the YAML one; ConfigError names the key path."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: a timetable must be a JSON object, got {type(document).__name__}")
+    return load_yaml_tree(ScheduleConfig, json.dumps(document), source)
+
+
+def effective_attendance(attendance: AttendanceConfig, central: Optional[ScheduleConfig]) -> AttendanceConfig:
+    """The attendance config a box runs: its YAML one, with the central's timetable when it has one."""
+    return attendance if central is None else replace(attendance, schedule=central)
