@@ -12,7 +12,8 @@ A person's day is first turned into *stays* (inside from an in-mark to an out-ma
 Then, per session the person follows that day (edge.schedule: group sessions, closures, one-off changes):
 
 - the stays that touch the session (from its early window to its end) decide it; none: **absent**;
-- first_entry: the start of the first such stay; **late** when it is after start + grace (minutes_late counts whole
+- first_entry: the start of the first such stay (None when it began with an out-mark: the entry was missed, and
+  such a stay is never late, as on the box); **late** when it is after start + grace (minutes_late counts whole
   minutes from the session's start: the box's `late` rule, edge/attendance.py);
 - last_exit: the end of the last such stay when it is final (None: still inside, or out on an outing);
   **left_early** when that exit lies in [start, end - tolerance) (the box's `early_leave` rule);
@@ -205,13 +206,14 @@ def session_row(day: date, who: Member, span: SessionSpan, stays: Sequence[Stay]
         return ReportRow(**base, status=status, first_entry=None, last_exit=None, minutes_late=0,  # type: ignore[arg-type]
                          outings=0, minutes_out=0, device_id=None, camera_id=None, corrected=corrected)  # fmt: skip
     first, last = touching[0], touching[-1]
-    late = _ts(first.start.at) > _ts(span.late_after)
+    first_entry = first.start.at if first.start.inward else None  # None: the entry was missed (seen going out)
+    late = first_entry is not None and _ts(first_entry) > _ts(span.late_after)
     minutes_late = math.floor((_ts(first.start.at) - _ts(span.start)) / 60.0) if late else 0
     last_exit = last.end.at if last.end is not None and last.final else None
     left_early = last_exit is not None and _ts(span.start) <= _ts(last_exit) < _ts(span.early_before)
     status = "excused" if excused else "left_early" if left_early else "late" if late else "present"
     uses_correction = corrected or any(s.start.corrected or (s.end is not None and s.end.corrected) for s in touching)
-    return ReportRow(**base, status=status, first_entry=first.start.at, last_exit=last_exit,  # type: ignore[arg-type]
+    return ReportRow(**base, status=status, first_entry=first_entry, last_exit=last_exit,  # type: ignore[arg-type]
                      minutes_late=minutes_late, outings=count, minutes_out=minutes_out,
                      device_id=first.start.device_id, camera_id=first.start.camera_id,
                      corrected=uses_correction)  # fmt: skip
@@ -232,7 +234,7 @@ def person_rows(day: date, who: Member, spans: Sequence[SessionSpan], events: Se
     return [
         ReportRow(
             date=day, person_id=who.person_id, name=who.name, group=who.group, session=None,
-            status="excused" if excused else "present", first_entry=first.start.at,
+            status="excused" if excused else "present", first_entry=first.start.at if first.start.inward else None,
             last_exit=last.end.at if last.end is not None and last.final else None, minutes_late=0, outings=count,
             minutes_out=minutes_out, device_id=first.start.device_id, camera_id=first.start.camera_id,
             corrected=corrected or any(s.start.corrected or (s.end is not None and s.end.corrected) for s in stays),
