@@ -330,3 +330,8 @@ def flags(db: Path) -> None:
     for row in rows:
         click.echo(f"{row['at']} {row['site']}/{row['device_id']} epoch {row['epoch']} {row['kind']}: {row['detail']}")
     click.echo(f"{len(rows)} flags", err=True)
+
+
+from edge.central.console import register as _register_console  # noqa: E402 (needs broker_options above)
+
+_register_console(central)
