@@ -10,8 +10,8 @@ The ACL (mosquitto `acl_file`, with `password_file` and `allow_anonymous false`)
   `gallery/command`): `edge-central` for the server (`edge central run`) and `edge-operator` for the one-shot
   commands (`edge central push/remove/resend`), because one login is one connection (below);
 - every other user is a box whose user name is its device id (`%u` in `pattern` rules): it may publish only its own
-  `status`, `stats`, `events`, `gallery/result` and `cameras/+/status`, and read only its own `ack` and
-  `gallery/command`. Anything not granted is denied: another box's topics, acks, commands, `#`.
+  `status`, `stats`, `events`, `gallery/result`, `cameras/+/status` and `crop` (face crops, crops.upload), and
+  read only its own `ack` and `gallery/command`. Anything not granted is denied: another box's topics, acks, commands, `#`.
 
 The site level of the topic is `+`: a box is identified by its device id alone, so device ids must be unique on a
 broker (add_user refuses a user name that is already in the password file).
@@ -34,7 +34,7 @@ from typing import List, Sequence
 
 from edge.errors import EdgeError
 
-BOX_WRITES = ("status", "stats", "events", "gallery/result", "cameras/+/status")
+BOX_WRITES = ("status", "stats", "events", "gallery/result", "cameras/+/status", "crop")
 BOX_READS = ("ack", "gallery/command")
 CENTRAL_USERS = ("edge-central", "edge-operator")
 """The central server's login and the operator's (one-shot commands): both may publish acks and commands."""

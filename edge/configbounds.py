@@ -53,6 +53,7 @@ BOUNDS: Dict[str, Bounds] = {
     "MqttConfig.live_window_s": (1.0, 7 * DAY_S),
     # edge.crops
     "CropsConfig.retention_days": (0.0, 366.0),
+    "CropsConfig.max_upload_bytes": (1024, 1024 * 1024),
     # edge.detect
     "DetectorConfig.min_score": (0.0, 1.0),
     "DetectorConfig.min_score_short": (0.0, 1.0),

@@ -11,6 +11,7 @@ Topics, under a root `<prefix>/<site>/<device>` (prefix default `edge/v1`):
 | `<root>/ack`                   | server -> box | 1   | no       | edge.ack/1            |
 | `<root>/gallery/command`       | server -> box | 1   | no       | edge.gallery_command/1|
 | `<root>/gallery/result`        | box -> server | 1   | no       | edge.gallery_result/1 |
+| `<root>/crop`                  | box -> server | 1   | no       | edge.crop/1 (opt-in)  |
 
 The JSON Schemas live in `edge/schemas/`. Everything the box publishes is built here and validated by the tests;
 everything it receives is checked here (size first, then JSON, then schema) before anything acts on it.
@@ -38,6 +39,7 @@ SCHEMAS = {
     "edge.ack/1": "ack.schema.json",
     "edge.gallery_command/1": "gallery_command.schema.json",
     "edge.gallery_result/1": "gallery_result.schema.json",
+    "edge.crop/1": "crop.schema.json",
 }
 
 
@@ -81,6 +83,10 @@ class Topics:
     @property
     def gallery_result(self) -> str:
         return f"{self.root}/gallery/result"
+
+    @property
+    def crop(self) -> str:
+        return f"{self.root}/crop"
 
 
 def now_iso() -> str:
@@ -194,6 +200,21 @@ def gallery_result_payload(
         "gallery_version": gallery_version,
         "at": now_iso(),
         **extra,
+    }
+
+
+def crop_payload(device_id: str, site: str, event_id: str, event_type: str, at: str, jpeg: bytes) -> Dict[str, Any]:
+    """The face crop of one event (edge.crop/1): the JPEG in base64."""
+    import base64
+
+    return {
+        "schema": "edge.crop/1",
+        "event_id": event_id,
+        "device_id": device_id,
+        "site": site,
+        "event_type": event_type,
+        "at": at,
+        "jpeg": base64.b64encode(jpeg).decode("ascii"),
     }
 
 

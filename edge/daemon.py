@@ -100,6 +100,8 @@ def run(
         camera_set = stack.enter_context(CameraSet.open(list(config.cameras)))
         verifier = box_verifier(config.mqtt.central_key_file, config.device.site, config.device.id)
         link = open_link(config, parts, stack, db, config_hash)
+        if link is not None and pipeline.crops is not None:
+            pipeline.crops.send_to(link.offer_crop)  # crops.upload: a bounded side queue, never holding events back
         stack.callback(stop_pipeline, pipeline, link)  # however the loop ends: before the link and stores close
         worker = open_gallery_worker(link, gallery_sync_factory(config, db, verifier), parts.gallery.version, stack)
         board = open_status_board(config, parts, db, stack)

@@ -16,7 +16,7 @@ SQLite is the source of truth and MQTT is an outbox over it. Three threads touch
   refused whole), and while connected sends the events the central server has not acknowledged and marks them
   published when the broker's PUBACK arrives. If it dies, `failure()` says why and the daemon stops (no watchdog
   feed), so systemd restarts the box rather than leaving it alive and delivering nothing.
-- the daemon's pipeline thread calls the publish_* methods, `outbox_stats` and reads `commands`.
+- the daemon's pipeline thread calls the publish_* methods, `offer_crop`, `outbox_stats` and reads `commands`.
 
 Delivery rules (`Outbox.step`):
 
@@ -32,6 +32,9 @@ Delivery rules (`Outbox.step`):
   run is due at most `redeliver_after_s` after this process started).
 - before a seq is handed to paho the database marker's hwm is raised to cover it (store.reserve_published), so a
   database that later comes back behind it is refused at start instead of handing the seq out again.
+- face crops (crops.upload, edge/crops.py) wait in a side queue of MAX_CROPS (the oldest dropped beyond it) and go
+  out QoS 1 on `<root>/crop` while connected, at most MAX_CROPS_INFLIGHT awaiting a PUBACK: they never hold an
+  event back, and a crop lost (queue full, a restart, a session lost) is not sent again.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from edge import contract
 from edge.acks import AckRefused, check_ack, parse_ack
 from edge.config import DeviceConfig
 from edge.contract import MessageError, MqttConfig, Topics
+from edge.crops import CropUpload
 from edge.errors import ConfigError, EdgeError
 from edge.jsoncheck import JsonRefused, load_json
 from edge.outbox import IDLE_WAKE_S, MAX_INFLIGHT, Outbox
@@ -71,6 +75,10 @@ MAX_RAW_ACKS = 1000
 """Acks received and not yet checked by the outbox thread; more are dropped (the central server acks again)."""
 MAX_HELD_RESULTS = 100
 """Gallery results kept while disconnected, sent after the next connect (the oldest are dropped beyond this)."""
+MAX_CROPS = 32
+"""Face crops waiting to be sent (crops.upload); beyond this the oldest is dropped: a crop lost is acceptable."""
+MAX_CROPS_INFLIGHT = 4
+"""Crops handed to paho and not yet confirmed by a PUBACK: events keep paho's in-flight window."""
 CLOSE_TIMEOUT_S = 5.0
 GALLERY_OPS = ("upsert", "remove", "sync")
 
@@ -148,6 +156,11 @@ class Link:
         self._lock = threading.Lock()
         self._cameras: Dict[str, Dict[str, Any]] = {}
         self._held_results: Deque[Dict[str, Any]] = deque(maxlen=MAX_HELD_RESULTS)
+        self._crops: Deque[CropUpload] = deque()
+        self._crop_mids: Set[int] = set()
+        self.crops_sent = 0
+        self.crops_dropped = 0
+        """Crops handed to the broker, and crops dropped (the side queue was full)."""
         self._acks: queue.Queue[bytes] = queue.Queue(MAX_RAW_ACKS)
         self._raw_commands: queue.Queue[bytes] = queue.Queue(MAX_COMMANDS)
         self._told: Set[str] = set()
@@ -253,6 +266,15 @@ class Link:
             self._cameras[camera_id] = payload
         if self.connected:
             self._publish(self.topics.camera_status(camera_id), payload, qos=1, retain=True)
+
+    def offer_crop(self, upload: CropUpload) -> None:
+        """Queue a face crop for the central (any thread; never blocks): sent while connected, after no event."""
+        with self._lock:
+            if len(self._crops) >= MAX_CROPS:
+                self._crops.popleft()
+                self.crops_dropped += 1
+            self._crops.append(upload)
+        self._wake.set()
 
     def publish_stats(self, payload: Dict[str, Any]) -> None:
         if self.connected:
@@ -455,6 +477,7 @@ class Link:
                 if self._connects != seen_connects:
                     seen_connects = self._connects
                     outbox.reconnected()
+                    self._crop_mids.clear()  # a crop without its PUBACK is not sent again (paho's session may)
                 wait = self._outbox_step(outbox)
                 if failing:
                     failing = False
@@ -476,7 +499,9 @@ class Link:
         self._drain(outbox)
         if not self.connected or self._closing:
             return IDLE_WAKE_S
-        return outbox.step(time.monotonic(), time.time())
+        wait = outbox.step(time.monotonic(), time.time())
+        self._send_crops()
+        return wait
 
     def _drain(self, outbox: Outbox) -> None:
         """Record the PUBACKs (one transaction), then check and apply the acks the network thread queued."""
@@ -487,6 +512,7 @@ class Link:
                 mids.append(self._confirmed.get_nowait())
             except queue.Empty:
                 break
+        self._crop_mids.difference_update(mids)
         outbox.confirm(mids, now)
         for _ in range(MAX_RAW_ACKS):
             try:
@@ -521,6 +547,23 @@ class Link:
                 self._take_command(raw)
             except Exception:  # a command must not stop the outbox
                 log.exception("a gallery command could not be handled")
+
+    def _send_crops(self) -> None:
+        """Hand queued crops to paho (outbox thread, after the events of this step), a few in flight at most."""
+        while len(self._crop_mids) < MAX_CROPS_INFLIGHT and self.connected and not self._closing:
+            with self._lock:
+                if not self._crops:
+                    return
+                upload = self._crops.popleft()
+            payload = contract.crop_payload(
+                self.device.id, self.device.site, upload.event_id, upload.event_type, upload.at, upload.jpeg
+            )
+            info = self._publish(self.topics.crop, payload, qos=1)
+            if info is None:  # not handed over (disconnected meanwhile): dropped, a crop lost is acceptable
+                self.crops_dropped += 1
+                return
+            self._crop_mids.add(int(info.mid))
+            self.crops_sent += 1
 
     def _send_event(self, stored: StoredEvent, historical: bool) -> Optional[int]:
         if not self.connected or self._closing:

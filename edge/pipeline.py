@@ -15,9 +15,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from edge.align import align
-from edge.attendance import AttendanceConfig, AttendanceEvent, AttendanceMachine, CameraRole, EventType
+from edge.attendance import AttendanceConfig, AttendanceEvent, AttendanceMachine, CameraRole
 from edge.capture import CameraConfig, Frame
-from edge.crops import CropStore
+from edge.crops import CropStore, wants_crop
 from edge.embed import Embedder
 from edge.gallery import Gallery
 from edge.match import MatcherConfig
@@ -186,8 +186,8 @@ class Pipeline:
             return
         for event in stored:
             best = self._best_crop.get(event.event.track_id)
-            if event.event.type is EventType.UNKNOWN_FACE and best is not None:
-                self.crops.save(event.event_id, best[1])
+            if wants_crop(event.event) and best is not None:
+                self.crops.save(event.event_id, best[1], event.event.type.value, event.event.at.isoformat())
 
     def finish(self, wall_time: float, mono: float) -> List[StoredEvent]:
         """The file ended (or the cameras stop): every track ends, and the decisions of those not yet reported

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from edge.central.acks import Acks, Flag, resend_request
+from edge.central.crops import CentralCrops, CropRefused, CropRules
 from edge.central.store import CentralError, CentralStore
 from edge.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
 from edge.signing import MAX_LIFETIME_S, load_private_key, sign_command
@@ -57,13 +58,14 @@ SCHEMA_OF_TAIL = {
     "status": "edge.status/1",
     "stats": "edge.stats/1",
     "gallery/result": "edge.gallery_result/1",
+    "crop": "edge.crop/1",
 }
 
 
 # what happened, for a console ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Notice:
-    """One thing the central saw: kind is event, duplicate, conflict, status, camera_status, gallery_result or
+    """One thing the central saw: kind is event, duplicate, conflict, status, camera_status, gallery_result, crop or
     invalid; `line` is a one-line description for a console."""
 
     kind: str
@@ -115,6 +117,7 @@ class Central:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         on_notice: Optional[Callable[[Notice], None]] = None,
         key_file: Union[str, Path, None] = None,
+        crop_rules: Optional[CropRules] = None,
     ) -> None:
         if not prefix or "#" in prefix or "+" in prefix:
             raise CentralError(f"prefix must be a non-empty topic without wildcards, got {prefix!r}")
@@ -126,6 +129,8 @@ class Central:
         self.on_notice = on_notice
         self._signing_key = load_private_key(Path(key_file)) if key_file is not None else None
         self.store = CentralStore(db_path)
+        self.crops = CentralCrops(self.store, crop_rules) if store_events and self.store.path != ":memory:" else None
+        """Face crops boxes send (crops.upload on a box), None for a command-only client or a database in memory."""
         self._results: Dict[str, Dict[str, Any]] = {}
         self._stats: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self._counts: Dict[str, int] = {}
@@ -291,6 +296,8 @@ class Central:
         tails = ["status", "cameras/+/status", "gallery/result"]
         if self.store_events:
             tails += ["events", "stats"]
+        if self.crops is not None:
+            tails += ["crop"]
         _, self._subscribe_mid = client.subscribe([(f"{self.prefix}/+/+/{tail}", 1) for tail in tails])
         log.info("connected to %s:%s (session present: %s)", self.host, self.port, flags.session_present)
 
@@ -351,6 +358,8 @@ class Central:
             self._take_event(site, device, payload)
         elif schema == "edge.stats/1":
             self._take_stats(site, device, payload)
+        elif schema == "edge.crop/1":
+            self._take_crop(site, device, payload)
         elif schema == "edge.gallery_result/1":
             self.store.add_result(site, device, payload)
             with self._cond:
@@ -402,6 +411,23 @@ class Central:
         kind = "event" if stored.new else "duplicate"
         extra = "" if stored.new else f"(delivery {stored.deliveries})"
         self._notify(kind, site, device, _describe(kind, site, device, payload, extra))
+
+    def _take_crop(self, site: str, device: str, payload: Dict[str, Any]) -> None:
+        """A face crop of one event (edge.central.crops keeps it within its size and retention rules)."""
+        if self.crops is None:
+            return
+        try:
+            if not payload["event_id"].startswith(f"{device}-"):
+                raise CropRefused(f"event_id {payload['event_id']!r} is not an event of {device!r}")
+            crop = self.crops.add(site, device, payload)
+        except CropRefused as exc:
+            log.warning("refused a crop from %s/%s: %s", site, device, exc)
+            self._count("crops_refused")
+            self._notify("invalid", site, device, f"invalid   {site}/{device} crop: {exc}")
+            return
+        self._count("crops")
+        line = f"crop      {site}/{device} {crop.event_type} {crop.event_id} ({crop.bytes:,} bytes)"
+        self._notify("crop", site, device, line)
 
     def _take_stats(self, site: str, device: str, payload: Dict[str, Any]) -> None:
         with self._cond:
@@ -470,6 +496,12 @@ def sync_from_export(document: Dict[str, Any]) -> Dict[str, Any]:
         raise CentralError(f"{FORMAT} document: 'people' must be a list")
     keys = ("person_id", "name", "metadata", "embeddings")
     return _command("sync", None, people=[{k: p[k] for k in keys if k in p} for p in _objects(people)])
+
+
+def timetable_command(schedule: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """A `timetable` command: the box follows this schedule document (edge.timetable.schedule_document of the
+    office's Timetable.schedule) instead of its YAML one; None hands the box back to its YAML."""
+    return _command("timetable", None, timetable=schedule)
 
 
 def _objects(items: Iterable[Any]) -> List[Dict[str, Any]]:
