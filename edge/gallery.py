@@ -322,6 +322,31 @@ class Gallery:
         self._scrub_wal()
         return self.version
 
+    # the central's timetable (edge/timetable.py) ----------------------------------------------------------------
+    def timetable_document(self) -> Optional[Dict[str, Any]]:
+        """The timetable document the central sent (op `timetable`), or None: the box follows its YAML schedule."""
+        try:
+            row = self.db.execute("SELECT document FROM central_timetable WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:  # never sent one: the table is made by the first
+            return None
+        return json.loads(row[0]) if row and row[0] is not None else None
+
+    def put_timetable(self, document: Optional[Dict[str, Any]]) -> int:
+        """Store the central's timetable document (None: forget it, back to the YAML schedule); bumps the version,
+        so the pipeline picks it up between two frames as it picks up new groups. The table is created here, not by
+        a migration: a box rolled back to a release without timetables still opens its gallery."""
+        with self._writing("storing the central's timetable"):
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS central_timetable "
+                "(id INTEGER PRIMARY KEY, document TEXT, updated_at TEXT NOT NULL)"
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO central_timetable (id, document, updated_at) VALUES (1, ?, ?)",
+                [json.dumps(document, sort_keys=True) if document is not None else None, _now()],
+            )
+            self._bump()
+        return self.version
+
     def _scrub_wal(self) -> None:
         """After biometric data was deleted or replaced: copy the WAL into the database and empty it, so the old page
         images that still hold it are gone from disk too (secure_delete zeroes them in the database itself)."""

@@ -24,6 +24,7 @@ from edge.match import MatcherConfig
 from edge.quality import QualityConfig, assess
 from edge.recognize import DetectorLike
 from edge.store import EventContext, EventStore, StoredEvent, StoreError
+from edge.timetable import central_schedule, effective_attendance
 from edge.track import Observation, Tracker, TrackerConfig
 
 log = logging.getLogger("edge.pipeline")
@@ -80,6 +81,9 @@ class Pipeline:
         self._min_frames = (attendance.min_frames, attendance.unknown_min_frames)
         self.trackers = {c.id: self._tracker(tracker, c) for c in cameras}
         roles = {c.id: CameraRole(c.role) for c in cameras}
+        self._yaml_attendance = attendance
+        """The config's attendance section; the central's timetable (when the gallery holds one) replaces its schedule."""
+        attendance = effective_attendance(attendance, central_schedule(parts.gallery))
         self.machine = AttendanceMachine(attendance, roles, groups_of(parts.gallery))
         self._groups_version = parts.gallery.version
         self._unstored: List[Tuple[List[AttendanceEvent], EventContext]] = []
@@ -120,7 +124,8 @@ class Pipeline:
         for gone in [i for i in self.trackers if i not in ids]:
             del self.trackers[gone]
         self.cameras = {c.id: c for c in cameras}
-        self.machine.config = attendance
+        self._yaml_attendance = attendance
+        self.machine.config = effective_attendance(attendance, central_schedule(self.parts.gallery))
         self.machine.cameras = {c.id: CameraRole(c.role) for c in cameras}
 
     def _tracker(self, config: TrackerConfig, camera: CameraConfig) -> Tracker:
@@ -145,6 +150,7 @@ class Pipeline:
         index = self.parts.gallery.index(embedder.model_id)
         if index.version != self._groups_version:  # the gallery changed (a sync): people may have new groups
             self.machine.groups = dict(groups_of(self.parts.gallery))
+            self.machine.config = effective_attendance(self._yaml_attendance, central_schedule(self.parts.gallery))
             self._groups_version = index.version
         observations = []
         for assignment in tracker.assign(frame.mono, detections):

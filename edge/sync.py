@@ -16,6 +16,9 @@ Then (the command is an `edge.gallery_command/1` object; it is checked against t
   the result lists one outcome per photo; the person is written (replacing their embeddings) only if at least one
   photo gave a face.
 - `remove`: erases the person and every embedding of theirs; an unknown person is refused.
+- `timetable`: the central's timetable (edge/timetable.py: sessions, closures, one-off changes, tolerances), checked
+  like the YAML schedule, is stored in the gallery database; from the next frame the box's `late` / `early_leave`
+  follow it instead of its YAML `attendance.schedule`. A null timetable hands the box back to its YAML.
 - `sync`: every person is checked first (embeddings or photos as above); then the gallery becomes exactly them in
   one transaction. One bad person refuses the whole sync and the gallery is unchanged.
 
@@ -43,6 +46,7 @@ from edge.gallery import Gallery, NewEmbedding, PersonRecord, check_person_id
 from edge.images import decode_image
 from edge.recognize import Recognizer
 from edge.signing import CommandRefused, CommandVerifier
+from edge.timetable import schedule_document, schedule_from_document
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +218,25 @@ class GallerySync:
             person_id = check_person_id(command["person_id"])
             version = self.gallery.remove_person(person_id)
             return f"person {person_id!r} and their embeddings erased (version {version})"
+        if op == "timetable":
+            return self._timetable(command["timetable"])
         if op == "sync":
             records = self._records(command["people"], reports)
             version = self.gallery.put_people(records, replace_all=True)
             return f"gallery replaced by {len(records)} people (version {version})"
         raise GalleryError(f"unknown op {op!r}")
+
+    def _timetable(self, document: Optional[Dict[str, Any]]) -> str:
+        """Store the central's timetable (checked like the YAML schedule first), or forget it (None)."""
+        if document is None:
+            version = self.gallery.put_timetable(None)
+            return f"timetable forgotten: the box follows its own schedule again (version {version})"
+        schedule = schedule_from_document(document)  # ConfigError (an EdgeError): rejected, nothing stored
+        version = self.gallery.put_timetable(schedule_document(schedule))
+        return (
+            f"timetable stored: {len(schedule.sessions)} sessions, {len(schedule.closures)} closures, "
+            f"{len(schedule.changes)} changes (version {version})"
+        )
 
     def _records(self, people: Sequence[Dict[str, Any]], reports: List[PhotoReport]) -> List[PersonRecord]:
         records, seen = [], set()

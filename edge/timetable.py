@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 from dataclasses import replace
 from typing import Any, Dict, Optional
 
 from edge.attendance import AttendanceConfig
 from edge.configtree import load_yaml_tree
 from edge.errors import ConfigError
+from edge.gallery import Gallery
 from edge.schedule import ScheduleConfig
+
+log = logging.getLogger("edge.timetable")
 
 
 def schedule_document(schedule: ScheduleConfig) -> Dict[str, Any]:
@@ -33,9 +38,24 @@ def schedule_from_document(document: Any, source: str = "timetable") -> Schedule
     """A schedule from its JSON document, checked like the YAML one; ConfigError names the key path."""
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: a timetable must be a JSON object, got {type(document).__name__}")
-    return load_yaml_tree(ScheduleConfig, json.dumps(document), source)
+    try:
+        return load_yaml_tree(ScheduleConfig, json.dumps(document), source)
+    except ConfigError as exc:  # the document is one line of JSON: its line numbers say nothing
+        raise ConfigError(re.sub(r" \(line \d+\)", "", str(exc))) from None
 
 
 def effective_attendance(attendance: AttendanceConfig, central: Optional[ScheduleConfig]) -> AttendanceConfig:
     """The attendance config a box runs: its YAML one, with the central's timetable when it has one."""
     return attendance if central is None else replace(attendance, schedule=central)
+
+
+def central_schedule(gallery: Gallery) -> Optional[ScheduleConfig]:
+    """The central's timetable stored in the gallery (None: none, or unreadable, then the YAML one is followed)."""
+    document = gallery.timetable_document()
+    if document is None:
+        return None
+    try:
+        return schedule_from_document(document, "the central's timetable")
+    except ConfigError as exc:  # checked when it arrived; a newer edge may have stored keys this one does not know
+        log.warning("%s; following the YAML schedule", exc)
+        return None
