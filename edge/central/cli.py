@@ -333,5 +333,8 @@ def flags(db: Path) -> None:
 
 
 from edge.central.console import register as _register_console  # noqa: E402 (needs broker_options above)
+from edge.central.office_cli import register as _register_office  # noqa: E402
+
+_register_office(central, broker_options, target_options, _send)
 
 _register_console(central)
