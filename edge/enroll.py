@@ -91,6 +91,22 @@ def fused_template(embeddings: Sequence[NewEmbedding]) -> NewEmbedding:
     return NewEmbedding(mean.astype(np.float32), embeddings[0].model_id, max(e.quality for e in embeddings), TEMPLATE_SOURCE)
 
 
+def template_sources(embeddings: Sequence[NewEmbedding]) -> List[NewEmbedding]:
+    """The embeddings a person's template is fused from: all but those unlike the others (mean cosine to them below
+    UNLIKE_OTHERS); none when two photos are unlike each other (which one is wrong is unknown)."""
+    similarities = consistency(embeddings)
+    flags = [s is not None and s < UNLIKE_OTHERS for s in similarities]
+    if len(embeddings) == 2 and any(flags):
+        return []
+    return [e for e, flag in zip(embeddings, flags) if not flag]
+
+
+def with_template(embeddings: Sequence[NewEmbedding]) -> List[NewEmbedding]:
+    """The embeddings, plus their fused template when two or more agree (`template_sources`)."""
+    kept = template_sources(embeddings)
+    return list(embeddings) + ([fused_template(kept)] if len(kept) >= 2 else [])
+
+
 def pick_face(observations: Sequence[FaceObservation]) -> Tuple[Optional[FaceObservation], PhotoOutcome, str]:
     """Choose the one face of an enrollment photo, or say why there is none (observations are largest first)."""
     if not observations:

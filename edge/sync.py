@@ -40,7 +40,7 @@ import numpy as np
 
 from edge.command_log import CommandLog
 from edge.contract import gallery_result_payload, validate
-from edge.enroll import PhotoOutcome, pick_face
+from edge.enroll import PhotoOutcome, pick_face, with_template
 from edge.errors import EdgeError, GalleryError, ImageError
 from edge.gallery import Gallery, NewEmbedding, PersonRecord, check_person_id
 from edge.images import decode_image
@@ -260,6 +260,7 @@ class GallerySync:
             if not embeddings:
                 outcomes = ", ".join(f"photo {r.index}: {r.outcome.value}" for r in photo_reports)
                 raise GalleryError(f"person {person_id!r}: no photo gave a usable face ({outcomes}); nothing written")
+            embeddings = with_template(embeddings)  # several photos: their fused template too, as `edge enroll` does
         return PersonRecord(person_id, name, tuple(embeddings), dict(metadata))
 
     # reading back ------------------------------------------------------------------------------------------------

@@ -104,6 +104,25 @@ def test_upsert_photos_reports_each_photo_and_skips_the_corrupt_one(
     assert gallery.person("lmm").name == "lmm"
 
 
+def test_several_photos_synced_get_their_fused_template_as_edge_enroll_gives(
+    gallery: Gallery, sync: Box, recognizer: Recognizer, data: Path
+) -> None:
+    """A person pushed with several photos is matched against their fused template too (as `edge enroll` stores
+    it), not only against each photo."""
+    from edge.enroll import TEMPLATE_SOURCE, enroll_person
+
+    photos = sorted((data / "hamilton" / "knn_examples" / "train" / "obama").iterdir()) + [data / "hamilton/biden.jpg"]
+    result = apply(sync, command("upsert", person={"person_id": "obama", "photos": [b64(p) for p in photos]}))
+    assert result["status"] == "ok", result["reason"]
+    synced = {row["source"]: np.asarray(row["vector"]) for row in gallery.embeddings_of("obama")}
+    assert sorted(synced) == ["central:photo 0", "central:photo 1", "central:photo 2", TEMPLATE_SOURCE]
+    # Biden's photo is unlike the two others: kept as a photo, left out of the template (as edge enroll does)
+    assert float(np.dot(synced[TEMPLATE_SOURCE], synced["central:photo 2"])) < 0.35
+    enroll_person(gallery, recognizer, "obama-local", "Obama", photos)
+    local = {row["source"]: np.asarray(row["vector"]) for row in gallery.embeddings_of("obama-local")}
+    assert float(np.dot(synced[TEMPLATE_SOURCE], local[TEMPLATE_SOURCE])) > 0.999
+
+
 def test_upsert_photos_without_a_usable_face_writes_nothing(
     gallery: Gallery, sync: Box, recognizer: Recognizer
 ) -> None:
