@@ -127,7 +127,7 @@ def test_a_box_login_reaches_only_its_own_topics(acl_broker: AclBroker) -> None:
             B.events: b"A-forges-B-event", B.status: b"A-spoofs-B-status", B.stats: b"A-forges-B-stats",
             B.gallery_result: b"A-forges-B-result", B.camera_status("door"): b"A-forges-B-camera",
             B.ack: b"A-acks-B", B.gallery_command: b"A-commands-B",
-            A.ack: b"A-acks-itself", A.gallery_command: b"A-commands-itself",
+            A.ack: b"A-acks-itself", A.gallery_command: b"A-commands-itself", B.crop: b"A-forges-B-crop",
         }  # fmt: skip
         for topic, payload in forged.items():
             box_a.publish(topic, payload, retain=topic.endswith("status"))
@@ -135,11 +135,12 @@ def test_a_box_login_reaches_only_its_own_topics(acl_broker: AclBroker) -> None:
         central.publish(B.gallery_command, b"central-commands-B")
         central.publish(B.ack, b"central-acks-B")
         central.publish(A.gallery_command, b"central-commands-A")
+        box_a.publish(A.crop, b"A-crop")  # its own face crop (crops.upload)
         box_a.publish(A.events, b"A-event")  # last: once the central has it, everything before was routed
         assert wait_until(lambda: b"A-event" in central.payloads(), 5), central.received
         time.sleep(0.3)
         assert sorted(central.payloads()) == sorted(
-            [b"B-event", b"central-commands-B", b"central-acks-B", b"central-commands-A", b"A-event"]
+            [b"B-event", b"central-commands-B", b"central-acks-B", b"central-commands-A", b"A-crop", b"A-event"]
         )
         assert sorted(box_b.payloads()) == [b"central-acks-B", b"central-commands-B"]
         assert box_a.payloads() == [b"central-commands-A"]  # its own command from the central, nothing else

@@ -142,7 +142,7 @@ class CentralCrops:
     def __init__(self, store: CentralStore, rules: Optional[CropRules] = None) -> None:
         self.store, self.rules = store, rules or CropRules()
         self.folder = self.rules.folder or Path(f"{store.path}.crops")
-        self._lock = store._lock
+        self._lock = store.lock
         self._last_purge: Optional[float] = None
         with self._lock:
             apply_migrations(store.db)
