@@ -16,7 +16,8 @@ Then, per session the person follows that day (edge.schedule: group sessions, cl
   such a stay is never late, as on the box); **late** when it is after start + grace (minutes_late counts whole
   minutes from the session's start: the box's `late` rule, edge/attendance.py);
 - last_exit: the end of the last such stay when it is final (None: still inside, or out on an outing);
-  **left_early** when that exit lies in [start, end - tolerance) (the box's `early_leave` rule);
+  **left_early** when a final exit of those stays lies in [start, end - tolerance) (the box's `early_leave`
+  rule, which also holds for someone who left and came back later);
 - outings: those that began within the session (early window included); minutes_out sums those that ended
   (an outing still open counts, without minutes).
 
@@ -210,7 +211,9 @@ def session_row(day: date, who: Member, span: SessionSpan, stays: Sequence[Stay]
     late = first_entry is not None and _ts(first_entry) > _ts(span.late_after)
     minutes_late = math.floor((_ts(first.start.at) - _ts(span.start)) / 60.0) if late else 0
     last_exit = last.end.at if last.end is not None and last.final else None
-    left_early = last_exit is not None and _ts(span.start) <= _ts(last_exit) < _ts(span.early_before)
+    left_early = any(  # the box's early_leave: any leave of the session before its end, even if they came back
+        s.end is not None and s.final and _ts(span.start) <= _ts(s.end.at) < _ts(span.early_before) for s in touching
+    )
     status = "excused" if excused else "left_early" if left_early else "late" if late else "present"
     uses_correction = corrected or any(s.start.corrected or (s.end is not None and s.end.corrected) for s in touching)
     return ReportRow(**base, status=status, first_entry=first_entry, last_exit=last_exit,  # type: ignore[arg-type]
