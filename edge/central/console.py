@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,6 +92,10 @@ def console(
             app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False,
             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(tls_key) if tls_key else None,
         )  # fmt: skip
+        # uvicorn stops on SIGINT/SIGTERM and then raises the signal again for the handler it found: a quiet one,
+        # so the central below still closes (its due acks go out) and the exit status is 0
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: None)
         uvicorn.Server(config).run()
     finally:
         central_.close()
