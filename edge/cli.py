@@ -404,6 +404,15 @@ def _register_door() -> None:
 _register_door()
 
 
+def _register_liveness() -> None:
+    from edge.liveness.cli import liveness
+
+    eval_group.add_command(liveness)
+
+
+_register_liveness()
+
+
 # the daemon ----------------------------------------------------------------------------------------------------
 def _setup_logging(verbose: bool) -> None:
     import logging
