@@ -216,10 +216,14 @@ class Office:
             members = [m for m in members if m.group == group]
         if person_id is not None:
             members = [m for m in members if m.person_id == person_id]
+        by_day: Dict[date, List[Dict[str, Any]]] = {}
+        for event in events:  # each event on its local date once (not every day scanning the whole range)
+            by_day.setdefault(local_date(event["at"], tz), []).append(event)
         rows: List[ReportRow] = []
         day = start
         while day <= end:
-            rows.extend(daily(day, members, timetable.sessions, events, fixes, tz))
+            todays = [c for c in fixes if c.date == day]
+            rows.extend(daily(day, members, timetable.sessions, by_day.get(day, []), todays, tz))
             day += timedelta(days=1)
         return rows
 

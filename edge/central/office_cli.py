@@ -203,7 +203,8 @@ def correct(db: Path, day: str, person_id: str, kind: str, made_by: str, why: st
 @click.option("--to", "end", help="Last day of a range, inclusive.")
 @click.option("--group", help="Only this group.")
 @click.option("--person", "person_id", help="Only this person.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "json"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "json"]), default="csv", show_default=True,
+              help="CSV (UTF-8 with a BOM), XLSX (needs --output) or JSON.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here (default: stdout).")
 def report(db: Path, day: Optional[str], start: Optional[str], end: Optional[str], group: Optional[str],
            person_id: Optional[str], fmt: str, output: Optional[Path]) -> None:  # fmt: skip
