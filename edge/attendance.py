@@ -38,18 +38,26 @@ Choices:
   `cooldown_s` of the person's last sighting-driven transition). Each rejection is counted in `stats`.
 - unknown_face: at most one per (camera, track) per day, after `unknown_min_frames` and the quality gate, and
   at most one per camera per `unknown_camera_cooldown_s`.
+- Liveness (edge/liveness/): a sighting carries its track's verdict, and its events carry it on. With
+  `liveness.policy: enforce` the pipeline hands a sighting called a spoof to `refuse` instead of `step`: time passes
+  as for a step, and the transition the sighting would have caused (entry + late, outing_start, ...) becomes ONE
+  `spoof_attempt` event of that person (with the session the transition would have had, `review` true); the
+  person's state does not change, so the real person walking in later gets their entry. A spoof sighting that would
+  have changed nothing (already present, cooldown, duplicate) emits nothing.
 - `restore(events)` rebuilds the state from one day's stored events (in emission order) before any input, so
   nothing is emitted twice; an outing left open is closed by the next tick if its deadline has passed.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Callable, Dict, FrozenSet, List, Literal, Mapping, Optional, Sequence, Set, Tuple
 
+from edge.liveness.decide import Verdict
 from edge.schedule import (
     ScheduleConfig,
     SessionSpan,
@@ -85,6 +93,9 @@ class EventType(str, enum.Enum):
     LATE = "late"
     EARLY_LEAVE = "early_leave"
     UNKNOWN_FACE = "unknown_face"
+    SPOOF_ATTEMPT = "spoof_attempt"
+    """liveness.policy enforce: a sighting whose track the liveness check called a spoof, in place of the entry (or
+    other transition) it would have caused; the person's attendance state does not change."""
 
 
 class Ignored(str, enum.Enum):
@@ -103,6 +114,8 @@ class Ignored(str, enum.Enum):
     COOLDOWN = "cooldown"
     REPEATED_TRACK = "repeated_track"
     UNKNOWN_COOLDOWN = "unknown_cooldown"
+    SPOOF = "spoof"
+    """Refused (liveness enforce): the track was called a spoof (its transition became a spoof_attempt event)."""
 
 
 def _require_aware(name: str, moment: datetime) -> None:
@@ -126,6 +139,8 @@ class Sighting:
     margin: float
     frames: int
     quality: float
+    liveness: Optional[Verdict] = None
+    """The track's liveness evidence (None: not checked: policy off, or an unknown face)."""
 
     def __post_init__(self) -> None:
         _require_aware("at", self.at)
@@ -150,6 +165,10 @@ class AttendanceEvent:
     margin: float
     frames: int
     quality: float
+    liveness: Optional[Verdict] = None
+    """The liveness evidence of the sighting that caused it (None: not checked). An exit carries its outing's."""
+    review: bool = False
+    """liveness.policy flag or enforce: the track was called a spoof; a person should look at it."""
 
 
 @dataclass(frozen=True)
@@ -306,6 +325,7 @@ def _event(kind: EventType, s: Sighting, session: Optional[SessionSpan]) -> Atte
         margin=s.margin,
         frames=s.frames,
         quality=s.quality,
+        liveness=s.liveness,
     )
 
 
@@ -353,7 +373,8 @@ def expire(day: PersonDay, outing: Outing) -> Outcome:
 def replay(
     day: PersonDay, event: AttendanceEvent, session: Optional[SessionSpan], config: AttendanceConfig
 ) -> PersonDay:
-    """The state after a stored event (used to restore after a restart; late/early_leave change nothing)."""
+    """The state after a stored event (used to restore after a restart; late/early_leave/spoof_attempt change
+    nothing)."""
     if event.type is EventType.EXIT:
         return replace(day, state=PersonState.LEFT, outing=None)
     if event.type not in (EventType.ENTRY, EventType.OUTING_START, EventType.OUTING_END):
@@ -418,6 +439,17 @@ class AttendanceMachine:
             events.extend(emitted)
         if reason is not None:
             self._stats[reason.value] += 1
+        return events
+
+    def refuse(self, sighting: Sighting) -> List[AttendanceEvent]:
+        """liveness enforce, for a sighting whose track was called a spoof: time passes up to it (expired outings
+        are emitted as by `step`), then the events the sighting would have caused become one `spoof_attempt` of
+        the person, and nothing else changes (none when it would have caused nothing)."""
+        events = self._advance(sighting.at)
+        caused = copy.deepcopy(self).step(sighting)  # a trial on a copy: this machine's state stays as it was
+        if caused and sighting.person_id is not None:
+            self._stats[Ignored.SPOOF.value] += 1
+            events.append(replace(caused[0], type=EventType.SPOOF_ATTEMPT, review=True))
         return events
 
     def restore(self, events: Sequence[AttendanceEvent]) -> None:

@@ -16,6 +16,7 @@ from edge.contract import MqttConfig
 from edge.crops import CropsConfig
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError
+from edge.liveness.decide import LivenessConfig
 from edge.manifest import DEFAULT_MODELS_DIR
 from edge.match import MatcherConfig
 from edge.ops.settings import OpsConfig
@@ -87,6 +88,7 @@ class Config:
     cameras: Tuple[CameraConfig, ...] = ()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
 
     def __post_init__(self) -> None:

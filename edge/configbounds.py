@@ -66,6 +66,13 @@ BOUNDS: Dict[str, Bounds] = {
     "DetectorConfig.tile_overlap": (0.0, 0.5),
     "DetectorConfig.tile_min_score": (0.0, 1.0),
     "DetectorConfig.num_threads": (1, 64),
+    # edge.liveness.decide
+    "LivenessConfig.threshold": (0.0, 1.0),
+    "LivenessConfig.frames": (1, 100),
+    "LivenessConfig.min_frames": (1, 100),
+    "LivenessConfig.max_yaw_deg": (0.0, 90.0),
+    "LivenessConfig.min_face_px": (0.0, 10_000.0),
+    "LivenessConfig.num_threads": (1, 64),
     # edge.ops
     "OpsConfig.min_free_mb": (0.0, 1e9),
     "OpsConfig.max_unacked_age_s": (1.0, 366 * DAY_S),

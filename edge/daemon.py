@@ -42,14 +42,20 @@ STATS_INTERVAL_S = 60.0
 
 
 def build_parts(config: Config, stack: ExitStack, db: Optional[Path] = None, init: bool = False) -> PipelineParts:
-    """Open the event store and the gallery (one SQLite file), the detector and the embedder; closed by `stack`.
+    """Open the event store and the gallery (one SQLite file), the detector, the embedder and (unless
+    liveness.policy is off) the liveness models; closed by `stack`.
     The event store first: it refuses a database the box had and lost (unless `init`) before anything creates one."""
     path = db or config.storage.database
     store = stack.enter_context(EventStore(path, config.device.id, init=init))
     gallery = stack.enter_context(Gallery(path))
     detector = stack.enter_context(FaceDetector(config.detector))
     embedder = Embedder(config.embedder.models_path, config.embedder.num_threads)
-    return PipelineParts(detector=detector, embedder=embedder, gallery=gallery, store=store)
+    liveness = None
+    if config.liveness.policy != "off":  # a missing or altered model file stops the start here, naming the file
+        from edge.liveness.model import LivenessModel
+
+        liveness = stack.enter_context(LivenessModel(config.embedder.models_path, config.liveness.num_threads))
+    return PipelineParts(detector=detector, embedder=embedder, gallery=gallery, store=store, liveness=liveness)
 
 
 def make_pipeline(config: Config, parts: PipelineParts, cameras: List[CameraConfig], now: datetime) -> Pipeline:
@@ -63,6 +69,7 @@ def make_pipeline(config: Config, parts: PipelineParts, cameras: List[CameraConf
         tz=config.device.tz,
         now=now,
         crops=CropStore(config.crops) if config.crops.enabled else None,
+        liveness=config.liveness,
     )
 
 
@@ -344,6 +351,9 @@ class Reporter:
                     "embed_ms": round(stats.embed_ms / max(stats.embeddings, 1), 2),
                     "embeddings": stats.embeddings,
                     "rejections": dict(stats.rejections),
+                    "liveness_ms": round(stats.liveness_ms / max(stats.liveness_scored, 1), 2),
+                    "liveness_scored": stats.liveness_scored,
+                    "liveness_verdicts": dict(stats.verdicts),
                 }
             )
         outbox = (

@@ -1,5 +1,12 @@
 """The one module that wires the stages: frame -> detect -> track -> (align, gate, embed, match when a track needs
-it) -> vote -> attendance machine -> event store. Used by `edge run` (live cameras) and `edge replay` (a file).
+it) -> vote -> (liveness: score named tracks, hold their sightings for a verdict) -> attendance machine -> event
+store. Used by `edge run` (live cameras) and `edge replay` (a file).
+
+Liveness (`liveness.policy`, edge/liveness/): the only place the liveness models score a face is here, from the
+full frame around the detector box (edge/liveness/tracks.py says which faces and how long a sighting waits). Then
+per policy: shadow: events as usual, carrying the verdict; flag: events of a track called a spoof get `review`
+(and, with crops enabled, the context crop of its lowest-scoring frame as `<event_id>.jpg`); enforce: such a
+sighting goes to `AttendanceMachine.refuse` (one spoof_attempt event, with the same crop) instead of `step`.
 """
 
 from __future__ import annotations
@@ -8,18 +15,22 @@ import logging
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, tzinfo
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
 import numpy as np
 
 from edge.align import align
-from edge.attendance import AttendanceConfig, AttendanceEvent, AttendanceMachine, CameraRole
+from edge.attendance import AttendanceConfig, AttendanceEvent, AttendanceMachine, CameraRole, Sighting
 from edge.capture import CameraConfig, Frame
 from edge.crops import CropStore, wants_crop
 from edge.embed import Embedder
+from edge.faces import Box, Detection
 from edge.gallery import Gallery
+from edge.liveness.crop import context_crop
+from edge.liveness.decide import LivenessConfig
+from edge.liveness.tracks import LivenessTracks
 from edge.match import MatcherConfig
 from edge.quality import QualityConfig, assess
 from edge.recognize import DetectorLike
@@ -31,6 +42,8 @@ log = logging.getLogger("edge.pipeline")
 
 LOST_LISTED = 100
 """At most this many lost events are listed one by one in the log at stop (all are counted)."""
+REVIEW_CROP_SCALE, REVIEW_CROP_PX = 2.7, 224
+"""The crop kept for review (flag, enforce): the detector box 2.7x (what MiniFASNetV2 sees), 224x224."""
 
 
 @dataclass
@@ -43,6 +56,16 @@ class CameraStats:
     detect_ms: float = 0.0
     embed_ms: float = 0.0
     rejections: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+    liveness_scored: int = 0
+    liveness_ms: float = 0.0
+    verdicts: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+    """Sightings handed on with a liveness verdict, by verdict."""
+
+
+class LivenessScorer(Protocol):
+    """What the pipeline needs of edge.liveness.model.LivenessModel (tests hand in fakes)."""
+
+    def score(self, image_bgr: np.ndarray, box: Box) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -53,6 +76,8 @@ class PipelineParts:
     embedder: Embedder
     gallery: Gallery
     store: EventStore
+    liveness: Optional[LivenessScorer] = None
+    """The liveness models; None: no liveness check whatever the policy says (the daemon builds them unless off)."""
 
 
 class Pipeline:
@@ -69,8 +94,16 @@ class Pipeline:
         tz: tzinfo,
         now: datetime,
         crops: Optional[CropStore] = None,
+        liveness: Optional[LivenessConfig] = None,
     ) -> None:
         self.parts = parts
+        self.liveness = liveness if liveness is not None and parts.liveness is not None else None
+        """The liveness settings when faces are checked (policy not off and the models built), else None."""
+        if self.liveness is not None and self.liveness.policy == "off":
+            self.liveness = None
+        self._max_age_s = tracker.max_age_s
+        self.evidence: Dict[str, LivenessTracks] = {}
+        """Per camera: the liveness evidence of its tracks and the sightings waiting for it."""
         self.crops = crops if crops is not None and crops.config.enabled else None
         self._best_crop: Dict[str, Tuple[float, np.ndarray]] = {}
         """Only with crops enabled: the best aligned face of each recent track, for its unknown_face event."""
@@ -80,6 +113,8 @@ class Pipeline:
         self.run_id = new_run_id({e.track_id for e in today})
         self._min_frames = (attendance.min_frames, attendance.unknown_min_frames)
         self.trackers = {c.id: self._tracker(tracker, c) for c in cameras}
+        for c in cameras:
+            self._evidence_of(c.id)
         roles = {c.id: CameraRole(c.role) for c in cameras}
         self._yaml_attendance = attendance
         """The config's attendance section; the central's timetable (when the gallery holds one) replaces its schedule."""
@@ -112,7 +147,9 @@ class Pipeline:
         """A reloaded config (SIGHUP), between two frames: the attendance state (who is present, open outings) is
         kept; only the tracks of cameras whose config changed restart."""
         self.quality, self.matcher = quality, matcher
+        self._max_age_s = tracker.max_age_s
         for c in cameras:
+            self._evidence_of(c.id).max_age_s = tracker.max_age_s
             kept = self.trackers.get(c.id)
             self._min_frames = (attendance.min_frames, attendance.unknown_min_frames)
             if kept is None or self.cameras.get(c.id) != c:
@@ -127,6 +164,13 @@ class Pipeline:
         self._yaml_attendance = attendance
         self.machine.config = effective_attendance(attendance, central_schedule(self.parts.gallery))
         self.machine.cameras = {c.id: CameraRole(c.role) for c in cameras}
+
+    def _evidence_of(self, camera_id: str) -> LivenessTracks:
+        """The camera's liveness evidence (kept across a reload: held sightings go on when their tracks end)."""
+        if camera_id not in self.evidence:
+            config = self.liveness if self.liveness is not None else LivenessConfig(policy="off")
+            self.evidence[camera_id] = LivenessTracks(config, self._max_age_s)
+        return self.evidence[camera_id]
 
     def _tracker(self, config: TrackerConfig, camera: CameraConfig) -> Tracker:
         return Tracker(
@@ -170,14 +214,58 @@ class Pipeline:
                 stats.embeddings += 1
                 template = tracker.template(assignment.track_id, embedding, quality)
                 match = index.match(template, self.matcher.fused)
+            if self.liveness is not None:
+                named = match is not None and match.person_id is not None
+                self._check_liveness(frame, assignment.track_id, assignment.detection, named, quality.accepted)
             observations.append(Observation(assignment.track_id, assignment.detection, quality, embedding, match))
-        events = []
-        for sighting in tracker.update(frame.mono, at, observations):
-            events.extend(self.machine.step(sighting))
+        sightings = tracker.update(frame.mono, at, observations)
+        if self.liveness is not None:
+            sightings = self.evidence[frame.camera_id].pass_on(sightings, frame.mono)
+        events = self._step(sightings)
         events.extend(self.machine.tick(at))
         if len(self.first_seen) > 10_000:
             self.first_seen = dict(list(self.first_seen.items())[-1000:])
         return self._store(events, frame.mono, frame.wall_time, index.version)
+
+    def _check_liveness(self, frame: Frame, track_id: str, detection: Detection, named: bool, accepted: bool) -> None:
+        """Score this face when its track wants it (named, frontal, short of its frames): the full frame around the
+        detector box. With crops on and a policy that keeps them, the frame's context crop too."""
+        assert self.liveness is not None and self.parts.liveness is not None
+        evidence = self.evidence[frame.camera_id]
+        evidence.seen(track_id, frame.mono, named)
+        if not evidence.wants(track_id, detection, accepted):
+            return
+        stats = self.stats[frame.camera_id]
+        started = time.perf_counter()
+        p_real = self.parts.liveness.score(frame.image, detection.box)
+        stats.liveness_ms += (time.perf_counter() - started) * 1000.0
+        stats.liveness_scored += 1
+        keep = self.crops is not None and self.liveness.policy in ("flag", "enforce")
+        crop = context_crop(frame.image, detection.box, REVIEW_CROP_SCALE, REVIEW_CROP_PX) if keep else None
+        evidence.add(track_id, p_real, crop)
+
+    def _step(self, sightings: Sequence[Sighting]) -> List[AttendanceEvent]:
+        """Sightings into the attendance machine, per the liveness policy: a spoof is refused (enforce) or its
+        events are marked for review (flag); shadow only carries the verdict on."""
+        events: List[AttendanceEvent] = []
+        policy = self.liveness.policy if self.liveness is not None else "off"
+        for sighting in sightings:
+            verdict = sighting.liveness
+            if verdict is not None:
+                self.stats[sighting.camera_id].verdicts[verdict.verdict] += 1
+            suspect = verdict is not None and verdict.suspect
+            if suspect and policy == "enforce":
+                emitted = self.machine.refuse(sighting)
+            else:
+                emitted = self.machine.step(sighting)
+            if suspect and policy == "flag":
+                emitted = [replace(e, review=True) if e.track_id == sighting.track_id else e for e in emitted]
+            if verdict is not None and suspect:
+                log.warning("liveness: track %s of %s on %s called a spoof (p_real %.2f over %d frames)",
+                            sighting.track_id, sighting.person_id, sighting.camera_id, verdict.p_real or 0.0,
+                            verdict.frames)  # fmt: skip
+            events.extend(emitted)
+        return events
 
     def _keep_crop(self, track_id: str, quality: float, image: np.ndarray) -> None:
         best = self._best_crop.get(track_id)
@@ -191,17 +279,30 @@ class Pipeline:
         if self.crops is None:
             return
         for event in stored:
+            if not wants_crop(event.event):
+                continue
             best = self._best_crop.get(event.event.track_id)
-            if wants_crop(event.event) and best is not None:
-                self.crops.save(event.event_id, best[1], event.event.type.value, event.event.at.isoformat())
+            crop = self._review_crop(event.event) if event.event.review else None
+            if crop is None and best is not None:
+                crop = best[1]
+            if crop is not None:
+                self.crops.save(event.event_id, crop, event.event.type.value, event.event.at.isoformat())
+
+    def _review_crop(self, event: AttendanceEvent) -> Optional[np.ndarray]:
+        """The full-frame context crop of a track called a spoof (its lowest-scoring frame), when one was kept."""
+        evidence = self.evidence.get(event.camera_id)
+        return evidence.crop(event.track_id) if evidence is not None else None
 
     def finish(self, wall_time: float, mono: float) -> List[StoredEvent]:
         """The file ended (or the cameras stop): every track ends, and the decisions of those not yet reported
         become events."""
         events: List[AttendanceEvent] = []
-        for tracker in self.trackers.values():
-            for sighting in tracker.finish():
-                events.extend(self.machine.step(sighting))
+        for camera_id, tracker in self.trackers.items():
+            sightings = tracker.finish()
+            if self.liveness is not None:
+                evidence = self.evidence[camera_id]
+                sightings = evidence.pass_on(sightings, mono) + evidence.finish()
+            events.extend(self._step(sightings))
         return self._store(events, mono, wall_time, self.parts.gallery.version)
 
     def tick(self, wall_time: float, mono: float) -> List[StoredEvent]:
@@ -209,7 +310,12 @@ class Pipeline:
         if self.crops is not None:
             self.crops.purge()  # real time: retention is about how long a file is kept, not media time
         at = datetime.fromtimestamp(wall_time, tz=self.tz)
-        return self._store(self.machine.tick(at), mono, wall_time, self.parts.gallery.version)
+        events: List[AttendanceEvent] = []
+        if self.liveness is not None:  # sightings held for tracks that ended while their camera sent no frame
+            for evidence in self.evidence.values():
+                events.extend(self._step(evidence.release(mono)))
+        events.extend(self.machine.tick(at))
+        return self._store(events, mono, wall_time, self.parts.gallery.version)
 
     def _store(
         self, events: List[AttendanceEvent], mono: float, wall_time: float, gallery_version: int

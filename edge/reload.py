@@ -2,8 +2,8 @@
 
 What changes live: `attendance` (schedule, windows, cooldowns, gates), `matcher` (threshold, margin), `quality`,
 `tracker`, and `cameras` (added, removed, changed: only those are opened or closed; the others keep streaming).
-What needs a restart (the identity, storage, models, broker, crops and ops): the new value is reported and the
-running one kept. A file that does not load or validate is refused whole; the running config stays.
+What needs a restart (the identity, storage, models, broker, crops, liveness and ops): the new value is reported and
+the running one kept. A file that does not load or validate is refused whole; the running config stays.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Tuple
 from edge.config import Config
 
 LIVE = ("attendance", "matcher", "quality", "tracker", "cameras")
-RESTART = ("device", "storage", "detector", "embedder", "mqtt", "crops", "ops")
+RESTART = ("device", "storage", "detector", "embedder", "mqtt", "crops", "liveness", "ops")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ from sqlite_utils.migrations import Migrations
 
 from edge.attendance import AttendanceEvent, EventType
 from edge.errors import StoreError
+from edge.liveness.decide import Verdict
 from edge.private import private_file
 from edge.store_marker import (
     EPOCH_PATTERN,
@@ -134,6 +135,17 @@ def m002_epochs(db: Database) -> None:
     db.execute("CREATE TABLE epochs (epoch TEXT PRIMARY KEY, first_seq INTEGER NOT NULL UNIQUE)")
     db.execute("INSERT INTO epochs (epoch, first_seq) VALUES (?, 1)", [epoch])
     db.execute("UPDATE events SET event_id = device_id || '-' || ? || '-' || printf('%010d', seq)", [epoch])
+
+
+@migrations()
+def m003_liveness(db: Database) -> None:
+    """The liveness evidence of each event (edge/liveness/): the track's p_real (median of its scored frames), how
+    many frames were scored, the verdict, and whether the event is marked for review. Events stored before carry
+    NULLs (never checked) and review 0."""
+    db.execute("ALTER TABLE events ADD COLUMN liveness_p_real REAL")
+    db.execute("ALTER TABLE events ADD COLUMN liveness_frames INTEGER")
+    db.execute("ALTER TABLE events ADD COLUMN liveness_verdict TEXT")
+    db.execute("ALTER TABLE events ADD COLUMN review INTEGER NOT NULL DEFAULT 0 CHECK (review IN (0, 1))")
 
 
 def new_epoch() -> str:
@@ -210,6 +222,10 @@ def check_event(event: AttendanceEvent) -> None:
     for name in ("camera_id", "track_id"):
         if not isinstance(getattr(event, name), str):
             raise ValueError(f"event {name} must be a string, got {getattr(event, name)!r}")
+    if event.liveness is not None and not isinstance(event.liveness, Verdict):
+        raise ValueError(f"event liveness must be a Verdict or None, got {event.liveness!r}")
+    if not isinstance(event.review, bool):
+        raise ValueError(f"event review must be true/false, got {event.review!r}")
 
 
 def _utc_text(moment: datetime) -> str:
@@ -226,12 +242,14 @@ _EPOCH_OF_SEQ = "(SELECT e.{0} FROM epochs e WHERE e.first_seq <= events.seq ORD
 _COLUMNS = (
     "seq, event_id, device_id, type, person_id, camera_id, at, decided_at, session, track_id, score, margin, "
     "frames, quality, gallery_version, model_id, mono_time, wall_time, published_at, acked_at, publish_attempts, "
-    f"{_EPOCH_OF_SEQ.format('epoch')}, {_EPOCH_OF_SEQ.format('first_seq')} = seq"
+    f"{_EPOCH_OF_SEQ.format('epoch')}, {_EPOCH_OF_SEQ.format('first_seq')} = seq, "
+    "liveness_p_real, liveness_frames, liveness_verdict, review"
 )
 _INSERT = (
     "INSERT INTO events (seq, event_id, device_id, type, person_id, camera_id, at, at_utc, decided_at, session, "
-    "track_id, score, margin, frames, quality, gallery_version, model_id, mono_time, wall_time) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "track_id, score, margin, frames, quality, gallery_version, model_id, mono_time, wall_time, liveness_p_real, "
+    "liveness_frames, liveness_verdict, review) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -256,7 +274,19 @@ def _row_values(seq: int, device_id: str, epoch: str, e: AttendanceEvent, c: Eve
         c.model_id,
         float(c.mono_time),
         float(c.wall_time),
+        *_liveness_values(e.liveness),
+        int(e.review),
     )
+
+
+def _liveness_values(verdict: Optional[Verdict]) -> Tuple[Optional[float], Optional[int], Optional[str]]:
+    if verdict is None:
+        return None, None, None
+    return verdict.p_real, verdict.frames, verdict.verdict
+
+
+def _liveness_of(p_real: Optional[float], frames: Optional[int], verdict: Optional[str]) -> Optional[Verdict]:
+    return None if verdict is None else Verdict(p_real=p_real, frames=int(frames or 0), verdict=verdict)
 
 
 def _from_row(r: Sequence[Any]) -> StoredEvent:
@@ -272,6 +302,8 @@ def _from_row(r: Sequence[Any]) -> StoredEvent:
         margin=r[11],
         frames=r[12],
         quality=r[13],
+        liveness=_liveness_of(r[23], r[24], r[25]),
+        review=bool(r[26]),
     )
     context = EventContext(gallery_version=r[14], model_id=r[15], mono_time=r[16], wall_time=r[17])
     return StoredEvent(r[0], r[1], r[2], event, context, _parse(r[18]), _parse(r[19]), r[20], r[21] or "", bool(r[22]))
@@ -681,6 +713,8 @@ def _in_zone(event: AttendanceEvent, tz: tzinfo) -> AttendanceEvent:
         margin=event.margin,
         frames=event.frames,
         quality=event.quality,
+        liveness=event.liveness,
+        review=event.review,
     )
 
 
@@ -705,8 +739,13 @@ EXPORT_FIELDS = (
     "model_id",
     "mono_time",
     "stored_at",
+    "liveness_p_real",
+    "liveness_frames",
+    "liveness_verdict",
+    "review",
 )
-"""Columns of both exports, in order. `stored_at` is `wall_time` as ISO-8601 UTC; delivery state is left out."""
+"""Columns of both exports, in order. `stored_at` is `wall_time` as ISO-8601 UTC; delivery state is left out. The
+liveness columns are empty (null) for an event whose track was not checked (policy off, unknown faces)."""
 
 
 def event_to_dict(stored: StoredEvent) -> Dict[str, Any]:
@@ -731,6 +770,10 @@ def event_to_dict(stored: StoredEvent) -> Dict[str, Any]:
         "model_id": c.model_id,
         "mono_time": c.mono_time,
         "stored_at": datetime.fromtimestamp(c.wall_time, timezone.utc).isoformat(),
+        "liveness_p_real": e.liveness.p_real if e.liveness is not None else None,
+        "liveness_frames": e.liveness.frames if e.liveness is not None else None,
+        "liveness_verdict": e.liveness.verdict if e.liveness is not None else None,
+        "review": e.review,
     }
 
 

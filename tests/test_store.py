@@ -151,7 +151,7 @@ def test_wal_full_sync_and_migrations_recorded_once(tmp_path: Path) -> None:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
             assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-            assert [m.name for m in migrations.applied(store.db)] == ["m001_events", "m002_epochs"]
+            assert [m.name for m in migrations.applied(store.db)] == ["m001_events", "m002_epochs", "m003_liveness"]
 
 
 # ---------------------------------------------------------------- atomic appends and seqs
@@ -313,7 +313,7 @@ def test_gallery_and_events_share_one_file(tmp_path: Path, gallery_first: bool) 
         store.append([event()], replace(CONTEXT, gallery_version=version))
         gallery.put_person("carol", "Carol", [_embedding(3)])
     with EventStore(path, DEVICE) as store, Gallery(path) as gallery:
-        assert [m.name for m in migrations.applied(store.db)] == ["m001_events", "m002_epochs"]
+        assert [m.name for m in migrations.applied(store.db)] == ["m001_events", "m002_epochs", "m003_liveness"]
         assert [m.name for m in gallery_migrations.applied(gallery.db)] == ["m001_gallery"]
         sets = store.db.conn.execute("SELECT DISTINCT migration_set FROM _sqlite_migrations").fetchall()
         assert sorted(r[0] for r in sets) == ["edge.events", "edge.gallery"]
