@@ -29,9 +29,10 @@ MAX_PASSWORD_FILE_BYTES = 4096
 C = TypeVar("C")
 
 
-def read_password_file(path: Path) -> str:
-    """The password in `path` (one trailing newline dropped), or ConfigError; never says what the file holds."""
-    where = f"mqtt.password_file {path}"
+def read_password_file(path: Path, key: str = "mqtt.password_file") -> str:
+    """The password in `path` (one trailing newline dropped), or ConfigError naming `key`; never says what the file
+    holds."""
+    where = f"{key} {path}"
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):

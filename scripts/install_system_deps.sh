@@ -7,6 +7,8 @@
 #                                                              (tests/test_system_opencv.py, install_box.sh --system-opencv)
 #   chromium + chromium-driver                              -> the central console's browser tests (selenium drives
 #                                                              Debian's own browser; nothing downloads one)
+#   python3-aiosmtpd                                        -> a real SMTP server (STARTTLS/TLS + AUTH) that the
+#                                                              report e-mail test starts (tests/smtp_server.py)
 # Idempotent: packages already installed are skipped, and when all are present it exits at once (<1 s).
 # The mosquitto service is stopped and disabled: tests start their own broker on a loopback port.
 set -euo pipefail
@@ -27,6 +29,7 @@ PACKAGES=(
     python3-opencv
     chromium
     chromium-driver
+    python3-aiosmtpd
 )
 
 missing=()

@@ -338,3 +338,7 @@ from edge.central.office_cli import register as _register_office  # noqa: E402
 _register_office(central, broker_options, target_options, _send)
 
 _register_console(central)
+
+from edge.central.mail_cli import mail as _mail  # noqa: E402
+
+central.add_command(_mail)
