@@ -49,7 +49,7 @@ class Console:
     records: Records = field(init=False)
 
     def __post_init__(self) -> None:
-        lock = self.store._lock
+        lock = self.store.lock
         with lock:
             apply_console_migrations(self.store.db)
         self.office = Office(self.store)

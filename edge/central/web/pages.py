@@ -41,8 +41,10 @@ def board_data(console: Console, day: date, group: Optional[str]) -> Dict[str, A
     of the day), the counts, and the day's latest moves with names."""
     rows = console.office.report(day, group=group)
     moves = queries.day_events(console.store, day, console.zone(), MOVES)
+    manual = [{"person_id": c.person_id, "type": "entry" if c.kind == "manual_entry" else "exit", "at": c.at}
+              for c in console.office.corrections(day) if c.at is not None]  # fmt: skip
     last_move: Dict[str, Dict[str, Any]] = {}
-    for move in moves:
+    for move in sorted(moves + manual, key=lambda m: m["at"]):
         if move["person_id"]:
             last_move[move["person_id"]] = move
     names = {p.person_id: p.name for p in console.office.people()}

@@ -40,7 +40,7 @@ class BoxHealth:
 
 def boxes(store: CentralStore) -> List[BoxHealth]:
     """Every box seen (by a status or an event), by site and device id."""
-    with store._lock:
+    with store.lock:
         statuses = store.db.conn.execute(
             "SELECT site, device_id, kind, camera_id, state, payload, at FROM status ORDER BY site, device_id, camera_id"
         ).fetchall()
@@ -68,7 +68,7 @@ def day_events(store: CentralStore, day: date, tz: Optional[tzinfo], types: Sequ
     """The stored events of `types` whose local date (in `tz`; None: the central's zone) is `day`, by time."""
     since, until = (day - timedelta(days=1)).isoformat(), (day + timedelta(days=2)).isoformat()
     marks = ", ".join("?" for _ in types)
-    with store._lock:
+    with store.lock:
         rows = store.db.conn.execute(
             f"SELECT event_id, site, device_id, type, person_id, at, payload FROM events "
             f"WHERE at >= ? AND at < ? AND type IN ({marks})",
@@ -86,7 +86,7 @@ def day_events(store: CentralStore, day: date, tz: Optional[tzinfo], types: Sequ
 
 
 def event(store: CentralStore, event_id: str) -> Optional[Dict[str, Any]]:
-    with store._lock:
+    with store.lock:
         row = store.db.conn.execute(
             "SELECT site, device_id, type, person_id, at, payload FROM events WHERE event_id = ?", [event_id]
         ).fetchone()
