@@ -4,6 +4,7 @@ serves the real `edge central console` over HTTPS."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -389,3 +390,51 @@ def test_edge_central_console_serves_https_with_secure_cookies(tmp_path: Path) -
         broker.kill()
     assert proc.returncode == 0, stderr
     assert "console: https://127.0.0.1:" in stderr and "console: stopped" in stderr
+
+
+# enrolling an unknown face, with the MQTT side faked ------------------------------------------------------------------
+class FakeCentral:
+    """Records the commands pushed and answers ok; no stats."""
+
+    def __init__(self) -> None:
+        self.pushed: List[tuple] = []  # type: ignore[type-arg]
+
+    def push(self, site: str, device: str, command: dict, timeout: float = 30.0) -> dict:  # type: ignore[type-arg]
+        self.pushed.append((site, device, command))
+        return {"status": "ok", "reason": f"{command['op']} done"}
+
+    def stats_of(self, site: str, device: str) -> None:
+        return None
+
+
+class FakeCrops:
+    def __init__(self, images: dict) -> None:  # type: ignore[type-arg]
+        self.images = images
+
+    def read(self, event_id: str) -> bytes | None:
+        return self.images.get(event_id)  # type: ignore[no-any-return]
+
+
+def test_enroll_this_face_sends_the_persons_photos_with_the_crop_to_online_boxes_only(console: Console) -> None:
+    from edge.contract import status_payload, validate
+
+    fake = FakeCentral()
+    face = event(2, 1, type="unknown_face", person_id=None, at="2026-03-02T17:25:00+09:00")
+    console.store.add_event("school-1", face)
+    console.store.put_status("school-1", "box-17", None, status_payload("box-17", "school-1", "online", "boot"))
+    console.store.put_status("school-1", "box-18", None, status_payload("box-18", "school-1", "offline", "lost"))
+    console.central, console.crops = fake, FakeCrops({face["event_id"]: b"\xff\xd8\xffcrop"})
+    console.records.add_photo("kim", b"\xff\xd8\xffphoto", "upload", "ada", START)
+    web = client(console)
+    csrf = log_in(web, "ada", ADMIN_PW)
+    assert 'class="enroll"' in web.get("/unknown?date=2026-03-02").text
+    answer = web.post(f"/unknown/{face['event_id']}/enroll", data={"csrf": csrf, "person_id": "kim"})
+    assert answer.status_code == 303, answer.text
+    [(site, device, command)] = fake.pushed  # the offline box is skipped, and says so
+    validate("edge.gallery_command/1", command)
+    assert (site, device, command["op"]) == ("school-1", "box-17", "upsert")
+    assert [base64.b64decode(p) for p in command["person"]["photos"]] == [b"\xff\xd8\xffphoto", b"\xff\xd8\xffcrop"]
+    gallery = web.get("/gallery").text
+    assert "school-1/box-18</td><td><span class=\"badge push-skipped\">skipped</span> box is offline" in gallery
+    assert "enrolled as <b>kim</b>" in web.get("/unknown?date=2026-03-02").text
+    assert web.get(f"/crop/{face['event_id']}").content == b"\xff\xd8\xffcrop"
