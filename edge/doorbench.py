@@ -413,6 +413,9 @@ def run_door(config: Config, options: DoorOptions, progress: Callable[[str], Non
             "data": str(options.data),
             "seed": options.size.seed,
             "enrolled_people": len(enrolled),
+            "enroll_photos": options.size.enroll_photos,
+            "enrolled_from_photos": {str(k): sum(1 for e in enrolled if len(e.enroll_photos) == k)
+                                     for k in sorted({len(e.enroll_photos) for e in enrolled})},  # fmt: skip
             "not_enrollable": failed,
             "gallery_people": len(enrolled) + len(fillers),
             "enrolled_passes": sum(1 for _, w in plan.walks() if w.enrolled),

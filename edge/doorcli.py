@@ -29,6 +29,9 @@ def default_data() -> Path:
 @click.option("--gallery-size", default=1000, show_default=True, help="People in the gallery (the rest are fillers).")
 @click.option("--people-per-day", default=12, show_default=True, help="Enrolled people per benchmark day.")
 @click.option("--conditions", default=",".join(CONDITIONS), show_default=True, help="Comma-separated conditions.")
+@click.option(
+    "--enroll-photos", default=2, show_default=True, help="Photos each person is enrolled from (one is kept to walk)."
+)
 @click.option("--seed", default=1, show_default=True, help="Seed of the people, script and renderings.")
 @click.option("--workers", default=1, show_default=True, help="Days rendered and replayed at once (processes).")
 @click.option(
@@ -51,7 +54,7 @@ def default_data() -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (with every missed pass).")
 @click.pass_obj
 def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: int, gallery_size: int,
-         people_per_day: int, conditions: str, seed: int, workers: int, cache: Optional[Path], keep: Optional[Path],
+         people_per_day: int, conditions: str, enroll_photos: int, seed: int, workers: int, cache: Optional[Path], keep: Optional[Path],
          no_hamilton: bool, all_frames: bool, dump: Optional[Path], as_json: bool) -> None:  # fmt: skip
     """Door passes rendered from the shared data, replayed through the daemon: recall, false identities, unknowns,
     time to the event and embeddings per pass, per condition; plus the Hamilton clip's replay."""
@@ -59,7 +62,7 @@ def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: in
 
     try:
         size = PlanSize(passes, strangers, people, gallery_size, people_per_day,
-                        tuple(c.strip() for c in conditions.split(",") if c.strip()), seed)  # fmt: skip
+                        tuple(c.strip() for c in conditions.split(",") if c.strip()), seed, enroll_photos)  # fmt: skip
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if workers < 1:

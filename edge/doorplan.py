@@ -205,9 +205,11 @@ class PlanSize:
     people_per_day: int = 12
     conditions: Tuple[str, ...] = CONDITIONS
     seed: int = 1
+    enroll_photos: int = 2
+    """Photos each person is enrolled from (fewer when the person has too few: one is always left to walk with)."""
 
     def __post_init__(self) -> None:
-        for name in ("passes", "people", "people_per_day"):
+        for name in ("passes", "people", "people_per_day", "enroll_photos"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.strangers < 0:
@@ -231,7 +233,7 @@ def choose_people(
     for person in pool:
         photos = list(person.photos)
         rng.shuffle(photos)
-        count = 2 if len(photos) >= 4 and rng.random() < 0.5 else 1
+        count = max(1, min(size.enroll_photos, len(photos) - 1))  # at least one photo is left to walk with
         candidates.append(Enrollee(person.person_id, person.name, tuple(photos[:count]), tuple(photos[count:])))
     singles = [p for p in few if len(p.photos) == 1]
     rng.shuffle(singles)
