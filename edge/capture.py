@@ -108,6 +108,9 @@ class CameraConfig:
     """For role line: two points [[x1, y1], [x2, y2]] in image fractions (0..1, y down) of the virtual line."""
     in_side: Literal["left", "right"] = "left"
     """For role line: crossing onto this side of the line (seen walking from its first to its second point) is 'in'."""
+    door: Optional[Tuple[Tuple[float, float], Tuple[float, float]]] = None
+    """Where faces appear (the door), as [[x0, y0], [x1, y1]] image fractions (0..1, y down) of its corners: the
+    detector looks at it at native scale whenever something moves (edge/scene.py); null = only where things move."""
 
     def __post_init__(self) -> None:
         if not _ID_PATTERN.match(self.id):
@@ -140,6 +143,12 @@ class CameraConfig:
                 raise ValueError(f"line points must be image fractions within 0..1, got {self.line}")
             if self.line[0] == self.line[1]:
                 raise ValueError("line must join two different points")
+        if self.door is not None:
+            if not all(0.0 <= v <= 1.0 for point in self.door for v in point):
+                raise ValueError(f"door corners must be image fractions within 0..1, got {self.door}")
+            (x0, y0), (x1, y1) = self.door
+            if not (x0 < x1 and y0 < y1):
+                raise ValueError(f"door must be [[x0, y0], [x1, y1]] with x0 < x1 and y0 < y1, got {self.door}")
 
     @property
     def source_kind(self) -> str:
@@ -218,7 +227,11 @@ class CameraStats:
     frames_read: int = 0
     frames_delivered: int = 0
     frames_dropped: int = 0
-    """Read but never delivered: overwritten in the slot (live) or skipped by max_fps."""
+    """Read but never delivered: overwritten in the slot (live) or skipped by max_fps (the sum of the two below)."""
+    frames_late: int = 0
+    """Overwritten in the slot before the pipeline took them: frames lost because the pipeline was late."""
+    frames_skipped: int = 0
+    """Skipped on purpose: read before they were due under max_fps."""
     reconnects: int = 0
     """Times the source was reopened after a failure."""
     failures: int = 0
@@ -307,21 +320,42 @@ class Backoff:
 
 
 class RateLimiter:
-    """Admits timestamps at most `max_fps` per second on the given timeline (0 = admit all)."""
+    """Admits timestamps at most `max_fps` per second on the given timeline (0 = admit all).
+
+    A stream no faster than the cap loses no frame: while the mean interval between its frames (a running average)
+    is at least 0.9 period, every frame is admitted, however they jitter (a 10 fps camera at max_fps 10 delivers
+    frames a few ms early or late; until the average says so, a frame up to a quarter period early for its slot is
+    taken). A faster stream is thinned on a grid of one period (a 30 fps stream at 10 keeps every third frame); a
+    gap of a period or more restarts the grid, and so does time running backwards (a file
+    looped, a reconnected stream)."""
+
+    SMOOTHING = 0.2
+    """Weight of the newest interval in the running average."""
 
     def __init__(self, max_fps: float) -> None:
         self.period = 1.0 / max_fps if max_fps > 0 else 0.0
         self._due: Optional[float] = None
+        self._last: Optional[float] = None
+        self._interval: Optional[float] = None
 
     def admit(self, t: float) -> bool:
         if self.period == 0.0:
             return True
-        if self._due is not None and t < self._due - _EPSILON:
+        last, self._last = self._last, t
+        if last is not None and t < last:  # the timeline restarted
+            self._due = self._interval = None
+        elif last is not None:
+            gap = t - last
+            self._interval = gap if self._interval is None else self._interval + self.SMOOTHING * (gap - self._interval)
+        keeps_up = self._interval is not None and self._interval >= 0.9 * self.period  # no faster than the cap
+        # a frame of a stream near the cap may be a little early for its slot; a fast stream's never is
+        slow = self._interval is not None and self._interval >= self.period / 2
+        if not keeps_up and self._due is not None and t < self._due - (self.period / 4 if slow else _EPSILON):
             return False
         if self._due is None or t - self._due >= self.period:
             self._due = t + self.period  # first frame, or a gap: restart the grid here instead of catching up
         else:
-            self._due += self.period
+            self._due = min(self._due + self.period, t + self.period)  # never more than a period ahead
         return True
 
 

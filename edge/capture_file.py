@@ -87,7 +87,8 @@ class FileSource:
             if self._limiter.admit(frame.mono):
                 self._stats = replace(self._stats, frames_delivered=self._stats.frames_delivered + 1)
                 return frame
-            self._stats = replace(self._stats, frames_dropped=self._stats.frames_dropped + 1)
+            dropped = self._stats.frames_dropped + 1
+            self._stats = replace(self._stats, frames_dropped=dropped, frames_skipped=dropped)
         if self._stats.state is CameraState.ONLINE:
             self.close("end of file")
         return None

@@ -340,7 +340,8 @@ class LiveCamera:
 
     def stats(self) -> CameraStats:
         with self._lock:
-            return replace(self._stats, frames_dropped=self._slot.dropped + self._skipped)
+            late, skipped = self._slot.dropped, self._skipped
+            return replace(self._stats, frames_dropped=late + skipped, frames_late=late, frames_skipped=skipped)
 
     def stop(self) -> None:
         """Ask the thread to end (does not wait); `close` waits."""

