@@ -34,6 +34,7 @@ from edge.liveness.tracks import LivenessTracks
 from edge.match import MatcherConfig
 from edge.quality import QualityConfig, assess
 from edge.recognize import DetectorLike
+from edge.scene import Scenes
 from edge.store import EventContext, EventStore, StoredEvent, StoreError
 from edge.timetable import central_schedule, effective_attendance
 from edge.track import Observation, Tracker, TrackerConfig
@@ -133,6 +134,8 @@ class Pipeline:
         if today:
             log.info("restored today's attendance from %d stored events", len(today))
         self.stats: Dict[str, CameraStats] = {c.id: CameraStats() for c in cameras}
+        self.scenes = Scenes(parts.detector)
+        """Per camera, where the detector looks in each frame (motion gate, regions, live tracks: edge/scene.py)."""
         self.first_seen: Dict[str, float] = {}
         """mono time each track first showed a face that passed the quality gates (for latency figures)."""
 
@@ -186,7 +189,8 @@ class Pipeline:
         height, width = frame.image.shape[:2]
         tracker.frame_size = (width, height)
         started = time.perf_counter()
-        detections = self.parts.detector.detect(frame.image)
+        camera = self.cameras.get(frame.camera_id)
+        detections = self.scenes.detect(frame.camera_id, camera, frame.image, frame.mono, tracker.predictions(frame.mono))
         stats.detect_ms += (time.perf_counter() - started) * 1000.0
         stats.frames += 1
         stats.faces += len(detections)
