@@ -28,7 +28,13 @@ from edge.private import private_file
 log = logging.getLogger("edge.central")
 migrations = Migrations("edge.central")
 
-PARTS = ("edge.central.office", "edge.central.users", "edge.central.crops")
+PARTS = (
+    "edge.central.office",
+    "edge.central.users",
+    "edge.central.crops",
+    "edge.central.mail",
+    "edge.central.web.records",
+)
 """The modules that keep tables of their own in the central's file, each with its own Migrations
 ("edge.central.<part>") and an `apply_migrations(db)`; all are applied when the store opens."""
 
