@@ -39,6 +39,7 @@ BOUNDS: Dict[str, Bounds] = {
     "CameraConfig.open_timeout_s": (0.1, 3600.0),
     "CameraConfig.read_timeout_s": (0.1, 3600.0),
     "CameraConfig.line": (0.0, 1.0),
+    "CameraConfig.door": (0.0, 1.0),
     # edge.config
     "EmbedderConfig.num_threads": (1, 16),
     # edge.contract
@@ -66,6 +67,16 @@ BOUNDS: Dict[str, Bounds] = {
     "DetectorConfig.tile_overlap": (0.0, 0.5),
     "DetectorConfig.tile_min_score": (0.0, 1.0),
     "DetectorConfig.num_threads": (1, 64),
+    "DetectorConfig.refine_below": (0.0, 1.0),
+    "DetectorConfig.refine_context": (1.5, 8.0),
+    "DetectorConfig.refine_min_score": (0.0, 1.0),
+    "DetectorConfig.focus_min_score": (0.0, 1.0),
+    "DetectorConfig.region_size": (0, 100_000),
+    "DetectorConfig.max_regions": (0, 64),
+    "DetectorConfig.motion_width": (16, 4096),
+    "DetectorConfig.motion_threshold": (0.0, 255.0),
+    "DetectorConfig.motion_cells": (1, 100_000),
+    "DetectorConfig.idle_interval_s": (0.0, 3600.0),
     # edge.liveness.decide
     "LivenessConfig.threshold": (0.0, 1.0),
     "LivenessConfig.frames": (1, 100),
