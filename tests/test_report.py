@@ -201,3 +201,16 @@ def test_the_report_agrees_with_the_box() -> None:
     assert box_late and box_early  # the random day has both
     assert {(r.person_id, r.session) for r in rows if r.minutes_late > 0} == box_late
     assert {(r.person_id, r.session) for r in rows if r.status == "left_early"} == box_early
+
+
+def test_a_stay_begun_by_a_correction_names_the_door_that_saw_them_later(office: Office) -> None:
+    """Staff checked ana in by hand before the door saw her: the row's box and camera are the door's, not empty."""
+    day = date(2025, 3, 10)
+    office.correct(day, "ana", "manual_entry", by="office", why="badge forgotten", at=datetime(2025, 3, 10, 8, 50))
+    at = datetime(2025, 3, 10, 8, 55, tzinfo=SEOUL)
+    office.store.add_event("school-1", {
+        "event_id": "box-2-e1-1", "epoch": "e1", "seq": 1, "prev_seq": None, "device_id": "box-2", "site": "school-1",
+        "type": "outing_start", "camera_id": "door-out", "person_id": "ana", "at": at.isoformat(), "session": None,
+    })  # fmt: skip
+    (row,) = [r for r in office.report(day) if r.person_id == "ana"]
+    assert (row.device_id, row.camera_id, row.corrected) == ("box-2", "door-out", True)

@@ -218,8 +218,17 @@ def session_row(day: date, who: Member, span: SessionSpan, stays: Sequence[Stay]
     uses_correction = corrected or any(s.start.corrected or (s.end is not None and s.end.corrected) for s in touching)
     return ReportRow(**base, status=status, first_entry=first_entry, last_exit=last_exit,  # type: ignore[arg-type]
                      minutes_late=minutes_late, outings=count, minutes_out=minutes_out,
-                     device_id=first.start.device_id, camera_id=first.start.camera_id,
+                     device_id=_where(touching)[0], camera_id=_where(touching)[1],
                      corrected=uses_correction)  # fmt: skip
+
+
+def _where(stays: Sequence[Stay]) -> Tuple[Optional[str], Optional[str]]:
+    """The box and camera of the first mark a door made (a staff correction, the first, has none)."""
+    for stay in stays:
+        for mark in (stay.start, stay.end):
+            if mark is not None and mark.device_id is not None:
+                return mark.device_id, mark.camera_id
+    return None, None
 
 
 def person_rows(day: date, who: Member, spans: Sequence[SessionSpan], events: Sequence[Mapping[str, Any]],
@@ -239,7 +248,7 @@ def person_rows(day: date, who: Member, spans: Sequence[SessionSpan], events: Se
             date=day, person_id=who.person_id, name=who.name, group=who.group, session=None,
             status="excused" if excused else "present", first_entry=first.start.at if first.start.inward else None,
             last_exit=last.end.at if last.end is not None and last.final else None, minutes_late=0, outings=count,
-            minutes_out=minutes_out, device_id=first.start.device_id, camera_id=first.start.camera_id,
+            minutes_out=minutes_out, device_id=_where(stays)[0], camera_id=_where(stays)[1],
             corrected=corrected or any(s.start.corrected or (s.end is not None and s.end.corrected) for s in stays),
         )
     ]  # fmt: skip
