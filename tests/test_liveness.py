@@ -355,3 +355,25 @@ def test_edge_eval_liveness_on_the_samples(data: Path, tmp_path: Path) -> None:
     assert report["frame"]["bpcer"]["errors"] == 0 and report["frame"]["bpcer"]["n"] == 1
     assert report["frame"]["apcer"]["print"]["errors"] == 0 and report["frame"]["apcer"]["tablet"]["errors"] == 0
     assert report["model_id"] == "minifasnet-v2-v1se-fp32"
+
+
+# ------------------------------------------------------------------------------------------------ synthetic attacks
+@pytest.mark.data
+@pytest.mark.parametrize("kind", ["print_on_wall", "screen_with_bezel"])
+@pytest.mark.parametrize(
+    "name", ["hamilton/obama.jpg", "hamilton/biden.jpg", "hamilton/lin-manuel-miranda.png", "liveness/image_T1.jpg"]
+)
+def test_a_genuine_frame_shown_on_paper_or_a_screen_is_a_spoof(
+    data: Path, model, detector, kind: str, name: str
+) -> None:
+    """Wiring, not evidence: these composites show their paper edge or bezel inside the crops, which real attacks
+    held close to the camera need not do (README "Liveness")."""
+    import liveness_composites
+
+    image = cv2.imread(str(data / name))
+    genuine = _largest(detector, image)
+    assert model.score(image, genuine.box) >= LivenessConfig().threshold
+    shown = getattr(liveness_composites, kind)(liveness_composites.head_and_shoulders(image, genuine.box))
+    face = _largest(detector, shown)
+    assert frontal(face, LivenessConfig())
+    assert model.score(shown, face.box) < LivenessConfig().threshold
