@@ -257,9 +257,15 @@ def enrolled_db(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
 
 
 def replay_clip(
-    data: Path, db: Path, liveness: LivenessConfig, scorer: Any, crops: Optional[Path] = None
+    data: Path,
+    db: Path,
+    liveness: LivenessConfig,
+    scorer: Any,
+    crops: Optional[Path] = None,
+    video: Optional[Path] = None,
 ) -> Tuple[List[Dict[str, Any]], Any]:
-    """`edge replay` of the Hamilton clip in-process, with `scorer` as the liveness models; the stored events."""
+    """`edge replay` of the Hamilton clip (or `video`) in-process, with `scorer` as the liveness models; the stored
+    events and the pipeline."""
     import edge.daemon
     from edge.crops import CropsConfig
 
@@ -274,7 +280,8 @@ def replay_clip(
         config = replace(config, crops=CropsConfig(enabled=True, folder=crops))
     edge.daemon.build_parts = with_scorer  # type: ignore[assignment]
     try:
-        pipeline = edge.daemon.replay(config, data / "hamilton" / "short_hamilton_clip.mp4", None, START, True, db)
+        clip = video or data / "hamilton" / "short_hamilton_clip.mp4"
+        pipeline = edge.daemon.replay(config, clip, None, START, True, db)
     finally:
         edge.daemon.build_parts = built  # type: ignore[assignment]
     from support import stored_events
@@ -384,3 +391,53 @@ def test_stats_carry_liveness_ms_and_verdict_counts() -> None:
     assert (row["liveness_ms"], row["liveness_scored"], row["liveness_verdicts"]) == (
         5.0, 4, {"real": 2, "undecided": 1})  # fmt: skip
     json.dumps(payload)
+
+
+def write_attack_clip(source: Path, target: Path, kind: str) -> int:
+    """Every frame of `source` as a `kind` attack: the largest face's head and shoulders shown on a tablet (bezel in
+    view) or as a print on a wall (tests/liveness_composites.py), as a phone held up to the door camera shows it."""
+    import cv2
+
+    from edge.detect import DetectorConfig, FaceDetector
+
+    composites = pytest.importorskip("liveness_composites")
+    make = {"screen": composites.screen_with_bezel, "print": composites.print_on_wall}[kind]
+    capture = cv2.VideoCapture(str(source))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    height, width = composites.FRAME
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    count, box = 0, None
+    with FaceDetector(DetectorConfig()) as detector:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            faces = detector.detect(frame)
+            if faces:
+                box = max(faces, key=lambda d: d.box.w).box
+            shown = composites.head_and_shoulders(frame, box) if box is not None else frame
+            writer.write(make(shown))
+            count += 1
+    capture.release()
+    writer.release()
+    return count
+
+
+@pytest.mark.parametrize("kind", ["screen", "print"])
+def test_a_replayed_attack_becomes_a_spoof_attempt_under_enforce(
+    tmp_path: Path, data: Path, enrolled_db: Path, kind: str
+) -> None:
+    """The Hamilton clip's face shown on a tablet (bezel in view) or as a print pinned on a wall (synthetic
+    composites, easy for the models: a wiring test, not a measure of real attacks): Lin-Manuel's entry becomes a
+    spoof_attempt. (The whole frame shown on a screen filling the view passes: the models see no edge.)"""
+    model = pytest.importorskip("edge.liveness.model")
+    clip = tmp_path / f"{kind}.mp4"
+    assert write_attack_clip(data / "hamilton" / "short_hamilton_clip.mp4", clip, kind) > 0
+    with model.LivenessModel() as scorer:
+        events, pipeline = replay_clip(data, copy_db(enrolled_db, tmp_path / "edge.db"),
+                                       replace(CONFIG, policy="enforce"), scorer, video=clip)  # fmt: skip
+    assert named(events) == [("spoof_attempt", "lin-manuel")], events
+    (attempt,) = [e for e in events if e["person_id"]]
+    assert attempt["liveness_verdict"] == "spoof" and attempt["review"] == 1
+    assert pipeline.machine.state_of("lin-manuel") is PersonState.ABSENT
+    print(f"{kind}: p_real {attempt['liveness_p_real']:.3f} over {attempt['liveness_frames']} frames")
