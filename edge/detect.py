@@ -108,7 +108,8 @@ class DetectorConfig:
     region_size: side in pixels of the square regions edge.scene looks at close to native scale (around what
         moved, and over the camera's door region) through the full-range model: a 48 px face is ~18 px of its
         192 px input in a 512 px region. Frames whose longer side is under 1.5 times this get none (the
-        whole-frame pass sees them at nearly that scale); 0 disables them. A face only regions found must be found
+        whole-frame pass sees them at nearly that scale); 0 (the default until their cost is tuned: issue 9's note)
+        disables them. A face only regions found must be found
         again by the refine view (see ``Pass.verify``).
     max_regions: most such region passes per frame; more are taken in turns over the next frames.
     motion_gate: edge.scene compares each frame with the previous one at low resolution first; a frame with no
@@ -138,7 +139,7 @@ class DetectorConfig:
     refine_context: float = 3.0
     refine_min_score: float = 0.5
     focus_min_score: float = 0.6
-    region_size: int = 512
+    region_size: int = 0
     max_regions: int = 4
     motion_gate: bool = True
     motion_width: int = 160

@@ -68,7 +68,17 @@ class Recorder:
             self.embeddings.append((len(self.frames) - 1, np.array(vector, copy=True)))
             return vector
 
-        setattr(parts.detector, "detect", recording_detect)  # noqa: B010 - mypy refuses assigning to a method
+        if hasattr(parts.detector, "detect_in"):  # the pipeline's scene detector asks it once per frame
+            detect_in = parts.detector.detect_in
+
+            def recording_detect_in(image: np.ndarray, passes: Any) -> Any:
+                found = detect_in(image, passes)
+                self.frames.append([d.box.w for d in found])
+                return found
+
+            setattr(parts.detector, "detect_in", recording_detect_in)  # noqa: B010
+        else:
+            setattr(parts.detector, "detect", recording_detect)  # noqa: B010 - mypy refuses assigning to a method
         setattr(parts.embedder, "embed", recording_embed)  # noqa: B010
         return parts
 

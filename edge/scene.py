@@ -196,8 +196,7 @@ class SceneDetector:
         passes = plan(self.config, whole, (width, height), motion, predictions, door, due, self._turn)
         self._turn += 1
         if not passes:
-            self.idle += 1
-            return []
+            self.idle += 1  # still asked, with no pass (returns at once): what wraps the detector sees every frame
         if passes[: len(whole)] == whole:
             self._last_whole = mono
         return self.detector.detect_in(image, passes)

@@ -106,7 +106,7 @@ def test_cover_keeps_regions_inside_the_frame_and_within_the_size() -> None:
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    with FaceDetector(DetectorConfig()) as det:
+    with FaceDetector(DetectorConfig(region_size=512)) as det:
         yield det
 
 
