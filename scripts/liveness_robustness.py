@@ -246,7 +246,8 @@ def markdown(result: dict) -> str:
                 cells.append("- (face already smaller)")
                 continue
             cells.append(
-                f"{r['bpcer']:.3f} ({r['errors']}/{r['n']}, {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}), {r['face_px_median']}"
+                f"{r['bpcer']:.3f} ({r['errors']}/{r['n']}, {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}); "
+                f"gated {r['gated_errors']}/{r['gated_n']}; {r['face_px_median']} px"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -262,7 +263,11 @@ def main() -> int:
     ap.add_argument("--data", default=os.environ.get("EDGE_TEST_DATA", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--lfw", type=int, default=300, help="LFW View 1 images (0: none)")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--table", help="print the table of a result written earlier by --json, and stop")
     a = ap.parse_args()
+    if a.table:
+        print(markdown(json.loads(Path(a.table).read_text())))
+        return 0
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is needed for the H.264 rows", file=sys.stderr)
         return 1
