@@ -193,6 +193,8 @@ def summarise(results: Sequence[ItemResult], config: LivenessConfig) -> Dict[str
     for source in sources:
         attacks = [r for r in results if r.item.label == SPOOF and r.item.source == source]
         frame["apcer"][source] = _rate(sum(s >= t for r in attacks for s in r.scores), _n(attacks))
+        # an attack never scored (turned, too small) is no verdict at all: under every policy it counts as usual
+        frame["apcer"][source]["frames_not_scored"] = sum(r.not_frontal + r.no_face for r in attacks)
         track["apcer"][source] = _track_rate(attacks, "real")
     rated = [v["rate"] for v in frame["apcer"].values() if v["rate"] is not None]
     frame["apcer_max"] = max(rated) if rated else None
@@ -250,9 +252,15 @@ def format_summary(summary: Dict[str, Any]) -> str:
 
     def show(r: Dict[str, Any]) -> str:
         if r["rate"] is None:
-            return "n/a (0 scored)"
+            if r.get("frames_not_scored"):
+                return f"n/a ({r['frames_not_scored']} frames not scored: turned, too small or no face)"
+            if "undecided" in r:
+                return f"n/a ({r['undecided']} undecided tracks)" if r["undecided"] else "n/a (no videos)"
+            return "n/a (no frame scored)"
         lo, hi = r["ci95"]
         extra = f", {r['undecided']} undecided" if "undecided" in r else ""
+        if r.get("frames_not_scored"):
+            extra += f", {r['frames_not_scored']} frames not scored"
         return f"{r['rate']:.3f} ({r['errors']}/{r['n']}; 95% CI {lo:.3f}-{hi:.3f}{extra})"
 
     lines = [
