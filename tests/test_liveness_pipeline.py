@@ -314,9 +314,11 @@ def test_shadow_carries_the_evidence_and_changes_no_event(tmp_path: Path, data: 
     waited = lin["mono_time"] - next(e for e in off if e["person_id"])["mono_time"]
     print(f"the entry was stored {waited:.2f} s of clip time later than without liveness")
     assert 0.0 <= waited < MAX_HOLD_S
-    assert len(scorer.calls) == CONFIG.frames, "only Lin-Manuel's track, at most frames per track"
+    # every track's usable frontal faces are scored from the first one (any track may be about to be named), at
+    # most `frames` per track: the unknown face's track too, though its sighting is never held
+    assert CONFIG.frames < len(scorer.calls) <= CONFIG.frames * len(pipeline.first_seen)
     stats = pipeline.stats["replay"]
-    assert stats.liveness_scored == CONFIG.frames and stats.verdicts == {"spoof": 1}
+    assert stats.liveness_scored == len(scorer.calls) and stats.verdicts == {"spoof": 1}
 
 
 def test_flag_marks_the_entry_for_review_and_keeps_its_context_crop(

@@ -11,9 +11,11 @@ Per frame the pipeline (edge/pipeline.py) calls, in order:
 
 Choices:
 
-- Only tracks about to produce an attendance event are scored: a track whose fused template named someone (even
-  before the tracker confirms it), on faces that passed the quality gates and `frontal()` (size, yaw), at most
-  `config.frames` frames per track. Unknown faces are never scored: their sightings pass on at once, unchecked.
+- Only tracks that may produce an attendance event are scored, on faces that passed the quality gates and
+  `frontal()` (size, yaw), at most `config.frames` frames per track. The pipeline calls every track `named`: any
+  track may be about to be named, and scoring its faces from the first usable one means its verdict is mostly
+  complete when the name is decided (scoring only after the name held door walks ~0.4 s). Sightings of unknown
+  faces still pass on at once.
 - A known sighting is held until its track has `config.frames` scored frames, the track ends (unseen for
   `max_age_s`, the tracker's own rule, or `finish`), or it has waited `MAX_HOLD_S`; it then goes on with
   `decide(scores)` attached (undecided below `config.min_frames`). Every policy holds, shadow included, so a site's
