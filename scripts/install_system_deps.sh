@@ -9,6 +9,8 @@
 #                                                              Debian's own browser; nothing downloads one)
 #   python3-aiosmtpd                                        -> a real SMTP server (STARTTLS/TLS + AUTH) that the
 #                                                              report e-mail test starts (tests/smtp_server.py)
+#   postgresql                                              -> the central's PostgreSQL back-end: tests start a
+#                                                              throwaway cluster of their own (tests/pg.py)
 # Idempotent: packages already installed are skipped, and when all are present it exits at once (<1 s).
 # The mosquitto service is stopped and disabled: tests start their own broker on a loopback port.
 set -euo pipefail
@@ -30,6 +32,7 @@ PACKAGES=(
     chromium
     chromium-driver
     python3-aiosmtpd
+    postgresql
 )
 
 missing=()
