@@ -112,7 +112,7 @@ def _users(db: Path) -> Any:
     from edge.central.users import Users
 
     store = CentralStore(db)
-    return store, Users(store.db, lock=store.lock)
+    return store, Users(store.backend)
 
 
 def _read_password(password_file: Optional[Path]) -> str:

@@ -1,6 +1,6 @@
 """The central's copy of the face crops boxes send (edge.crop/1, only from boxes with `crops.upload`): one JPEG file
-per event in a private folder, one row each in the table `crops` of the central's SQLite file (its own migrations,
-"edge.central.crops"), bounded per crop and in total, deleted after a retention limit like the box's own crops.
+per event in a private folder (default: beside a SQLite file; central.crops with PostgreSQL), one row each in the
+table `crops` of the central's store (its own migrations, "edge.central.crops"), bounded per crop and in total, deleted after a retention limit like the box's own crops.
 
     crops = CentralCrops(store, CropRules(folder=Path("/var/lib/edge-central/crops"), retention_days=7))
     crops.add("school-1", "box-17", payload)         # CropRefused: too large, not a JPEG, its sides unreasonable
@@ -25,22 +25,20 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
+from edge.central.backend import Ddl, Schema
 from edge.central.store import CentralError, CentralStore
 from edge.imageheader import HeaderError, read_header
 from edge.private import private_dir, write_private
 
 log = logging.getLogger("edge.central.crops")
-migrations = Migrations("edge.central.crops")
+migrations = Schema("edge.central.crops")
 PURGE_INTERVAL_S = 3600.0
 MAX_SIDE = 1024
 """Largest side of a crop accepted (a box sends 112x112 aligned faces)."""
 
 
 @migrations()
-def m001_crops(db: Database) -> None:
+def m001_crops(db: Ddl) -> None:
     db.execute(
         """
         CREATE TABLE crops (
@@ -58,11 +56,6 @@ def m001_crops(db: Database) -> None:
     )
     db.execute("CREATE INDEX idx_crops_at_utc ON crops (at_utc)")
     db.execute("CREATE INDEX idx_crops_received ON crops (received_at)")
-
-
-def apply_migrations(db: Database) -> None:
-    """Create or update the crops table (called when the central store opens; applying twice changes nothing)."""
-    migrations.apply(db)
 
 
 class CropRefused(CentralError):
@@ -141,11 +134,11 @@ class CentralCrops:
 
     def __init__(self, store: CentralStore, rules: Optional[CropRules] = None) -> None:
         self.store, self.rules = store, rules or CropRules()
-        self.folder = self.rules.folder or Path(f"{store.path}.crops")
+        default = Path(f"{store.path}.crops") if store.kind == "sqlite" else Path("central.crops")
+        self.folder = self.rules.folder or default
         self._lock = store.lock
         self._last_purge: Optional[float] = None
-        with self._lock:
-            apply_migrations(store.db)
+        store.backend.apply(migrations)
         try:
             private_dir(self.folder)
         except OSError as exc:
@@ -166,10 +159,13 @@ class CentralCrops:
         with self._lock:
             self._make_room(len(jpeg), crop.event_id)
             write_private(self.path_of(crop.event_id), jpeg)
-            with self.store.db.conn:
-                self.store.db.conn.execute(
-                    "INSERT OR REPLACE INTO crops (event_id, site, device_id, event_type, at, at_utc, bytes, sha256, "
-                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            with self.store.backend.transaction() as tx:
+                tx.execute(
+                    "INSERT INTO crops (event_id, site, device_id, event_type, at, at_utc, bytes, sha256, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET "
+                    "site = excluded.site, device_id = excluded.device_id, event_type = excluded.event_type, "
+                    "at = excluded.at, at_utc = excluded.at_utc, bytes = excluded.bytes, sha256 = excluded.sha256, "
+                    "received_at = excluded.received_at",
                     [crop.event_id, site, device, crop.event_type, crop.at, at_utc, crop.bytes,
                      hashlib.sha256(jpeg).hexdigest(), received],
                 )  # fmt: skip
@@ -177,13 +173,13 @@ class CentralCrops:
 
     def _make_room(self, size: int, event_id: str) -> None:
         """Delete the oldest crops until `size` more bytes fit under max_total_bytes (caller holds the lock)."""
-        conn = self.store.db.conn
-        total = conn.execute("SELECT coalesce(sum(bytes), 0) FROM crops WHERE event_id != ?", [event_id]).fetchone()[0]
+        query = self.store.backend.query
+        total = query("SELECT coalesce(sum(bytes), 0) FROM crops WHERE event_id != ?", [event_id])[0][0]
         excess = int(total) + size - self.rules.max_total_bytes
         if excess <= 0:
             return
         freed, gone = 0, []
-        for old_id, old_bytes in conn.execute(
+        for old_id, old_bytes in query(
             "SELECT event_id, bytes FROM crops WHERE event_id != ? ORDER BY received_at, event_id", [event_id]
         ):
             if freed >= excess:
@@ -194,8 +190,9 @@ class CentralCrops:
         log.warning("crops over %d bytes in all: deleted the %d oldest", self.rules.max_total_bytes, len(gone))
 
     def _delete(self, event_ids: List[str]) -> None:
-        with self.store.db.conn:
-            self.store.db.conn.executemany("DELETE FROM crops WHERE event_id = ?", [[e] for e in event_ids])
+        if event_ids:
+            with self.store.backend.transaction() as tx:
+                tx.executemany("DELETE FROM crops WHERE event_id = ?", [[e] for e in event_ids])
         for event_id in event_ids:
             try:
                 self.path_of(event_id).unlink(missing_ok=True)
@@ -210,19 +207,16 @@ class CentralCrops:
         self._last_purge = now
         limit = datetime.fromtimestamp(now, timezone.utc) - timedelta(days=self.rules.retention_days)
         with self._lock:
-            rows = self.store.db.conn.execute(
+            rows = self.store.backend.query(
                 "SELECT event_id FROM crops WHERE received_at < ?", [limit.isoformat(timespec="milliseconds")]
-            ).fetchall()
+            )
             self._delete([r[0] for r in rows])
         if rows:
             log.info("deleted %d face crops older than %g days", len(rows), self.rules.retention_days)
         return len(rows)
 
     def get(self, event_id: str) -> Optional[Crop]:
-        with self._lock:
-            row = self.store.db.conn.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM crops WHERE event_id = ?", [event_id]
-            ).fetchone()
+        row = self.store.backend.one(f"SELECT {', '.join(_COLUMNS)} FROM crops WHERE event_id = ?", [event_id])
         return Crop(*row) if row else None
 
     def read(self, event_id: str) -> Optional[bytes]:
@@ -240,12 +234,10 @@ class CentralCrops:
         if event_type is not None:
             where.append("event_type = ?")
             args.append(event_type)
-        with self._lock:
-            rows = self.store.db.conn.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM crops WHERE {' AND '.join(where)} ORDER BY at_utc, event_id", args
-            ).fetchall()
+        rows = self.store.backend.query(
+            f"SELECT {', '.join(_COLUMNS)} FROM crops WHERE {' AND '.join(where)} ORDER BY at_utc, event_id", args
+        )
         return [Crop(*r) for r in rows]
 
     def total_bytes(self) -> int:
-        with self._lock:
-            return int(self.store.db.conn.execute("SELECT coalesce(sum(bytes), 0) FROM crops").fetchone()[0])
+        return int(self.store.backend.query("SELECT coalesce(sum(bytes), 0) FROM crops")[0][0])

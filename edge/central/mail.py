@@ -39,21 +39,19 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
+from edge.central.backend import Ddl, Schema
 from edge.central.store import CentralStore
 from edge.errors import ConfigError, EdgeError
 
 log = logging.getLogger("edge.central.mail")
-migrations = Migrations("edge.central.mail")
+migrations = Schema("edge.central.mail")
 EVERYONE = "*"
 """The recipients key whose addresses get the whole report (every group's rows)."""
 MAX_CONFIG_BYTES = 64 * 1024
 
 
 @migrations()
-def m001_mail_sent(db: Database) -> None:
+def m001_mail_sent(db: Ddl) -> None:
     db.execute(
         """
         CREATE TABLE mail_sent (
@@ -68,11 +66,6 @@ def m001_mail_sent(db: Database) -> None:
         )
         """
     )
-
-
-def apply_migrations(db: Database) -> None:
-    """Create or update the mail_sent table (applying twice changes nothing)."""
-    migrations.apply(db)
 
 
 class MailError(EdgeError):
@@ -297,19 +290,18 @@ def reports_of(config: MailConfig, store: CentralStore, day: date) -> List[Repor
 
 def already_sent(store: CentralStore, day: date) -> Dict[str, str]:
     """Groups whose report of `day` was sent: group -> message id."""
-    with store.lock:
-        apply_migrations(store.db)
-        rows = store.db.conn.execute(
-            "SELECT recipient_group, message_id FROM mail_sent WHERE day = ?", [day.isoformat()]
-        ).fetchall()
+    store.backend.apply(migrations)
+    rows = store.backend.query("SELECT recipient_group, message_id FROM mail_sent WHERE day = ?", [day.isoformat()])
     return {r[0]: r[1] for r in rows}
 
 
 def _record(store: CentralStore, config: MailConfig, report: Report, message_id: str) -> None:
-    with store.lock, store.db.conn:
-        store.db.conn.execute(
-            "INSERT OR REPLACE INTO mail_sent (day, recipient_group, recipients, format, rows, message_id, sent_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+    with store.backend.transaction() as tx:
+        tx.execute(
+            "INSERT INTO mail_sent (day, recipient_group, recipients, format, rows, message_id, sent_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, recipient_group) DO UPDATE SET "
+            "recipients = excluded.recipients, format = excluded.format, rows = excluded.rows, "
+            "message_id = excluded.message_id, sent_at = excluded.sent_at",
             [report.day.isoformat(), report.group, ", ".join(report.recipients), config.format, report.rows,
              message_id, datetime.now(timezone.utc).isoformat(timespec="seconds")],
         )  # fmt: skip
@@ -318,8 +310,7 @@ def _record(store: CentralStore, config: MailConfig, report: Report, message_id:
 def send_day(config: MailConfig, store: CentralStore, day: date, force: bool = False) -> List[Sent]:
     """Mail the report of `day` to every recipient group not yet sent that day (all of them with `force`);
     each group is recorded as sent once the SMTP server accepted its message."""
-    with store.lock:
-        apply_migrations(store.db)
+    store.backend.apply(migrations)
     done = {} if force else already_sent(store, day)
     out: List[Sent] = []
     for report in reports_of(config, store, day):

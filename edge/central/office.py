@@ -6,7 +6,7 @@ staff's corrections, and the reports built from them and the stored events.
     office.correct(date(2025, 3, 4), "p-17", "excused", by="office", why="doctor's note")
     rows = office.report(date(2025, 3, 4), group="3A")     # List[ReportRow] (edge.central.report)
 
-Tables (own migrations, "edge.central.office", applied by CentralStore): `people`, `timetable` (one row: the
+Tables (own migrations, "edge.central.office", applied by CentralStore on either back-end): `people`, `timetable` (one row: the
 JSON document of edge.central.timetable.Timetable), `corrections` (audit rows, never edited or deleted: a
 correction is undone by another one... or not at all; events are never edited). All SQL of the office is here.
 """
@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
+from edge.central.backend import Ddl, Schema
 from edge.central.report import Correction, Member, ReportRow, daily, local_date
 from edge.central.timetable import Timetable, timetable_from_document
 from edge.errors import EdgeError
@@ -29,7 +27,7 @@ from edge.gallery import check_person_id
 if TYPE_CHECKING:
     from edge.central.store import CentralStore
 
-migrations = Migrations("edge.central.office")
+migrations = Schema("edge.central.office")
 
 MAX_RANGE_DAYS = 366
 """A report over a date range covers at most this many days."""
@@ -40,7 +38,7 @@ class OfficeError(EdgeError):
 
 
 @migrations()
-def m001_office(db: Database) -> None:
+def m001_office(db: Ddl) -> None:
     db.execute(
         """
         CREATE TABLE people (
@@ -59,11 +57,6 @@ def m001_office(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX idx_corrections_day ON corrections (day, person_id)")
-
-
-def apply_migrations(db: Database) -> None:
-    """Create or update the office's tables (called by CentralStore when it opens the file)."""
-    migrations.apply(db)
 
 
 def _now() -> str:
@@ -92,30 +85,28 @@ class Person:
 
 
 class Office:
-    """The roster, timetable, corrections and reports over a CentralStore (thread-safe through its lock)."""
+    """The roster, timetable, corrections and reports over a CentralStore (thread-safe, on either back-end)."""
 
     def __init__(self, store: CentralStore) -> None:
         self.store = store
 
     # the roster ----------------------------------------------------------------------------------------------
     def people(self) -> List[Person]:
-        with self.store.lock:
-            rows = self.store.db.conn.execute(
-                "SELECT person_id, name, group_name, active FROM people ORDER BY group_name, name, person_id"
-            ).fetchall()
+        rows = self.store.backend.query(
+            "SELECT person_id, name, group_name, active FROM people ORDER BY group_name NULLS FIRST, name, person_id"
+        )
         return [Person(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
     def person(self, person_id: str) -> Optional[Person]:
-        with self.store.lock:
-            r = self.store.db.conn.execute(
-                "SELECT person_id, name, group_name, active FROM people WHERE person_id = ?", [person_id]
-            ).fetchone()
+        r = self.store.backend.one(
+            "SELECT person_id, name, group_name, active FROM people WHERE person_id = ?", [person_id]
+        )
         return Person(r[0], r[1], r[2], bool(r[3])) if r else None
 
     def put_person(self, person: Person) -> None:
         """Add a person or change their name, group and active flag."""
-        with self.store.lock, self.store.db.conn:
-            self.store.db.conn.execute(
+        with self.store.backend.transaction() as tx:
+            tx.execute(
                 "INSERT INTO people (person_id, name, group_name, active, updated_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (person_id) DO UPDATE SET name = excluded.name, group_name = excluded.group_name, "
                 "active = excluded.active, updated_at = excluded.updated_at",
@@ -123,11 +114,11 @@ class Office:
             )
 
     def set_active(self, person_id: str, active: bool) -> None:
-        with self.store.lock, self.store.db.conn:
-            cursor = self.store.db.conn.execute(
+        with self.store.backend.transaction() as tx:
+            changed = tx.execute(
                 "UPDATE people SET active = ?, updated_at = ? WHERE person_id = ?", [int(active), _now(), person_id]
             )
-        if cursor.rowcount == 0:
+        if changed == 0:
             raise OfficeError(f"no person {person_id!r} on the roster")
 
     def named(self, event: Mapping[str, Any]) -> Dict[str, Any]:
@@ -142,14 +133,13 @@ class Office:
     # the timetable -------------------------------------------------------------------------------------------
     def timetable(self) -> Timetable:
         """The stored timetable (none stored: no sessions, the central's local zone)."""
-        with self.store.lock:
-            row = self.store.db.conn.execute("SELECT document FROM timetable WHERE id = 1").fetchone()
+        row = self.store.backend.one("SELECT document FROM timetable WHERE id = 1")
         return timetable_from_document(json.loads(row[0])) if row else Timetable()
 
     def put_timetable(self, timetable: Timetable) -> None:
         document = json.dumps(timetable.document(), ensure_ascii=False, sort_keys=True)
-        with self.store.lock, self.store.db.conn:
-            self.store.db.conn.execute(
+        with self.store.backend.transaction() as tx:
+            tx.execute(
                 "INSERT INTO timetable (id, document, updated_at) VALUES (1, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
                 [document, _now()],
@@ -172,23 +162,22 @@ class Office:
         if at is not None and local_date(at.isoformat(), self.timetable().tz) != day:
             raise OfficeError(f"{kind} at {at.isoformat()} is not on {day.isoformat()}")
         created = _now()
-        with self.store.lock, self.store.db.conn:
-            cursor = self.store.db.conn.execute(
+        with self.store.backend.transaction() as tx:
+            new_id = tx.insert(
                 "INSERT INTO corrections (day, person_id, kind, at, made_by, why, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [day.isoformat(), person_id, kind, at.isoformat() if at else None, by, why, created],
             )
-        return Correction(day, person_id, kind, by, why, at, cursor.lastrowid, created)
+        return Correction(day, person_id, kind, by, why, at, new_id, created)
 
     def corrections(self, day: date, until: Optional[date] = None) -> List[Correction]:
         """The corrections of `day` (or of day..until, inclusive), oldest first."""
         last = until or day
-        with self.store.lock:
-            rows = self.store.db.conn.execute(
-                "SELECT day, person_id, kind, at, made_by, why, id, created_at FROM corrections "
-                "WHERE day >= ? AND day <= ? ORDER BY id",
-                [day.isoformat(), last.isoformat()],
-            ).fetchall()
+        rows = self.store.backend.query(
+            "SELECT day, person_id, kind, at, made_by, why, id, created_at FROM corrections "
+            "WHERE day >= ? AND day <= ? ORDER BY id",
+            [day.isoformat(), last.isoformat()],
+        )
         return [
             Correction(date.fromisoformat(r[0]), r[1], r[2], r[4], r[5],
                        datetime.fromisoformat(r[3]) if r[3] else None, r[6], r[7])

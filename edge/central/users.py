@@ -1,6 +1,6 @@
-"""The console's users and their sessions, in the central's SQLite file.
+"""The console's users and their sessions, in the central's store (either back-end).
 
-    users = Users(store.db)
+    users = Users(store.backend)
     users.add("kim", "a long passphrase", Role.ADMIN)
     user = users.check_password("kim", "a long passphrase")        # a User, or None
     session = users.open_session(user, now)                          # the cookie carries session.token
@@ -23,21 +23,21 @@ import enum
 import hashlib
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import wraps
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, TypeVar, Union
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
+from edge.central.backend import Backend, Ddl, Schema
+from edge.central.backend.sqlite import SqliteBackend
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
 
-migrations = Migrations("edge.central.users")
+migrations = Schema("edge.central.users")
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MIN_PASSWORD = 10
@@ -76,7 +76,7 @@ class Session:
 
 
 @migrations()
-def m001_users(db: Database) -> None:
+def m001_users(db: Ddl) -> None:
     db.execute(
         """
         CREATE TABLE console_users (
@@ -94,11 +94,6 @@ def m001_users(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX idx_console_sessions_user ON console_sessions (username)")
-
-
-def apply_migrations(db: Database) -> None:
-    """Create or update the users' tables (called when the central's store opens)."""
-    migrations.apply(db)
 
 
 def _hasher() -> PasswordHasher:  # argon2 is an extra of the central: imported when needed
@@ -136,14 +131,19 @@ def _locked(method: F) -> F:
 
 
 class Users:
-    """Users and sessions on the central's database. `lock`: the one that guards the connection (the central store's,
-    when it is shared with other threads)."""
+    """Users and sessions on the central's store: its back-end (or a sqlite_utils Database of a central file).
+    `lock`: held around each method (default: the back-end's)."""
 
     def __init__(
-        self, db: Database, idle: timedelta = IDLE, lifetime: timedelta = LIFETIME, lock: Optional[Any] = None
+        self,
+        db: Union[Backend, Database],
+        idle: timedelta = IDLE,
+        lifetime: timedelta = LIFETIME,
+        lock: Optional[Any] = None,
     ) -> None:
-        self.db, self.idle, self.lifetime = db, idle, lifetime
-        self.lock = lock if lock is not None else threading.RLock()
+        self.db = db if isinstance(db, Backend) else SqliteBackend.over(db)
+        self.idle, self.lifetime = idle, lifetime
+        self.lock = lock if lock is not None else self.db.lock
         self._dummy_hash = ""
 
     # users -------------------------------------------------------------------------------------------------------
@@ -155,8 +155,8 @@ class Users:
         user = User(username, _role(role))
         if self.get(username) is not None:
             raise UserError(f"user {username!r} exists; use `edge central user passwd` to change the password")
-        with self.db.conn:
-            self.db.conn.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "INSERT INTO console_users (username, role, password_hash, created_at, password_changed_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [username, user.role.value, _hasher().hash(password), now.isoformat(), now.isoformat()],
@@ -165,12 +165,12 @@ class Users:
 
     @_locked
     def get(self, username: str) -> Optional[User]:
-        row = self.db.conn.execute("SELECT username, role FROM console_users WHERE username = ?", [username]).fetchone()
+        row = self.db.one("SELECT username, role FROM console_users WHERE username = ?", [username])
         return User(row[0], Role(row[1])) if row else None
 
     @_locked
     def all(self) -> List[User]:
-        rows = self.db.conn.execute("SELECT username, role FROM console_users ORDER BY username").fetchall()
+        rows = self.db.query("SELECT username, role FROM console_users ORDER BY username")
         return [User(r[0], Role(r[1])) for r in rows]
 
     @_locked
@@ -178,25 +178,25 @@ class Users:
         """A new password; every session of the user ends."""
         _check_password(password)
         self._known(username)
-        with self.db.conn:
-            self.db.conn.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "UPDATE console_users SET password_hash = ?, password_changed_at = ? WHERE username = ?",
                 [_hasher().hash(password), now.isoformat(), username],
             )
-            self.db.conn.execute("DELETE FROM console_sessions WHERE username = ?", [username])
+            tx.execute("DELETE FROM console_sessions WHERE username = ?", [username])
 
     @_locked
     def set_role(self, username: str, role: str) -> None:
         self._known(username)
-        with self.db.conn:
-            self.db.conn.execute("UPDATE console_users SET role = ? WHERE username = ?", [_role(role).value, username])
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE console_users SET role = ? WHERE username = ?", [_role(role).value, username])
 
     @_locked
     def remove(self, username: str) -> None:
         self._known(username)
-        with self.db.conn:
-            self.db.conn.execute("DELETE FROM console_sessions WHERE username = ?", [username])
-            self.db.conn.execute("DELETE FROM console_users WHERE username = ?", [username])
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM console_sessions WHERE username = ?", [username])
+            tx.execute("DELETE FROM console_users WHERE username = ?", [username])
 
     def _known(self, username: str) -> None:
         if self.get(username) is None:
@@ -208,9 +208,7 @@ class Users:
         from argon2.exceptions import InvalidHashError, VerificationError
 
         hasher = _hasher()
-        row = self.db.conn.execute(
-            "SELECT role, password_hash FROM console_users WHERE username = ?", [username]
-        ).fetchone()
+        row = self.db.one("SELECT role, password_hash FROM console_users WHERE username = ?", [username])
         if row is None or len(password) > MAX_PASSWORD:
             if not self._dummy_hash:
                 self._dummy_hash = hasher.hash(secrets.token_hex(16))
@@ -222,8 +220,8 @@ class Users:
         except (VerificationError, InvalidHashError):
             return None
         if hasher.check_needs_rehash(row[1]):
-            with self.db.conn:
-                self.db.conn.execute(
+            with self.db.transaction() as tx:
+                tx.execute(
                     "UPDATE console_users SET password_hash = ? WHERE username = ?", [hasher.hash(password), username]
                 )
         return User(username, Role(row[0]))
@@ -233,9 +231,9 @@ class Users:
     def open_session(self, user: User, now: datetime) -> Session:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         expires = min(now + self.idle, now + self.lifetime)
-        with self.db.conn:
-            self.db.conn.execute("DELETE FROM console_sessions WHERE expires_at < ?", [now.isoformat()])
-            self.db.conn.execute(
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM console_sessions WHERE expires_at < ?", [now.isoformat()])
+            tx.execute(
                 "INSERT INTO console_sessions (token_hash, username, csrf, opened_at, last_seen_at, expires_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [_digest(token), user.username, csrf, now.isoformat(), now.isoformat(), expires.isoformat()],
@@ -247,19 +245,19 @@ class Users:
         """The live session of a cookie's token, its idle time renewed; None when unknown or expired."""
         if not token or len(token) > 128 or not token.isascii():
             return None
-        row = self.db.conn.execute(
+        row = self.db.one(
             "SELECT s.username, u.role, s.csrf, s.opened_at, s.expires_at FROM console_sessions s "
             "JOIN console_users u USING (username) WHERE s.token_hash = ?",
             [_digest(token)],
-        ).fetchone()
+        )
         if row is None:
             return None
         if datetime.fromisoformat(row[4]) <= now:
             self.close_session(token)
             return None
         expires = min(now + self.idle, datetime.fromisoformat(row[3]) + self.lifetime)
-        with self.db.conn:
-            self.db.conn.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "UPDATE console_sessions SET last_seen_at = ?, expires_at = ? WHERE token_hash = ?",
                 [now.isoformat(), expires.isoformat(), _digest(token)],
             )
@@ -267,5 +265,5 @@ class Users:
 
     @_locked
     def close_session(self, token: str) -> None:
-        with self.db.conn:
-            self.db.conn.execute("DELETE FROM console_sessions WHERE token_hash = ?", [_digest(token)])
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM console_sessions WHERE token_hash = ?", [_digest(token)])

@@ -11,7 +11,7 @@ from edge.central.office import Office
 from edge.central.store import CentralStore
 from edge.central.users import Users
 from edge.central.web.records import Records
-from edge.central.web.records import apply_migrations as apply_console_migrations
+from edge.central.web.records import migrations as console_migrations
 
 
 class Pusher(Protocol):
@@ -49,12 +49,10 @@ class Console:
     records: Records = field(init=False)
 
     def __post_init__(self) -> None:
-        lock = self.store.lock
-        with lock:
-            apply_console_migrations(self.store.db)
+        self.store.backend.apply(console_migrations)
         self.office = Office(self.store)
-        self.users = Users(self.store.db, lock=lock)
-        self.records = Records(self.store.db, lock)
+        self.users = Users(self.store.backend)
+        self.records = Records(self.store.backend)
 
     def zone(self) -> tzinfo:
         """The site's zone (the timetable's; else the central's own)."""

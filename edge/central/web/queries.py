@@ -40,13 +40,10 @@ class BoxHealth:
 
 def boxes(store: CentralStore) -> List[BoxHealth]:
     """Every box seen (by a status or an event), by site and device id."""
-    with store.lock:
-        statuses = store.db.conn.execute(
-            "SELECT site, device_id, kind, camera_id, state, payload, at FROM status ORDER BY site, device_id, camera_id"
-        ).fetchall()
-        events = store.db.conn.execute(
-            "SELECT site, device_id, MAX(at), COUNT(*) FROM events GROUP BY site, device_id"
-        ).fetchall()
+    statuses = store.backend.query(
+        "SELECT site, device_id, kind, camera_id, state, payload, at FROM status ORDER BY site, device_id, camera_id"
+    )
+    events = store.backend.query("SELECT site, device_id, MAX(at), COUNT(*) FROM events GROUP BY site, device_id")
     found: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for site, device, kind, camera, state, payload, at in statuses:
         item = found.setdefault((site, device), {"cameras": []})
@@ -68,12 +65,11 @@ def day_events(store: CentralStore, day: date, tz: Optional[tzinfo], types: Sequ
     """The stored events of `types` whose local date (in `tz`; None: the central's zone) is `day`, by time."""
     since, until = (day - timedelta(days=1)).isoformat(), (day + timedelta(days=2)).isoformat()
     marks = ", ".join("?" for _ in types)
-    with store.lock:
-        rows = store.db.conn.execute(
-            f"SELECT event_id, site, device_id, type, person_id, at, payload FROM events "
-            f"WHERE at >= ? AND at < ? AND type IN ({marks})",
-            [since, until, *types],
-        ).fetchall()
+    rows = store.backend.query(
+        f"SELECT event_id, site, device_id, type, person_id, at, payload FROM events "
+        f"WHERE at >= ? AND at < ? AND type IN ({marks})",
+        [since, until, *types],
+    )
     out = []
     for event_id, site, device, kind, person, at, payload in rows:
         moment = datetime.fromisoformat(at)
@@ -86,10 +82,9 @@ def day_events(store: CentralStore, day: date, tz: Optional[tzinfo], types: Sequ
 
 
 def event(store: CentralStore, event_id: str) -> Optional[Dict[str, Any]]:
-    with store.lock:
-        row = store.db.conn.execute(
-            "SELECT site, device_id, type, person_id, at, payload FROM events WHERE event_id = ?", [event_id]
-        ).fetchone()
+    row = store.backend.one(
+        "SELECT site, device_id, type, person_id, at, payload FROM events WHERE event_id = ?", [event_id]
+    )
     if row is None:
         return None
     body = json.loads(row[5])

@@ -1,4 +1,4 @@
-"""The console's own records in the central's SQLite file: the enrolment photos of each person (the central keeps
+"""The console's own records in the central's store: the enrolment photos of each person (the central keeps
 them, so enrolling one more face sends the person's whole set: a box's upsert replaces a person's embeddings), the
 reviews of unknown faces, and the answers of each box to the gallery commands the console pushed.
 
@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
-migrations = Migrations("edge.central.console")
+from edge.central.backend import Backend, Ddl, Schema
+from edge.central.backend.sqlite import SqliteBackend
+
+migrations = Schema("edge.central.console")
 
 MAX_PHOTOS = 8
 """Photos kept per person (the oldest goes): an upsert carries them all, within a box's message limit."""
 
 
 @migrations()
-def m001_console(db: Database) -> None:
+def m001_console(db: Ddl) -> None:
     db.execute(
         """
         CREATE TABLE console_photos (
@@ -50,11 +52,6 @@ def m001_console(db: Database) -> None:
     )
 
 
-def apply_migrations(db: Database) -> None:
-    """Create or update the console's tables."""
-    migrations.apply(db)
-
-
 @dataclass(frozen=True)
 class Review:
     event_id: str
@@ -78,46 +75,43 @@ class Push:
 
 
 class Records:
-    """The console's tables over the central's connection (guarded by `lock`, the central store's)."""
+    """The console's tables over the central's store (its back-end, or a sqlite_utils Database of a central file)."""
 
-    def __init__(self, db: Database, lock: Any) -> None:
-        self.db, self.lock = db, lock
+    def __init__(self, db: Union[Backend, Database]) -> None:
+        self.db = db if isinstance(db, Backend) else SqliteBackend.over(db)
 
     # photos ------------------------------------------------------------------------------------------------------
     def add_photo(self, person_id: str, image: bytes, source: str, by: str, now: datetime) -> None:
-        with self.lock, self.db.conn:
-            self.db.conn.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "INSERT INTO console_photos (person_id, image, source, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
                 [person_id, image, source, by, now.isoformat()],
             )
-            self.db.conn.execute(
+            tx.execute(
                 "DELETE FROM console_photos WHERE person_id = ? AND id NOT IN "
                 "(SELECT id FROM console_photos WHERE person_id = ? ORDER BY id DESC LIMIT ?)",
                 [person_id, person_id, MAX_PHOTOS],
             )
 
     def photos(self, person_id: str) -> List[bytes]:
-        with self.lock:
-            rows = self.db.conn.execute(
-                "SELECT image FROM console_photos WHERE person_id = ? ORDER BY id", [person_id]
-            ).fetchall()
+        rows = self.db.query("SELECT image FROM console_photos WHERE person_id = ? ORDER BY id", [person_id])
         return [bytes(r[0]) for r in rows]
 
     def photo_counts(self) -> Dict[str, int]:
-        with self.lock:
-            rows = self.db.conn.execute("SELECT person_id, COUNT(*) FROM console_photos GROUP BY person_id").fetchall()
+        rows = self.db.query("SELECT person_id, COUNT(*) FROM console_photos GROUP BY person_id")
         return {r[0]: int(r[1]) for r in rows}
 
     def forget_photos(self, person_id: str) -> None:
-        with self.lock, self.db.conn:
-            self.db.conn.execute("DELETE FROM console_photos WHERE person_id = ?", [person_id])
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM console_photos WHERE person_id = ?", [person_id])
 
     # reviews of unknown faces ------------------------------------------------------------------------------------
     def review(self, event_id: str, person_id: str, action: str, by: str, now: datetime) -> None:
-        with self.lock, self.db.conn:
-            self.db.conn.execute(
-                "INSERT OR REPLACE INTO console_reviews (event_id, person_id, action, made_by, made_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO console_reviews (event_id, person_id, action, made_by, made_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id) DO UPDATE SET person_id = excluded.person_id, action = excluded.action, "
+                "made_by = excluded.made_by, made_at = excluded.made_at",
                 [event_id, person_id, action, by, now.isoformat()],
             )
 
@@ -125,17 +119,16 @@ class Records:
         if not event_ids:
             return {}
         marks = ", ".join("?" for _ in event_ids)
-        with self.lock:
-            rows = self.db.conn.execute(
-                f"SELECT event_id, person_id, action, made_by, made_at FROM console_reviews WHERE event_id IN ({marks})",
-                event_ids,
-            ).fetchall()
+        rows = self.db.query(
+            f"SELECT event_id, person_id, action, made_by, made_at FROM console_reviews WHERE event_id IN ({marks})",
+            event_ids,
+        )
         return {r[0]: Review(*r) for r in rows}
 
     # pushes ------------------------------------------------------------------------------------------------------
     def add_push(self, push: Push) -> None:
-        with self.lock, self.db.conn:
-            self.db.conn.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "INSERT INTO console_pushes (person_id, op, site, device_id, status, reason, made_by, made_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [push.person_id, push.op, push.site, push.device_id, push.status, push.reason, push.by, push.at],
@@ -143,10 +136,9 @@ class Records:
 
     def last_pushes(self, person_id: Optional[str] = None, limit: int = 20) -> List[Push]:
         where, args = ("WHERE person_id = ?", [person_id]) if person_id else ("", [])
-        with self.lock:
-            rows = self.db.conn.execute(
-                "SELECT person_id, op, site, device_id, status, reason, made_by, made_at FROM console_pushes "
-                f"{where} ORDER BY id DESC LIMIT ?",
-                [*args, limit],
-            ).fetchall()
+        rows = self.db.query(
+            "SELECT person_id, op, site, device_id, status, reason, made_by, made_at FROM console_pushes "
+            f"{where} ORDER BY id DESC LIMIT ?",
+            [*args, limit],
+        )
         return [Push(*r) for r in rows]
