@@ -91,7 +91,39 @@ def central() -> None:
     help="SQLite file keeping the received events, statuses and gallery results.",
 )
 @click.option("--client-id", default="edge-central", show_default=True, help="MQTT client id (keys the session).")
-def run(db: Path, client_id: str, **broker: Any) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=0,
+    show_default=True,
+    help="0: one central process (MQTT 3.1.1, a persistent session). N: N worker processes sharing the boxes' "
+    "messages through MQTT 5 shared subscriptions (--share-group), each storing and acknowledging in batches; one "
+    "that dies is started again.",
+)
+@click.option(
+    "--share-group",
+    help="Shared-subscription group of the workers (default edge-central with --workers); workers with the same "
+    "group and store, on any machine, split the work. Given alone: this process is one worker.",
+)
+@click.option("--worker-id", help="MQTT client id of this worker (default: host, pid and a random part).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the central's health (/metrics for Prometheus, /healthz) on --metrics-host:PORT.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics endpoint.")
+@click.option("--quiet", is_flag=True, help="No line per event and status (a fleet's central prints too much).")
+def run(
+    db: Path,
+    client_id: str,
+    workers: int,
+    share_group: Optional[str],
+    worker_id: Optional[str],
+    metrics_port: Optional[int],
+    metrics_host: str,
+    quiet: bool,
+    **broker: Any,
+) -> None:
     """Receive, store and acknowledge events from every box until Ctrl-C; print one line per event and status."""
     stop = threading.Event()
 
@@ -100,23 +132,119 @@ def run(db: Path, client_id: str, **broker: Any) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    health = _health_server(db, metrics_host, metrics_port)
+    try:
+        if workers >= 2:
+            _supervise(broker, db, workers, share_group or DEFAULT_GROUP, quiet, stop)
+        elif workers == 1 or share_group is not None:
+            _run_worker(broker, db, share_group or DEFAULT_GROUP, worker_id, quiet, stop)
+        else:
+            _run_central(broker, db, client_id, quiet, stop)
+    finally:
+        if health is not None:
+            health.close()
+
+
+DEFAULT_GROUP = "edge-central"
+
+
+def _health_server(db: Path, host: str, port: Optional[int]) -> Any:
+    if port is None:
+        return None
+    from edge.central.health import HealthServer
+    from edge.central.store import CentralStore
+
+    server = HealthServer(CentralStore(db), host, port).start()
+    click.echo(f"central: health on http://{host}:{server.port}/metrics and /healthz", err=True)
+    return server
+
+
+def _watch(name: str, where: str, is_connected: Callable[[], bool], stop: threading.Event) -> None:
+    connected: Optional[bool] = None
+    while not stop.wait(0.5):
+        now = is_connected()
+        if now != connected:
+            click.echo(f"{name}: broker {where} " + ("connected" if now else "not reachable; retrying"), err=True)
+            connected = now
+
+
+def _run_central(broker: Dict[str, Any], db: Path, client_id: str, quiet: bool, stop: threading.Event) -> None:
     host, port = broker["host"], broker["port"]
-    central_ = _central(broker, db, client_id=client_id, on_notice=lambda n: click.echo(n.line))
+    notice = None if quiet else (lambda n: click.echo(n.line))
+    central_ = _central(broker, db, client_id=client_id, on_notice=notice)
     try:
         central_.start()
         click.echo(f"central: listening on {host}:{port}, storing into {db}; Ctrl-C to stop", err=True)
-        connected: Optional[bool] = None
-        while not stop.wait(0.5):
-            now = central_.wait_connected(0)
-            if now != connected:
-                click.echo(
-                    f"central: broker {host}:{port} " + ("connected" if now else "not reachable; retrying"), err=True
-                )
-                connected = now
+        _watch("central", f"{host}:{port}", lambda: central_.wait_connected(0), stop)
     finally:
         central_.close()
     counts = ", ".join(f"{k} {v}" for k, v in sorted(central_.counts().items())) or "nothing received"
     click.echo(f"central: stopped ({counts})", err=True)
+
+
+def _run_worker(
+    broker: Dict[str, Any], db: Path, group: str, worker_id: Optional[str], quiet: bool, stop: threading.Event
+) -> None:
+    from edge.central.workers import Worker
+    from edge.contract import TlsConfig
+
+    broker["password"] = _password(broker)
+    ca_file = broker.pop("ca_file")
+    tls = TlsConfig(ca_file=str(ca_file)) if ca_file is not None else None
+    host, port = broker.pop("host"), broker.pop("port")
+    on_line = None if quiet else click.echo
+    worker = Worker(host, port, db, broker.pop("prefix"), group=group, worker_id=worker_id, tls=tls, on_line=on_line,
+                    **broker)  # fmt: skip
+    try:
+        worker.start()
+        click.echo(f"worker {worker.worker_id}: group {group} on {host}:{port}, storing into {db}", err=True)
+        _watch(f"worker {worker.worker_id}", f"{host}:{port}", lambda: worker.connected, stop)
+    finally:
+        worker.close()
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(worker.counts().items())) or "nothing received"
+    click.echo(f"worker {worker.worker_id}: stopped ({counts})", err=True)
+
+
+def _supervise(broker: Dict[str, Any], db: Path, n: int, group: str, quiet: bool, stop: threading.Event) -> None:
+    """N worker processes of this command (one worker each); one that dies is started again a second later."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    password = _password(broker)
+    if password is not None:
+        env["EDGE_CENTRAL_PASSWORD"] = password  # never on a command line
+    argv = [sys.executable, "-m", "edge", "central", "run", "--workers", "1", "--share-group", group, "--db", str(db),
+            "--host", broker["host"], "--port", str(broker["port"]), "--prefix", broker["prefix"]]  # fmt: skip
+    if broker.get("username"):
+        argv += ["--username", broker["username"]]
+    if broker.get("ca_file"):
+        argv += ["--ca-file", str(broker["ca_file"])]
+    if quiet:
+        argv.append("--quiet")
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    procs: Dict[int, Any] = {}
+    click.echo(f"central: {n} workers in group {group}, storing into {db}; Ctrl-C to stop", err=True)
+    try:
+        while not stop.is_set():
+            for i in range(n):
+                proc = procs.get(i)
+                if proc is not None and proc.poll() is not None:
+                    click.echo(f"central: worker {base}-{i} ended ({proc.returncode}); starting it again", err=True)
+                if proc is None or proc.poll() is not None:
+                    procs[i] = subprocess.Popen([*argv, "--worker-id", f"{base}-{i}"], env=env)
+            stop.wait(1.0)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _print_result(result: Dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from edge.central import fleet
 from edge.central.acks import Acks, Flag, resend_request
 from edge.central.crops import CentralCrops, CropRefused, CropRules
 from edge.central.store import CentralError, CentralStore
@@ -434,6 +435,7 @@ class Central:
             self._stats[(site, device)] = payload
             self._counts["stats"] = self._counts.get("stats", 0) + 1
         outbox = payload["outbox"]
+        fleet.save_box_stats(self.store, site, device, payload)  # the console's and /metrics' lag per box
         if self._acks is not None and outbox.get("epoch") not in (None, NO_EPOCH):
             self._acks.stats(site, device, outbox["epoch"], int(outbox["last_seq"]), int(outbox["acked_up_to"]))
 
