@@ -4,8 +4,10 @@ Defaults, measured with the shipped models (README "Liveness" has the tables; sc
 
 - threshold 0.5: genuine camera frames (Hamilton clip, 528 faces at every yaw; 26 still faces) never scored below
   0.56; the sample attacks score 0.02 (print) and 0.34 (tablet), the head-and-shoulders composites 0.00-0.48.
-- max_yaw_deg 25: on LFW View 1 (4,992 genuine press photos) the share called spoof is 0.21 up to 20 degrees and
-  0.25-0.27 from 20 to 35 (none rise on the Hamilton clip): faces turned further are not worth a frame.
+- max_yaw_deg 35: on LFW View 1 (4,992 genuine press photos) the share called spoof is 0.21 up to 20 degrees and
+  0.25-0.27 from 20 to 35 (none rise on the Hamilton clip). 25 was the first choice, but then an attack held at
+  an angle is never scored (the sample print, turned ~34 degrees, gave an undecided verdict, which counts as usual
+  even under enforce); the small rise in genuine faces flagged is the price of scoring it.
 - min_face_px 80: genuine camera frames downscaled to 40 px faces never scored below the threshold, but on LFW the
   share called spoof grows below 100 px (0.17 at the original ~109 px, 0.26 at 80, 0.31 at 60, 0.45 at 40) and
   synthetic attacks start to pass or be missed at 60 px and below; at 80 px Lin-Manuel still has 80 of his 131
@@ -47,7 +49,7 @@ class LivenessConfig:
     threshold: float = 0.5
     frames: int = 5
     min_frames: int = 3
-    max_yaw_deg: float = 25.0
+    max_yaw_deg: float = 35.0
     min_face_px: float = 80.0
     num_threads: int = 1
 
