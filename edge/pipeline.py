@@ -253,7 +253,8 @@ class Pipeline:
 
     def _step(self, sightings: Sequence[Sighting]) -> List[AttendanceEvent]:
         """Sightings into the attendance machine, per the liveness policy: a spoof is refused (enforce) or its
-        events are marked for review (flag); shadow only carries the verdict on."""
+        events are marked for review (flag); an undecided named sighting's events are marked for review (flag,
+        enforce); shadow only carries the verdict on."""
         events: List[AttendanceEvent] = []
         policy = self.liveness.policy if self.liveness is not None else "off"
         for sighting in sightings:
@@ -265,7 +266,10 @@ class Pipeline:
                 emitted = self.machine.refuse(sighting)
             else:
                 emitted = self.machine.step(sighting)
-            if suspect and policy == "flag":
+            unchecked = verdict is not None and verdict.verdict == "undecided" and sighting.person_id is not None
+            if (suspect and policy == "flag") or (unchecked and policy in ("flag", "enforce")):
+                # flag: a spoof's events go to review; flag and enforce: so do a named person's events whose face
+                # was never scored enough (turned away or too small throughout): they count, but a person checks
                 emitted = [replace(e, review=True) if e.track_id == sighting.track_id else e for e in emitted]
             if verdict is not None and suspect:
                 log.warning("liveness: track %s of %s on %s called a spoof (p_real %.2f over %d frames)",

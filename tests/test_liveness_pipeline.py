@@ -443,3 +443,18 @@ def test_a_replayed_attack_becomes_a_spoof_attempt_under_enforce(
     assert attempt["liveness_verdict"] == "spoof" and attempt["review"] == 1
     assert pipeline.machine.state_of("lin-manuel") is PersonState.ABSENT
     print(f"{kind}: p_real {attempt['liveness_p_real']:.3f} over {attempt['liveness_frames']} frames")
+
+
+@pytest.mark.parametrize("policy", ["flag", "enforce"])
+def test_a_named_face_never_scored_enough_counts_but_goes_to_review(
+    tmp_path: Path, data: Path, enrolled_db: Path, policy: str
+) -> None:
+    """An attack kept turned or small throughout is never scored: its verdict is undecided. Under flag and enforce
+    the entry still counts (a turned real face must not be refused), but a person reviews it; shadow does not."""
+    too_small = replace(CONFIG, min_face_px=1000.0)  # no face of the clip is scored
+    for name, expected in ((policy, 1), ("shadow", 0)):
+        config = replace(too_small, policy=name)
+        events, _ = replay_clip(data, copy_db(enrolled_db, tmp_path / f"{name}.db"), config, FixedScorer(0.9))
+        (lin,) = [e for e in events if e["person_id"]]
+        assert (lin["type"], lin["liveness_verdict"], lin["liveness_frames"]) == ("entry", "undecided", 0)
+        assert lin["review"] == expected, name
