@@ -237,3 +237,30 @@ def test_health_tables_keep_the_latest_stats_and_forget_a_worker_that_left(tmp_p
     assert [w.worker_id for w in fleet.workers(store)] == ["w1"] and not fleet.workers(store)[0].alive()
     fleet.leave(store, "w1")
     assert fleet.workers(store) == []
+
+
+def test_the_console_boxes_page_shows_workers_and_each_box_lag_from_the_store(tmp_path: Path) -> None:
+    pytest.importorskip("starlette", reason="the console needs the central extra: pip install .[central]")
+    from datetime import datetime, timezone
+
+    from edge.central.web.context import Console
+    from tests.test_console import START, client, log_in
+
+    store = CentralStore(tmp_path / "central.db")
+    try:
+        console = Console(store, clock=lambda: START)
+        console.users.add("sam", "staff passphrase 1", "staff", START)
+        store.add_events([(SITE, event(1, None))])
+        waiting = stats(acked_up_to=0, last_seq=4)
+        waiting["outbox"].update(depth=3, oldest_unacked_age_s=42.0)
+        fleet.save_box_stats(store, SITE, DEVICE, waiting)
+        now = datetime.now(timezone.utc).isoformat()
+        for name in ("w1", "w2"):
+            fleet.heartbeat(store, fleet.WorkerRow(name, "g", "host", 1, now, now, 10, 0, 1, 12.5))
+        web = client(console)
+        log_in(web, "sam", "staff passphrase 1")
+        page = web.get("/health").text
+        assert "2 central workers running, 25.0 events/s" in page
+        assert "3 waiting, oldest 42 s" in page and "(4 not acknowledged here)" in page
+    finally:
+        store.close()

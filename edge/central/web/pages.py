@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from edge.central import export
+from edge.central import export, fleet
 from edge.central.report import ReportRow
 from edge.central.users import Session
 from edge.central.web import queries
@@ -85,7 +85,11 @@ async def person(request: Request, session: Session) -> Response:
     person_id = request.path_params["person_id"]
     who = console.office.person(person_id)
     end = _day(request.query_params.get("end"), console)
-    start = _day(request.query_params.get("start"), console) if request.query_params.get("start") else end - timedelta(days=13)
+    start = (
+        _day(request.query_params.get("start"), console)
+        if request.query_params.get("start")
+        else end - timedelta(days=13)
+    )
     if start > end:
         start = end
     rows: List[ReportRow] = []
@@ -117,7 +121,9 @@ async def correct(request: Request, session: Session) -> Response:
             str(form.get("why", "")).strip(), at,
         )  # fmt: skip
     except (EdgeError, ValueError) as exc:
-        return render(request, "error.html", {"session": session, "message": f"Not recorded: {exc}", "back": target}, 400)
+        return render(
+            request, "error.html", {"session": session, "message": f"Not recorded: {exc}", "back": target}, 400
+        )
     return RedirectResponse(target, status_code=303)
 
 
@@ -172,7 +178,7 @@ async def crop(request: Request, session: Session) -> Response:
 
 
 async def label(request: Request, session: Session) -> Response:
-    """"This is <person>": the unknown face becomes a manual entry of that person at its time (a correction: the
+    """ "This is <person>": the unknown face becomes a manual entry of that person at its time (a correction: the
     event itself stays as the box sent it), and the face is marked reviewed."""
     console = console_of(request)
     form = await request.form()
@@ -196,10 +202,19 @@ async def label(request: Request, session: Session) -> Response:
 async def health(request: Request, session: Session) -> Response:
     console = console_of(request)
     boxes = await run_in_threadpool(queries.boxes, console.store)
+    lags = {(b.site, b.device_id): b for b in await run_in_threadpool(fleet.box_lags, console.store)}
+    workers = [w for w in await run_in_threadpool(fleet.workers, console.store) if w.alive()]
     shown = []
     for box in boxes:
         stats = console.central.stats_of(box.site, box.device_id) if console.central is not None else None
         outbox = (stats or {}).get("outbox", {})
+        lag = lags.get((box.site, box.device_id))
+        if not outbox and lag is not None:  # stats kept in the store by whichever central or worker got them
+            outbox = {"depth": lag.depth, "oldest_unacked_age_s": lag.oldest_unacked_age_s}
+            stats = {"at": lag.stats_at}
         shown.append({"box": box, "depth": outbox.get("depth"), "oldest": outbox.get("oldest_unacked_age_s"),
-                      "stats_at": (stats or {}).get("at")})  # fmt: skip
-    return render(request, "health.html", {"session": session, "boxes": shown})
+                      "stats_at": (stats or {}).get("at"),
+                      "behind": max(0, lag.last_seq - lag.central_acked_up_to) if lag is not None else None})  # fmt: skip
+    fleet_rate = round(sum(w.events_per_s for w in workers), 1)
+    return render(request, "health.html", {"session": session, "boxes": shown, "workers": workers,
+                                           "events_per_s": fleet_rate})  # fmt: skip
