@@ -15,8 +15,10 @@ with the central's. With --kill-every-s a worker is SIGKILLed that often during 
 again a second later (as `edge central run --workers N` does).
 
 Prints (and with --json writes) the event-to-stored latency of the burst (p50/p95/max: the central's
-first_received_at minus the box's stored_at, same clock), the drain's time and events/s (per worker), and the
-missing / duplicated / foreign event ids. Exit status 1 when anything is missing or duplicated.
+first_received_at minus the box's stored_at, same clock), the drain's time (broker back to the last event stored)
+and its events/s, over the drain and from the first outage event stored to the last (the central's pace; divide
+by the workers for per worker), and the missing / duplicated / foreign event ids. Exit status 1 when anything is
+missing or duplicated or a box still waits for an ack.
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ def measure(db: str, t0: float, plan: Plan, drain_from: Optional[float]) -> Dict
     finally:
         store.close()
     burst_end = t0 + plan.burst_s
-    latencies, drain_last, deliveries = [], 0.0, 0
+    latencies, drain_first, drain_last, deliveries = [], math.inf, 0.0, 0
     for _, _, payload, received, count in rows:
         stored_at = datetime.fromisoformat(json.loads(payload)["stored_at"]).timestamp()
         got = datetime.fromisoformat(received).timestamp()
@@ -248,7 +250,7 @@ def measure(db: str, t0: float, plan: Plan, drain_from: Optional[float]) -> Dict
         if stored_at <= burst_end + 1:
             latencies.append(got - stored_at)
         elif drain_from is not None:
-            drain_last = max(drain_last, got)
+            drain_first, drain_last = min(drain_first, got), max(drain_last, got)
     out: Dict[str, Any] = {
         "burst_events": len(latencies),
         "latency_p50_s": round(percentile(latencies, 0.5), 3),
@@ -261,6 +263,8 @@ def measure(db: str, t0: float, plan: Plan, drain_from: Optional[float]) -> Dict
         out["drain_s"] = round(drain_last - drain_from, 2)
         out["drain_events"] = drained
         out["drain_events_per_s"] = round(drained / max(drain_last - drain_from, 1e-9), 1)
+        # the central's pace once the boxes are back: from the first outage event stored to the last
+        out["store_events_per_s"] = round(drained / max(drain_last - drain_first, 1e-9), 1)
     return out
 
 
