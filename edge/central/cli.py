@@ -206,7 +206,9 @@ def _run_worker(
 
 
 def _supervise(broker: Dict[str, Any], db: Path, n: int, group: str, quiet: bool, stop: threading.Event) -> None:
-    """N worker processes of this command (one worker each); one that dies is started again a second later."""
+    """N worker processes of this command (one worker each, one login shared); one that dies is started again a
+    second later. A broker that keys client ids on logins (edge broker conf: use_username_as_clientid) lets one
+    connection per login: there, start each worker on its own (--share-group) with a login of its own."""
     import os
     import socket
     import subprocess
