@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import click
 
+from edge.central.backend import TARGET_HELP, StoreTarget, is_pg_url
 from edge.cligroup import EdgeGroup
 
 
@@ -85,10 +86,11 @@ def central() -> None:
 @broker_options
 @click.option(
     "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=StoreTarget(),
     default="central.db",
     show_default=True,
-    help="SQLite file keeping the received events, statuses and gallery results.",
+    help=f"Where the received events, statuses and gallery results are kept: {TARGET_HELP} (several workers "
+    "share one PostgreSQL database best).",
 )
 @click.option("--client-id", default="edge-central", show_default=True, help="MQTT client id (keys the session).")
 @click.option(
@@ -114,7 +116,7 @@ def central() -> None:
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics endpoint.")
 @click.option("--quiet", is_flag=True, help="No line per event and status (a fleet's central prints too much).")
 def run(
-    db: Path,
+    db: str,
     client_id: str,
     workers: int,
     share_group: Optional[str],
@@ -148,7 +150,7 @@ def run(
 DEFAULT_GROUP = "edge-central"
 
 
-def _health_server(db: Path, host: str, port: Optional[int]) -> Any:
+def _health_server(db: str, host: str, port: Optional[int]) -> Any:
     if port is None:
         return None
     from edge.central.health import HealthServer
@@ -168,7 +170,7 @@ def _watch(name: str, where: str, is_connected: Callable[[], bool], stop: thread
             connected = now
 
 
-def _run_central(broker: Dict[str, Any], db: Path, client_id: str, quiet: bool, stop: threading.Event) -> None:
+def _run_central(broker: Dict[str, Any], db: str, client_id: str, quiet: bool, stop: threading.Event) -> None:
     host, port = broker["host"], broker["port"]
     notice = None if quiet else (lambda n: click.echo(n.line))
     central_ = _central(broker, db, client_id=client_id, on_notice=notice)
@@ -183,7 +185,7 @@ def _run_central(broker: Dict[str, Any], db: Path, client_id: str, quiet: bool, 
 
 
 def _run_worker(
-    broker: Dict[str, Any], db: Path, group: str, worker_id: Optional[str], quiet: bool, stop: threading.Event
+    broker: Dict[str, Any], db: str, group: str, worker_id: Optional[str], quiet: bool, stop: threading.Event
 ) -> None:
     from edge.central.workers import Worker
     from edge.contract import TlsConfig
@@ -205,7 +207,7 @@ def _run_worker(
     click.echo(f"worker {worker.worker_id}: stopped ({counts})", err=True)
 
 
-def _supervise(broker: Dict[str, Any], db: Path, n: int, group: str, quiet: bool, stop: threading.Event) -> None:
+def _supervise(broker: Dict[str, Any], db: str, n: int, group: str, quiet: bool, stop: threading.Event) -> None:
     """N worker processes of this command (one worker each, one login shared); one that dies is started again a
     second later. A broker that keys client ids on logins (edge broker conf: use_username_as_clientid) lets one
     connection per login: there, start each worker on its own (--share-group) with a login of its own."""
@@ -378,18 +380,18 @@ def keygen(key_file: Path, public_file: Path) -> None:
 @click.option("--epoch", help="The box's epoch (16 hex digits); default: its latest one in --db.")
 @click.option(
     "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=StoreTarget(),
     default="central.db",
     show_default=True,
-    help="The central's SQLite file, where the box's latest epoch is found (without --epoch).",
+    help=f"The central's store, where the box's latest epoch is found (without --epoch): {TARGET_HELP}.",
 )
-def resend(site: str, device: str, from_seq: int, epoch: Optional[str], db: Path, **broker: Any) -> None:
+def resend(site: str, device: str, from_seq: int, epoch: Optional[str], db: str, **broker: Any) -> None:
     """Ask a box to send its events again from a seq on (the central lost them). The box takes one such request a
     minute and sends at most 10,000 events for it, as backlog; the running central acknowledges them."""
     from edge.central.store import CentralError, CentralStore
 
     if epoch is None:
-        if not db.is_file():
+        if not is_pg_url(db) and not Path(db).is_file():
             raise CentralError(f"{db}: no central database there; give the box's --epoch")
         store = CentralStore(db)
         try:
@@ -410,14 +412,14 @@ def resend(site: str, device: str, from_seq: int, epoch: Optional[str], db: Path
 @central.command()
 @click.option(
     "--db",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=StoreTarget(exists=True),
     default="central.db",
     show_default=True,
-    help="The central's SQLite file (written by `edge central run`).",
+    help=f"The central's store (written by `edge central run`): {TARGET_HELP}.",
 )
 @click.option("--device", help="Only this box.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the event as received).")
-def events(db: Path, device: Optional[str], as_json: bool) -> None:
+def events(db: str, device: Optional[str], as_json: bool) -> None:
     """List the events the central has stored, by box and seq, with how often each was delivered."""
     from edge.central.store import CentralStore
 
@@ -442,12 +444,12 @@ def events(db: Path, device: Optional[str], as_json: bool) -> None:
 @central.command()
 @click.option(
     "--db",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=StoreTarget(exists=True),
     default="central.db",
     show_default=True,
-    help="The central's SQLite file (written by `edge central run`).",
+    help=f"The central's store (written by `edge central run`): {TARGET_HELP}.",
 )
-def flags(db: Path) -> None:
+def flags(db: str) -> None:
     """List what the central flagged about boxes' seqs: a new epoch (a box's database started again), a regression
     (seqs reused: that epoch is no longer acknowledged) and its requests to send events again."""
     from edge.central.store import CentralStore

@@ -12,15 +12,16 @@ from typing import Any, Optional, Tuple
 
 import click
 
+from edge.central.backend import TARGET_HELP, StoreTarget
 from edge.central.cli import _central, broker_options
 from edge.cligroup import EdgeGroup
 
 DB_OPTION = click.option(
     "--db",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=StoreTarget(),
     default="central.db",
     show_default=True,
-    help="The central's SQLite file (users are kept there).",
+    help=f"The central's store (users are kept there): {TARGET_HELP}.",
 )
 
 
@@ -61,7 +62,7 @@ def _loopback(host: str) -> bool:
 @click.option("--key", "tls_key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="TLS private key (PEM) of --cert.")  # fmt: skip
 def console(
-    db: Path,
+    db: str,
     client_id: str,
     key_file: Optional[Path],
     listen: str,
@@ -107,7 +108,7 @@ def user() -> None:
     """The web console's users: staff read and correct, admins also manage the gallery."""
 
 
-def _users(db: Path) -> Any:
+def _users(db: str) -> Any:
     from edge.central.store import CentralStore
     from edge.central.users import Users
 
@@ -142,7 +143,7 @@ PASSWORD_FILE = click.option(
 @click.option("--role", type=click.Choice(["staff", "admin"]), default="staff", show_default=True,
               help="staff: read and correct; admin: also manage the gallery.")  # fmt: skip
 @PASSWORD_FILE
-def add_user(db: Path, username: str, role: str, password_file: Optional[Path]) -> None:
+def add_user(db: str, username: str, role: str, password_file: Optional[Path]) -> None:
     """Add a console user (the password is stored as an argon2 hash)."""
     store, users = _users(db)
     try:
@@ -156,7 +157,7 @@ def add_user(db: Path, username: str, role: str, password_file: Optional[Path]) 
 @DB_OPTION
 @click.argument("username")
 @PASSWORD_FILE
-def passwd(db: Path, username: str, password_file: Optional[Path]) -> None:
+def passwd(db: str, username: str, password_file: Optional[Path]) -> None:
     """Set a user's password; their open sessions end."""
     store, users = _users(db)
     try:
@@ -170,7 +171,7 @@ def passwd(db: Path, username: str, password_file: Optional[Path]) -> None:
 @DB_OPTION
 @click.argument("username")
 @click.argument("role", type=click.Choice(["staff", "admin"]))
-def role(db: Path, username: str, role: str) -> None:
+def role(db: str, username: str, role: str) -> None:
     """Make a user staff or admin."""
     store, users = _users(db)
     try:
@@ -183,7 +184,7 @@ def role(db: Path, username: str, role: str) -> None:
 @user.command("remove")
 @DB_OPTION
 @click.argument("username")
-def remove_user(db: Path, username: str) -> None:
+def remove_user(db: str, username: str) -> None:
     """Remove a user; their open sessions end."""
     store, users = _users(db)
     try:
@@ -195,7 +196,7 @@ def remove_user(db: Path, username: str) -> None:
 
 @user.command("list")
 @DB_OPTION
-def list_users(db: Path) -> None:
+def list_users(db: str) -> None:
     """List the users and their roles."""
     store, users = _users(db)
     try:

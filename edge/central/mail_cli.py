@@ -8,6 +8,8 @@ from typing import Optional
 
 import click
 
+from edge.central.backend import TARGET_HELP, StoreTarget
+
 
 @click.command("mail")
 @click.option(
@@ -19,14 +21,14 @@ import click
 )
 @click.option(
     "--db",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    type=StoreTarget(exists=True),
     default="central.db",
     show_default=True,
-    help="The central's SQLite file (written by `edge central run`).",
+    help=f"The central's store (written by `edge central run`): {TARGET_HELP}.",
 )
 @click.option("--date", "day", help="The day to report, YYYY-MM-DD; default: today in the timetable's time zone.")
 @click.option("--force", is_flag=True, help="Mail again the groups whose report of that day was already sent.")
-def mail(config_path: Path, db: Path, day: Optional[str], force: bool) -> None:
+def mail(config_path: Path, db: str, day: Optional[str], force: bool) -> None:
     """Mail the day's attendance report (CSV or XLSX attached) to each recipient group, over SMTP with STARTTLS or
     TLS. A group already mailed that day is skipped, so the daily timer (systemd/edge-central-mail.timer) may run
     it again safely."""

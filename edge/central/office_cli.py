@@ -20,19 +20,18 @@ from typing import Any, Iterator, Optional
 
 import click
 
+from edge.central.backend import TARGET_HELP, StoreTarget
 from edge.cligroup import EdgeGroup
 
-DB_HELP = "The central's SQLite file (written by `edge central run`)."
+DB_HELP = f"The central's store (written by `edge central run`): {TARGET_HELP}."
 
 
 def db_option(func: Any) -> Any:
-    return click.option(
-        "--db", type=click.Path(path_type=Path, dir_okay=False), default="central.db", show_default=True, help=DB_HELP
-    )(func)
+    return click.option("--db", type=StoreTarget(), default="central.db", show_default=True, help=DB_HELP)(func)
 
 
 @contextmanager
-def _office(db: Path) -> Iterator[Any]:
+def _office(db: str) -> Iterator[Any]:
     from edge.central.office import Office
     from edge.central.store import CentralStore
 
@@ -58,7 +57,7 @@ def people() -> None:
 
 @people.command("list")
 @db_option
-def people_list(db: Path) -> None:
+def people_list(db: str) -> None:
     """Print the roster, one person a line (id, name, group, active)."""
     with _office(db) as office:
         roster = office.people()
@@ -73,7 +72,7 @@ def people_list(db: Path) -> None:
 @click.argument("name")
 @click.option("--group", help="Group whose sessions they follow (none: the shared sessions).")
 @click.option("--inactive", is_flag=True, help="On the roster but not expected (never absent).")
-def people_add(db: Path, person_id: str, name: str, group: Optional[str], inactive: bool) -> None:
+def people_add(db: str, person_id: str, name: str, group: Optional[str], inactive: bool) -> None:
     """Add a person, or change their name, group and active flag."""
     from edge.central.office import Person
 
@@ -89,7 +88,7 @@ def people_add(db: Path, person_id: str, name: str, group: Optional[str], inacti
 @people.command("import")
 @db_option
 @click.argument("csv_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-def people_import(db: Path, csv_file: Path) -> None:
+def people_import(db: str, csv_file: Path) -> None:
     """Add or update people from a CSV file with a header: person_id,name[,group][,active] (active: yes/no)."""
     from edge.central.office import Person
 
@@ -112,7 +111,7 @@ def people_import(db: Path, csv_file: Path) -> None:
 @db_option
 @click.argument("person_id")
 @click.option("--active/--inactive", required=True, help="Expected from now on, or not (never absent).")
-def people_set_active(db: Path, person_id: str, active: bool) -> None:
+def people_set_active(db: str, person_id: str, active: bool) -> None:
     """Mark a person active or inactive."""
     with _office(db) as office:
         office.set_active(person_id, active)
@@ -127,7 +126,7 @@ def timetable() -> None:
 
 @timetable.command("show")
 @db_option
-def timetable_show(db: Path) -> None:
+def timetable_show(db: str) -> None:
     """Print the stored timetable as JSON."""
     with _office(db) as office:
         click.echo(json.dumps(office.timetable().document(), indent=2, ensure_ascii=False))
@@ -136,7 +135,7 @@ def timetable_show(db: Path) -> None:
 @timetable.command("set")
 @db_option
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-def timetable_set(db: Path, file: Path) -> None:
+def timetable_set(db: str, file: Path) -> None:
     """Store the timetable of FILE (YAML or JSON: the keys of a box's attendance.schedule plus `timezone`)."""
     from edge.central.timetable import load_timetable
 
@@ -156,7 +155,7 @@ def register(central: click.Group, broker_options: Any, target_options: Any, sen
     @broker_options
     @target_options
     @click.option("--clear", is_flag=True, help="Hand the box back to its own YAML schedule.")
-    def timetable_push(db: Path, site: str, device: str, base_version: Optional[int], timeout: float,
+    def timetable_push(db: str, site: str, device: str, base_version: Optional[int], timeout: float,
                        key_file: Path, clear: bool, **broker: Any) -> None:  # fmt: skip
         """Send the stored timetable to one box (signed); its late/early_leave follow it from the next frame."""
         from edge.central.server import timetable_command
@@ -181,7 +180,7 @@ def register(central: click.Group, broker_options: Any, target_options: Any, sen
 @click.option("--by", "made_by", required=True, help="Who makes the correction.")
 @click.option("--why", required=True, help="Why (kept with it).")
 @click.option("--at", "clock", help="HH:MM (site time) of a manual entry or exit.")
-def correct(db: Path, day: str, person_id: str, kind: str, made_by: str, why: str, clock: Optional[str]) -> None:
+def correct(db: str, day: str, person_id: str, kind: str, made_by: str, why: str, clock: Optional[str]) -> None:
     """Record a correction for PERSON_ID on DAY (YYYY-MM-DD): excused, manual_entry or manual_exit. Kept as its own
     audit row; the events are never edited."""
     when = _day(day)
@@ -206,7 +205,7 @@ def correct(db: Path, day: str, person_id: str, kind: str, made_by: str, why: st
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "json"]), default="csv", show_default=True,
               help="CSV (UTF-8 with a BOM), XLSX (needs --output) or JSON.")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here (default: stdout).")
-def report(db: Path, day: Optional[str], start: Optional[str], end: Optional[str], group: Optional[str],
+def report(db: str, day: Optional[str], start: Optional[str], end: Optional[str], group: Optional[str],
            person_id: Optional[str], fmt: str, output: Optional[Path]) -> None:  # fmt: skip
     """The attendance report: one row per person and session (present, late, absent, left_early, excused), with
     first entry, last exit, minutes late, outings and minutes out, the box and camera."""

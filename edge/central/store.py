@@ -249,7 +249,7 @@ class CentralStore:
             "SELECT e.event_id, e.site, e.device_id, e.epoch, e.seq, e.type, e.person_id, e.at, e.payload, "
             "e.first_received_at, e.deliveries FROM events e LEFT JOIN ledgers l USING (site, device_id, epoch) "
             f"{'WHERE ' + ' AND '.join(where) if where else ''} "
-            "ORDER BY e.site, e.device_id, l.first_seen_at NULLS FIRST, e.epoch, e.seq"
+            "ORDER BY e.site, e.device_id, l.first_seen_at NULLS FIRST, l.rowid, e.epoch, e.seq"
         )
         out = [dict(zip(_EVENT_KEYS, r)) for r in self.backend.query(sql, args)]
         for item in out:

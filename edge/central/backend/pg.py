@@ -103,6 +103,10 @@ class PgBackend(Backend):
             raise BackendError(f"a PostgreSQL central needs psycopg and psycopg-pool ({exc}): "
                                "pip install 'edge[central]'") from None  # fmt: skip
         self._errors = (psycopg.Error,)
+        try:  # once before the pool: a wrong URL, host or password is said at once (the pool would retry)
+            psycopg.connect(url, connect_timeout=15).close()
+        except psycopg.Error as exc:
+            raise BackendError(f"{self.url}: cannot connect to PostgreSQL ({str(exc).strip()})") from None
         self.lock = threading.RLock()
         self._local = threading.local()  # the connection of this thread's open transaction
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, kwargs={"autocommit": True}, open=False,

@@ -8,8 +8,10 @@ write waits for the file's write lock (busy timeout 10 s).
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence
@@ -19,6 +21,9 @@ from sqlite_utils.migrations import Migrations
 
 from edge.central.backend.base import Backend, BackendError, Params, Row, Schema, Tx
 from edge.private import private_file
+
+MIGRATE_WAIT_S = 30.0
+"""How long a process opening the file keeps trying to migrate it while others do the same."""
 
 
 class _Ddl:
@@ -122,11 +127,21 @@ class SqliteBackend(Backend):
         return found
 
     def apply(self, schema: Schema) -> None:
+        """Each step in a transaction with its record. Workers that open one file together race for it: the loser's
+        step fails (the file is locked, or the table it creates is there now) and it tries again, finding the steps
+        applied; for up to MIGRATE_WAIT_S."""
+        deadline = time.monotonic() + MIGRATE_WAIT_S
         with self.lock:
-            try:
-                self._sqlite_migrations(schema).apply(self.db)
-            except sqlite3.Error as exc:
-                raise BackendError(f"{self.url}: cannot migrate {schema.name} ({exc})") from exc
+            while True:
+                try:
+                    self._sqlite_migrations(schema).apply(self.db)
+                    return
+                except sqlite3.OperationalError as exc:
+                    if time.monotonic() > deadline:
+                        raise BackendError(f"{self.url}: cannot migrate {schema.name} ({exc})") from exc
+                    time.sleep(random.uniform(0.02, 0.2))
+                except sqlite3.Error as exc:
+                    raise BackendError(f"{self.url}: cannot migrate {schema.name} ({exc})") from exc
 
     def applied(self, schema: Schema) -> List[str]:
         with self.lock:
