@@ -78,7 +78,7 @@ class DoorOptions:
     """Also embed every usable frame of each walk (slower): what the tracker left unembedded."""
     dump: Optional[Path] = None
     """Write each walk's embeddings (and the gallery) to .npz files in this folder, for calibrating the decision
-    rule offline (edge.doorrules)."""
+    rule offline (scripts/door_rules.py)."""
 
 
 def bench_config(config: Config, workers: int) -> Config:

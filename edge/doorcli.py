@@ -49,7 +49,7 @@ def default_data() -> Path:
 @click.option(
     "--dump",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Write each walk's embeddings and the gallery (.npz) here, for `edge eval door-rules`.",
+    help="Write each walk's embeddings and the gallery (.npz) here, for scripts/door_rules.py.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (with every missed pass).")
 @click.pass_obj
