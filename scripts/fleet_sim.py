@@ -241,13 +241,12 @@ def measure(db: str, t0: float, plan: Plan, drain_from: Optional[float]) -> Dict
         )
     finally:
         store.close()
-    burst_end = t0 + plan.burst_s
     latencies, drain_first, drain_last, deliveries = [], math.inf, 0.0, 0
     for _, _, payload, received, count in rows:
         stored_at = datetime.fromisoformat(json.loads(payload)["stored_at"]).timestamp()
         got = datetime.fromisoformat(received).timestamp()
         deliveries += int(count) - 1
-        if stored_at <= burst_end + 1:
+        if drain_from is None or stored_at < drain_from - plan.outage_s:  # the burst (late ones too: a loaded box)
             latencies.append(got - stored_at)
         elif drain_from is not None:
             drain_first, drain_last = min(drain_first, got), max(drain_last, got)

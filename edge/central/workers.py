@@ -324,12 +324,12 @@ class Worker:
             if batch:
                 self._take(batch)
             now = time.monotonic()
-            if now - last_beat >= fleet.HEARTBEAT_S or (self._stop.is_set() and not batch):
+            if now - last_beat >= fleet.HEARTBEAT_S:
                 events = self.counts().get("events", 0)
                 rate = (events - events_then) / (now - last_beat) if last_beat else 0.0
                 last_beat, events_then = now, events
                 self._beat(rate)
-            if self._stop.is_set() and not batch:
+            if self._stop.is_set():  # what waits unconfirmed in the inbox, the boxes send again
                 return
 
     def _collect(self) -> List[Received]:
