@@ -210,7 +210,7 @@ def test_a_small_fleet_survives_a_broker_outage_and_worker_kills_on_sqlite(tmp_p
     result = simulate(tmp_path, str(tmp_path / "central.db"), "--outage-s", "5", "--outage-events", "10",
                       "--kill-every-s", "2")  # fmt: skip
     check_complete(result)
-    assert result["worker_kills"] >= 2 and result["latency_p95_s"] < 5
+    assert result["worker_kills"] >= 2 and result["latency_p95_s"] < 5, result
 
 
 @needs_mosquitto
@@ -220,7 +220,7 @@ def test_a_small_fleet_survives_a_broker_outage_and_worker_kills_on_postgresql(
 ) -> None:
     result = simulate(tmp_path, postgres, "--outage-s", "5", "--outage-events", "10", "--kill-every-s", "2")
     check_complete(result)
-    assert result["db"] == "postgresql" and result["worker_kills"] >= 2
+    assert result["db"] == "postgresql" and result["worker_kills"] >= 2, result
 
 
 def test_health_tables_keep_the_latest_stats_and_forget_a_worker_that_left(tmp_path: Path) -> None:
