@@ -184,15 +184,9 @@ class Workers:
                 p.kill()
 
 
-def central_count(db: str) -> int:
-    from edge.central.store import CentralStore
-
-    store = CentralStore(db)
-    try:
-        row = store.backend.one("SELECT count(*) FROM events WHERE site = ?", [SITE])
-        return int(row[0]) if row else 0
-    finally:
-        store.close()
+def central_count(store: Any) -> int:
+    row = store.backend.one("SELECT count(*) FROM events WHERE site = ?", [SITE])
+    return int(row[0]) if row else 0
 
 
 def box_ids(folder: Path, boxes: int) -> Tuple[Dict[str, Set[str]], int]:
@@ -281,7 +275,9 @@ def coordinate(args: argparse.Namespace) -> int:
                 args.settle_s, args.stats_s, args.redeliver_s, args.backlog_rate, args.reconnect_max_s, args.seed)  # fmt: skip
     (folder / "plan.json").write_text(json.dumps(asdict(plan)))
     rng = random.Random(args.seed)
-    central_count(db)  # migrations once, before the workers race for them
+    from edge.central.store import CentralStore
+
+    watch = CentralStore(db)  # migrations once, before the workers race for them; then the count of what is stored
     workers = Workers(args.workers, broker.port, db, folder)
     procs: List[subprocess.Popen[str]] = []
     per = math.ceil(args.boxes / args.box_procs)
@@ -312,7 +308,7 @@ def coordinate(args: argparse.Namespace) -> int:
             drain_from = time.time()
         expected = total_burst + args.boxes * args.outage_events
         finished = wait_phase(time.time() + args.timeout_s, workers, args.kill_every_s if drain_from else 0, rng,
-                              lambda: central_count(db) >= expected)  # fmt: skip
+                              lambda: central_count(watch) >= expected)  # fmt: skip
         result["stored_in_time"] = finished
         for _ in range(int(args.timeout_s)):  # every box sees its last acks
             workers.tick()
@@ -332,6 +328,7 @@ def coordinate(args: argparse.Namespace) -> int:
                 proc.kill()
         workers.stop()
         broker.stop()
+        watch.close()
     result.update(compare(folder, args.boxes, db))
     print(json.dumps(result, indent=1))
     if args.json:
