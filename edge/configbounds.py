@@ -83,6 +83,9 @@ BOUNDS: Dict[str, Bounds] = {
     "LivenessConfig.min_frames": (1, 100),
     "LivenessConfig.max_yaw_deg": (0.0, 90.0),
     "LivenessConfig.min_face_px": (0.0, 10_000.0),
+    "LivenessConfig.min_sharpness": (0.0, 100_000.0),
+    "LivenessConfig.min_contrast": (0.0, 128.0),
+    "LivenessConfig.max_clipped": (0.0, 1.0),
     "LivenessConfig.num_threads": (1, 64),
     # edge.ops
     "OpsConfig.min_free_mb": (0.0, 1e9),

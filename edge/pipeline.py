@@ -240,7 +240,7 @@ class Pipeline:
         assert self.liveness is not None and self.parts.liveness is not None
         evidence = self.evidence[frame.camera_id]
         evidence.seen(track_id, frame.mono, named)
-        if not evidence.wants(track_id, detection, accepted):
+        if not evidence.wants(track_id, detection, accepted, frame.image):
             return
         stats = self.stats[frame.camera_id]
         started = time.perf_counter()

@@ -13,7 +13,9 @@ blur; brightness x0.5 / x1.6; contrast x0.5. The detector runs on each transform
 scored when frontal (|yaw| <= the config's limit; the size gate is NOT applied here, since this table is what the
 size gate is chosen from); its fused p_real below the threshold counts as a BPCER error. Wilson 95% intervals.
 "gated": the same among the faces that also pass edge's quality gates (score, size, pose, sharpness of the aligned
-crop: edge/quality.py defaults), the only faces the pipeline scores.
+crop: edge/quality.py defaults). "liveness gate": the same among the faces the scoring gate lets through
+(edge.liveness.decide.gate: sharpness, contrast, clipping of the face box, the config's thresholds; what the
+pipeline scores), and the share of faces it declined (not scored: a track left with too few frames is undecided).
 Also prints the synthetic attacks (print on a wall, screen with a bezel) made from the stills: APCER.
 """
 
@@ -38,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from edge.align import align  # noqa: E402
 from edge.detect import DetectorConfig, FaceDetector  # noqa: E402
-from edge.liveness.decide import LivenessConfig, yaw_deg  # noqa: E402
+from edge.liveness.decide import LivenessConfig, gate, yaw_deg  # noqa: E402
 from edge.liveness.evaluate import wilson  # noqa: E402
 from edge.liveness.model import LivenessModel  # noqa: E402
 from edge.quality import QualityConfig, assess  # noqa: E402
@@ -169,6 +171,7 @@ def run(data: Path, lfw_count: int, config: LivenessConfig) -> dict:
         for set_name, frames in sets.items():
             scores: List[float] = []
             gated: List[float] = []
+            judged: List[float] = []
             widths: List[float] = []
             skipped = 0
             for frame in frames:
@@ -189,7 +192,9 @@ def run(data: Path, lfw_count: int, config: LivenessConfig) -> dict:
                     scores.append(p_real)
                     widths.append(face.box.w)
                     if assess(face, align(image, face).image, QualityConfig()).accepted:
-                        gated.append(p_real)  # the faces the pipeline would score: quality gates passed
+                        gated.append(p_real)  # quality gates passed
+                    if gate(image, face, config) is None:
+                        judged.append(p_real)  # the liveness scoring gate passed: the faces the pipeline scores
             k, n = sum(s < config.threshold for s in scores), len(scores)
             ci = wilson(k, n)
             row[set_name] = {
@@ -203,10 +208,15 @@ def run(data: Path, lfw_count: int, config: LivenessConfig) -> dict:
                 "frames_skipped": skipped,
                 "gated_errors": sum(s < config.threshold for s in gated),
                 "gated_n": len(gated),
+                "judged_errors": sum(s < config.threshold for s in judged),
+                "judged_n": len(judged),
+                "judged_bpcer": round(sum(s < config.threshold for s in judged) / len(judged), 4) if judged else None,
+                "declined": round(1 - len(judged) / n, 4) if n else None,
             }
         table[name] = row
         print(f"{name}: " + ", ".join(f"{s} {r['errors']}/{r['n']}" for s, r in row.items()), file=sys.stderr)
-    return {"threshold": config.threshold, "max_yaw_deg": config.max_yaw_deg, "table": table,
+    gate_settings = {k: getattr(config, k) for k in ("min_sharpness", "min_contrast", "max_clipped")}
+    return {"threshold": config.threshold, "max_yaw_deg": config.max_yaw_deg, "gate": gate_settings, "table": table,
             "composites": composites(data, detector, model, config)}  # fmt: skip
 
 
@@ -219,6 +229,7 @@ def composites(data: Path, detector: FaceDetector, model: LivenessModel, config:
     for kind, make in (("print on a wall", print_on_wall), ("screen with bezel", screen_with_bezel)):
         for framing in ("head and shoulders", "whole photo"):
             scores = []
+            declined = 0
             for path in stills:
                 image = cv2.imread(str(path))
                 faces = detector.detect(image)
@@ -228,15 +239,18 @@ def composites(data: Path, detector: FaceDetector, model: LivenessModel, config:
                 shown = make(head_and_shoulders(image, face.box) if framing == "head and shoulders" else image)
                 found = detector.detect(shown)
                 if found:
-                    scores.append(model.score(shown, max(found, key=lambda d: d.box.area).box))
+                    face = max(found, key=lambda d: d.box.area)
+                    scores.append(model.score(shown, face.box))
+                    declined += gate(shown, face, config) is not None
             k = sum(s >= config.threshold for s in scores)
-            out[f"{kind}, {framing}"] = {"passed_as_real": k, "n": len(scores), "p_real": [round(s, 3) for s in scores]}
+            out[f"{kind}, {framing}"] = {"passed_as_real": k, "n": len(scores), "declined_by_gate": declined,
+                                         "p_real": [round(s, 3) for s in scores]}  # fmt: skip
     return out
 
 
 def markdown(result: dict) -> str:
     sets = list(next(iter(result["table"].values())).keys())
-    lines = ["| condition | " + " | ".join(f"{s}: BPCER (errors/n, 95% CI), after quality gates, face px" for s in sets) + " |",
+    lines = ["| condition | " + " | ".join(f"{s}: BPCER (errors/n, 95% CI), after quality gates, with the liveness gate (declined), face px" for s in sets) + " |",
              "| --- | " + " | ".join("---" for _ in sets) + " |"]  # fmt: skip
     for name, row in result["table"].items():
         cells = []
@@ -247,14 +261,16 @@ def markdown(result: dict) -> str:
                 continue
             cells.append(
                 f"{r['bpcer']:.3f} ({r['errors']}/{r['n']}, {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}); "
-                f"gated {r['gated_errors']}/{r['gated_n']}; {r['face_px_median']} px"
+                f"gated {r['gated_errors']}/{r['gated_n']}; "
+                f"liveness gate {r.get('judged_errors', '-')}/{r.get('judged_n', '-')} (declined {r.get('declined')}); "
+                f"{r['face_px_median']} px"
             )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("| synthetic attack | passed as real / n |")
-    lines.append("| --- | --- |")
+    lines.append("| synthetic attack | passed as real / n | declined by the liveness gate |")
+    lines.append("| --- | --- | --- |")
     for name, r in result["composites"].items():
-        lines.append(f"| {name} | {r['passed_as_real']}/{r['n']} |")
+        lines.append(f"| {name} | {r['passed_as_real']}/{r['n']} | {r.get('declined_by_gate', '-')} |")
     return "\n".join(lines)
 
 

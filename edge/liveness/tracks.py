@@ -5,14 +5,16 @@ Per frame the pipeline (edge/pipeline.py) calls, in order:
 
     tracks.seen(track_id, mono, named)            # every assigned face: the track is alive; named = its fused match
                                                   # names an enrolled person (sticky: once named, always scored)
-    if tracks.wants(track_id, detection, accepted):
+    if tracks.wants(track_id, detection, accepted, frame.image):
         tracks.add(track_id, model.score(frame.image, detection.box))
     sightings = tracks.pass_on(tracker.update(...), mono)   # the sightings that may go on now, with their verdict
 
 Choices:
 
-- Only tracks that may produce an attendance event are scored, on faces that passed the quality gates and
-  `frontal()` (size, yaw), at most `config.frames` frames per track. The pipeline calls every track `named`: any
+- Only tracks that may produce an attendance event are scored, on faces that passed the quality gates,
+  `frontal()` (size, yaw) and the scoring gate `gate()` (not blurred, not low-contrast, not over-exposed: faces the
+  models cannot judge; a track left with fewer than `min_frames` such frames is undecided), at most
+  `config.frames` frames per track. The pipeline calls every track `named`: any
   track may be about to be named, and scoring its faces from the first usable one means its verdict is mostly
   complete when the name is decided (scoring only after the name held door walks ~0.4 s). Sightings of unknown
   faces still pass on at once.
@@ -36,7 +38,7 @@ import numpy as np
 
 from edge.attendance import Sighting
 from edge.faces import Detection
-from edge.liveness.decide import LivenessConfig, Verdict, decide, frontal
+from edge.liveness.decide import LivenessConfig, Verdict, decide, frontal, gate
 
 MAX_HOLD_S = 3.0
 """Longest a known sighting waits for its liveness frames (a person standing turned away from the camera)."""
@@ -65,6 +67,8 @@ class LivenessTracks:
         self.max_age_s = max_age_s
         self._tracks: Dict[str, _Evidence] = {}
         self._held: List[_Held] = []
+        self.declined: Dict[str, int] = {}
+        """Faces otherwise wanted that the scoring gate declined, by reason ("blurred", "low_contrast", ...)."""
 
     @property
     def held(self) -> int:
@@ -79,13 +83,20 @@ class LivenessTracks:
         evidence.last_mono = max(evidence.last_mono, mono)
         evidence.named = evidence.named or named
 
-    def wants(self, track_id: str, detection: Detection, accepted: bool) -> bool:
+    def wants(self, track_id: str, detection: Detection, accepted: bool, image: Optional[np.ndarray] = None) -> bool:
         """Whether this face is worth scoring: a named track short of its frames, a face that passed the quality
-        gates (`accepted`), frontal and large enough."""
+        gates (`accepted`), frontal and large enough and, given the full frame `image`, one the models can judge
+        (`gate`: not blurred, low-contrast or over-exposed; a declined face is counted in `declined`)."""
         evidence = self._tracks.get(track_id)
         if evidence is None or not evidence.named or len(evidence.scores) >= self.config.frames:
             return False
-        return accepted and frontal(detection, self.config)
+        if not (accepted and frontal(detection, self.config)):
+            return False
+        reason = gate(image, detection, self.config) if image is not None else None
+        if reason is not None:
+            self.declined[reason] = self.declined.get(reason, 0) + 1
+            return False
+        return True
 
     def add(self, track_id: str, p_real: float, crop: Optional[np.ndarray] = None) -> None:
         """Record one scored frame (and, when given, its context crop if it is the track's lowest-scoring one)."""
