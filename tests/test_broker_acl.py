@@ -344,3 +344,44 @@ def test_hostile_gallery_commands_change_nothing_and_the_daemon_keeps_running(
             client.close()
         central.close()
     assert "Traceback" not in (tmp_path / "edge.log").read_text()
+
+
+def test_central_workers_with_their_own_logins_share_a_boxs_events_under_the_acl(tmp_path: Path) -> None:
+    """A fleet's central workers (edge central run --share-group, one login each, as use_username_as_clientid
+    requires) subscribe through $share/<group>/...: under the ACL each event reaches exactly one of them."""
+    if mosquitto_unavailable():
+        pytest.skip(str(mosquitto_unavailable()))
+    etc = tmp_path / "etc"
+    passwd, acl = etc / "edge.passwd", etc / "edge.acl"
+    workers = ("edge-central-1", "edge-central-2")
+    run_broker_cli("acl", "--prefix", PREFIX, *[a for w in workers for a in ("--central-user", w)], "-o", str(acl))
+    for user in workers:
+        run_broker_cli("add-central", "--user", user, "--password-file", str(passwd),
+                       "--secret-out", str(etc / f"{user}.secret"))  # fmt: skip
+    run_broker_cli("add-box", "--password-file", str(passwd), "--site", SITE, "--device", "box-a",
+                   "--secret-out", str(etc / "box-a.secret"))  # fmt: skip
+    conf = run_broker_cli("conf", "--password-file", str(passwd), "--acl-file", str(acl))
+    server = Mosquitto(tmp_path / "broker", free_port())
+    server.conf.write_text(server.conf.read_text().replace("allow_anonymous true\n", "") + conf)
+    server.start()
+    secret = {u: (etc / f"{u}.secret").read_text().strip() for u in (*workers, "box-a")}
+    clients = []
+    try:
+        consumers = [Client(server.port, user, secret[user]) for user in workers]
+        clients += consumers
+        for consumer in consumers:
+            consumer.subscribe(f"$share/central/{PREFIX}/+/+/events")
+        time.sleep(0.5)
+        box = Client(server.port, "box-a", secret["box-a"])
+        clients.append(box)
+        sent = [f"event {k}".encode() for k in range(20)]
+        for payload in sent:
+            box.publish(f"{PREFIX}/{SITE}/box-a/events", payload)
+        assert wait_until(lambda: sum(len(c.received) for c in consumers) >= len(sent), 10)
+        time.sleep(0.5)
+        got = [p for c in consumers for p in c.payloads()]
+        assert sorted(got) == sorted(sent), "each event to exactly one worker"
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
