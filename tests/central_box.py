@@ -7,7 +7,7 @@ import json
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import paho.mqtt.client as mqtt
 
@@ -89,6 +89,17 @@ class FakeBox:
         """The latest ack of `epoch` (requests to send again left out)."""
         with self.lock:
             return next((a for a in reversed(self.acks) if a["epoch"] == epoch and "resend_from" not in a), None)
+
+    def acked(self, epoch: str = EPOCH) -> Set[int]:
+        """Every seq of `epoch` some ack confirmed, as the box's outbox applies them (each ack on its own: with
+        several central workers, the ack that arrives last need not be the one that covers the most)."""
+        with self.lock:
+            done: Set[int] = set()
+            for a in self.acks:
+                if a["epoch"] == epoch and "resend_from" not in a:
+                    done.update(range(1, int(a.get("up_to_seq", 0)) + 1))
+                    done.update(int(s) for s in a.get("seqs", []))
+            return done
 
     def close(self) -> None:
         self.client.disconnect()
