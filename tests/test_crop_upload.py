@@ -274,7 +274,12 @@ def test_a_crop_of_an_unknown_face_reaches_the_central(
             unknown = [e["event_id"] for e in central.events() if e["type"] == "unknown_face"]
             return [e for e in unknown if crops.get(e) is not None]
 
-        assert wait_until(lambda: bool(unknown_with_crops()), 120, 0.5), log.read_text()[-3000:]
+        arrived = wait_until(lambda: bool(unknown_with_crops()), 120, 0.5)
+        assert arrived, (  # what each side saw, for a failure that once happened on a loaded machine only
+            f"central counts {central.counts()}; unknown events at the central "
+            f"{[e['event_id'] for e in central.events() if e['type'] == 'unknown_face']}; box crops "
+            f"{sorted(p.name for p in (tmp_path / 'box-crops').glob('*.jpg'))}\n{log.read_text()[-3000:]}"
+        )
         first = unknown_with_crops()[0]
         jpeg = crops.read(first)
         assert jpeg is not None and jpeg == (tmp_path / "box-crops" / f"{first}.jpg").read_bytes()
