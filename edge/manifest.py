@@ -26,7 +26,7 @@ class ModelManifest:
     embedding_size: int
 
 
-def _require(data: Any, key: str, where: str) -> Any:
+def require_key(data: Any, key: str, where: str) -> Any:
     if not isinstance(data, dict) or key not in data:
         raise ModelError(f"{where}: missing key '{key}'")
     return data[key]
@@ -42,16 +42,16 @@ def load_manifest(models_dir: Path = DEFAULT_MODELS_DIR) -> ModelManifest:
     except yaml.YAMLError as exc:
         raise ModelError(f"{path}: not valid YAML ({exc})") from exc
     where = str(path)
-    size = _require(_require(data, "input", where), "size", f"{where}: input")
+    size = require_key(require_key(data, "input", where), "size", f"{where}: input")
     try:
         input_size = (int(size[0]), int(size[1]))
-        embedding_size = int(_require(data, "embedding_size", where))
+        embedding_size = int(require_key(data, "embedding_size", where))
     except (TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"{where}: input.size must be [height, width] and embedding_size an integer") from exc
     return ModelManifest(
-        id=str(_require(data, "id", where)),
-        path=Path(models_dir) / str(_require(data, "file", where)),
-        sha256=str(_require(data, "sha256", where)).lower(),
+        id=str(require_key(data, "id", where)),
+        path=Path(models_dir) / str(require_key(data, "file", where)),
+        sha256=str(require_key(data, "sha256", where)).lower(),
         input_size=input_size,
         embedding_size=embedding_size,
     )
@@ -97,19 +97,19 @@ def load_detector_models(models_dir: Path = DEFAULT_MODELS_DIR) -> Dict[str, Det
     except yaml.YAMLError as exc:
         raise ModelError(f"{path}: not valid YAML ({exc})") from exc
     where = f"{path}: detector"
-    models = _require(_require(data, "detector", str(path)), "models", where)
+    models = require_key(require_key(data, "detector", str(path)), "models", where)
     if not isinstance(models, list):
         raise ModelError(f"{where}.models: must be a list")
     out: Dict[str, DetectorModel] = {}
     for i, entry in enumerate(models):
         at = f"{where}.models[{i}]"
         try:
-            name = str(_require(entry, "file", at))
+            name = str(require_key(entry, "file", at))
             out[name] = DetectorModel(
-                id=str(_require(entry, "id", at)),
+                id=str(require_key(entry, "id", at)),
                 path=Path(models_dir) / name,
-                sha256=str(_require(entry, "sha256", at)).lower(),
-                input_size=int(_require(entry, "input_size", at)),
+                sha256=str(require_key(entry, "sha256", at)).lower(),
+                input_size=int(require_key(entry, "input_size", at)),
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"{at}: input_size must be an integer") from exc

@@ -12,20 +12,16 @@ store (edge/central/fleet.py) at each scrape, so it shows every worker of the st
 
 from __future__ import annotations
 
-import logging
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Tuple
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edge.central import fleet
 from edge.central.store import CentralStore
-
-log = logging.getLogger("edge.central.health")
+from edge.ops.metrics import MetricsHttpServer
 
 
 class FleetCollector(Collector):
@@ -67,54 +63,17 @@ class FleetCollector(Collector):
         yield from (depth, oldest, behind, age)
 
 
-class HealthServer:
-    """/metrics and /healthz on a thread of their own; `close` stops it."""
+class HealthServer(MetricsHttpServer):
+    """The central's /metrics (the fleet's figures from the store) and /healthz (a worker is running)."""
+
+    label = "central metrics"
 
     def __init__(self, store: CentralStore, host: str = "127.0.0.1", port: int = 0) -> None:
         self.store = store
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(FleetCollector(store))
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
-        self.host, self.port = host, int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="central-metrics", daemon=True)
-
-    def start(self) -> HealthServer:
-        self._thread.start()
-        log.info("central metrics on http://%s:%d/metrics and /healthz", self.host, self.port)
-        return self
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(5)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(FleetCollector(store))
+        super().__init__(registry, host, port, "central-metrics")
 
     def health(self) -> Tuple[int, str]:
         alive = [w for w in fleet.workers(self.store) if w.alive()]
         return (200, "ok\n") if alive else (503, "no central worker is running\n")
-
-    def _handler(self) -> type:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                try:
-                    if self.path == "/metrics":
-                        code, body, kind = 200, generate_latest(server.registry), CONTENT_TYPE_LATEST
-                    elif self.path == "/healthz":
-                        code, text = server.health()
-                        body, kind = text.encode(), "text/plain; charset=utf-8"
-                    else:
-                        code, body, kind = 404, b"not found: /metrics or /healthz\n", "text/plain; charset=utf-8"
-                except Exception as exc:  # the store is unreachable: say so, keep serving
-                    code, body, kind = 503, f"store unreadable: {exc}\n".encode(), "text/plain; charset=utf-8"
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server API
-                log.debug("metrics: " + format, *args)
-
-        return Handler

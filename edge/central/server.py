@@ -94,6 +94,22 @@ def _describe(kind: str, site: str, device: str, payload: Dict[str, Any], extra:
 
 
 # the MQTT side ------------------------------------------------------------------------------------------------------
+def wired(client: Any, owner: Any, username: Optional[str], password: Optional[str], tls: Optional[TlsConfig]) -> Any:
+    """A paho client set up as every central connection is: back-off, login, TLS, and `owner`'s callbacks
+    (_on_connect, _on_disconnect, _on_message, _on_subscribe). Used by Central and the fleet's workers."""
+    client.reconnect_delay_set(1, 30)
+    if username is not None:
+        client.username_pw_set(username, password)
+    if tls is not None:
+        client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+        client.tls_insecure_set(tls.insecure)
+    client.on_connect = owner._on_connect
+    client.on_disconnect = owner._on_disconnect
+    client.on_message = owner._on_message
+    client.on_subscribe = owner._on_subscribe
+    return client
+
+
 class Central:
     """Subscribes to every box under a prefix, stores events and statuses, acknowledges events, pushes gallery
     commands. The paho network thread checks and stores (about 0.4 ms a message), the ack thread of
@@ -155,17 +171,7 @@ class Central:
             clean_session=not self.store_events,
             protocol=mqtt.MQTTv311,
         )
-        client.reconnect_delay_set(1, 30)
-        if username is not None:
-            client.username_pw_set(username, password)
-        if tls is not None:
-            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
-            client.tls_insecure_set(tls.insecure)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        return client
+        return wired(client, self, username, password, tls)
 
     # lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -50,7 +50,7 @@ from edge.central import fleet
 from edge.central.acks import Flag, resend_request
 from edge.central.crops import CentralCrops, CropRefused, CropRules
 from edge.central.ledger import AckLedger, Marks, ResendPacer
-from edge.central.server import MAX_MESSAGE_BYTES, NO_EPOCH, SCHEMA_OF_TAIL, Central
+from edge.central.server import MAX_MESSAGE_BYTES, NO_EPOCH, SCHEMA_OF_TAIL, Central, wired
 from edge.central.store import CentralError, CentralStore, Stored
 from edge.contract import MessageError, TlsConfig, Topics, encode, parse
 
@@ -225,17 +225,7 @@ class Worker:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=self.worker_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
-        client.reconnect_delay_set(1, 30)
-        if username is not None:
-            client.username_pw_set(username, password)
-        if tls is not None:
-            client.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
-            client.tls_insecure_set(tls.insecure)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        return client
+        return wired(client, self, username, password, tls)
 
     # lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import yaml
@@ -17,7 +17,7 @@ from edge.errors import ModelError
 from edge.faces import Box
 from edge.litert import load_interpreter
 from edge.liveness.crop import context_crop
-from edge.manifest import DEFAULT_MODELS_DIR, file_sha256
+from edge.manifest import DEFAULT_MODELS_DIR, file_sha256, require_key
 
 REBUILD = "reinstall it or run scripts/build_model.sh --liveness-only"
 
@@ -39,12 +39,6 @@ class LivenessManifest:
     models: Tuple[LivenessModelFile, ...]
 
 
-def _require(data: Any, key: str, where: str) -> Any:
-    if not isinstance(data, dict) or key not in data:
-        raise ModelError(f"{where}: missing key '{key}'")
-    return data[key]
-
-
 def load_liveness_manifest(models_dir: Path = DEFAULT_MODELS_DIR) -> LivenessManifest:
     """The ``liveness:`` section of ``models_dir/manifest.yml`` (files not checked: see ``verify``)."""
     path = Path(models_dir) / "manifest.yml"
@@ -55,29 +49,29 @@ def load_liveness_manifest(models_dir: Path = DEFAULT_MODELS_DIR) -> LivenessMan
     except yaml.YAMLError as exc:
         raise ModelError(f"{path}: not valid YAML ({exc})") from exc
     where = f"{path}: liveness"
-    section = _require(data, "liveness", str(path))
-    entries = _require(section, "models", where)
+    section = require_key(data, "liveness", str(path))
+    entries = require_key(section, "models", where)
     if not isinstance(entries, list) or not entries:
         raise ModelError(f"{where}.models: must be a non-empty list")
     models: List[LivenessModelFile] = []
     for i, entry in enumerate(entries):
         at = f"{where}.models[{i}]"
         try:
-            shape = _require(_require(entry, "input", at), "shape", f"{at}.input")
+            shape = require_key(require_key(entry, "input", at), "shape", f"{at}.input")
             if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or shape[1] != shape[2]:
                 raise ModelError(f"{at}.input.shape: expected [1, S, S, 3], got {shape}")
             models.append(
                 LivenessModelFile(
-                    id=str(_require(entry, "id", at)),
-                    path=Path(models_dir) / str(_require(entry, "file", at)),
-                    sha256=str(_require(entry, "sha256", at)).lower(),
-                    crop_scale=float(_require(entry, "crop_scale", at)),
+                    id=str(require_key(entry, "id", at)),
+                    path=Path(models_dir) / str(require_key(entry, "file", at)),
+                    sha256=str(require_key(entry, "sha256", at)).lower(),
+                    crop_scale=float(require_key(entry, "crop_scale", at)),
                     input_size=int(shape[1]),
                 )
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"{at}: crop_scale must be a number and input.shape a list of integers") from exc
-    return LivenessManifest(id=str(_require(section, "id", where)), models=tuple(models))
+    return LivenessManifest(id=str(require_key(section, "id", where)), models=tuple(models))
 
 
 def verify(model: LivenessModelFile) -> None:

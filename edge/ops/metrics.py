@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -117,53 +117,47 @@ class StatusCollector(Collector):
         yield from counters.values()
 
 
-class MetricsServer:
-    """/healthz and /metrics on a thread of their own; `close` stops it."""
+class MetricsHttpServer:
+    """/metrics (a Prometheus registry) and /healthz (`health()`) on a thread of their own; `close` stops it. The
+    box's MetricsServer and the central's HealthServer (edge.central.health) are this with their own collector."""
 
-    def __init__(self, ops: OpsConfig) -> None:
-        self.ops = ops
-        self.collector = StatusCollector()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.collector)
-        self.httpd = ThreadingHTTPServer((ops.metrics_host, ops.metrics_port), self._handler())
+    label = "metrics and health"
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, thread_name: str) -> None:
+        self.registry = registry
+        self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="edge-metrics", daemon=True)
+        self.host, self.port = host, int(self.httpd.server_address[1])
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name=thread_name, daemon=True)
 
-    def start(self) -> MetricsServer:
+    def start(self: S) -> S:
         self._thread.start()
-        log.info("metrics and health on http://%s:%d/metrics and /healthz", self.ops.metrics_host, self.port)
+        log.info("%s on http://%s:%d/metrics and /healthz", self.label, self.host, self.port)
         return self
-
-    def update(self, status: Dict[str, Any]) -> None:
-        self.collector.update(status)
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(5)
 
-    def health(self) -> tuple[int, str]:
-        status = self.collector.latest()
-        if status is None:
-            return 503, "starting\n"
-        found = problems(status, time.time(), self.ops.min_free_mb, self.ops.max_unacked_age_s)
-        if found:
-            return 503, "".join(f"{p.what}: {p.detail}\n" for p in found)
-        return 200, "ok\n"
+    def health(self) -> Tuple[int, str]:
+        raise NotImplementedError
 
     def _handler(self) -> type:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                if self.path == "/metrics":
-                    code, body, kind = 200, generate_latest(server.registry), CONTENT_TYPE_LATEST
-                elif self.path == "/healthz":
-                    code, text = server.health()
-                    body, kind = text.encode(), "text/plain; charset=utf-8"
-                else:
-                    code, body, kind = 404, b"not found: /metrics or /healthz\n", "text/plain; charset=utf-8"
+                try:
+                    if self.path == "/metrics":
+                        code, body, kind = 200, generate_latest(server.registry), CONTENT_TYPE_LATEST
+                    elif self.path == "/healthz":
+                        code, text = server.health()
+                        body, kind = text.encode(), "text/plain; charset=utf-8"
+                    else:
+                        code, body, kind = 404, b"not found: /metrics or /healthz\n", "text/plain; charset=utf-8"
+                except Exception as exc:  # what the figures come from is unreadable (a store): say so, keep serving
+                    code, body, kind = 503, f"unreadable: {exc}\n".encode(), "text/plain; charset=utf-8"
                 self.send_response(code)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
@@ -174,3 +168,29 @@ class MetricsServer:
                 log.debug("metrics: " + format, *args)
 
         return Handler
+
+
+S = TypeVar("S", bound=MetricsHttpServer)
+
+
+class MetricsServer(MetricsHttpServer):
+    """The box's /healthz and /metrics, from the status the daemon hands it."""
+
+    def __init__(self, ops: OpsConfig) -> None:
+        self.ops = ops
+        self.collector = StatusCollector()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.collector)
+        super().__init__(registry, ops.metrics_host, ops.metrics_port, "edge-metrics")
+
+    def update(self, status: Dict[str, Any]) -> None:
+        self.collector.update(status)
+
+    def health(self) -> Tuple[int, str]:
+        status = self.collector.latest()
+        if status is None:
+            return 503, "starting\n"
+        found = problems(status, time.time(), self.ops.min_free_mb, self.ops.max_unacked_age_s)
+        if found:
+            return 503, "".join(f"{p.what}: {p.detail}\n" for p in found)
+        return 200, "ok\n"
