@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import CentralKeys, RtspServer, free_port, rtsp_unavailable
+from support import CentralKeys, Mosquitto, RtspServer, free_port, mosquitto_unavailable, rtsp_unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,6 +39,21 @@ def rtsp(data: Path) -> Iterator[RtspServer]:
         pytest.skip(reason)
     server = RtspServer(data / "hamilton" / "short_hamilton_clip.mp4", free_port(), loop=True)
     server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free port (Debian's package, from scripts/install_system_deps.sh), killed after the
+    test; skips with the reason when mosquitto is not installed."""
+    reason = mosquitto_unavailable()
+    if reason:
+        pytest.skip(str(reason))
+    # as root mosquitto switches to the user "mosquitto", who cannot write pytest's 0700 folders (no persistence)
+    server = Mosquitto(tmp_path / "broker", free_port()).start()
     try:
         yield server
     finally:

@@ -10,7 +10,7 @@ import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 from click.testing import CliRunner
@@ -40,17 +40,6 @@ def test_command_builders_make_valid_commands() -> None:
 
 # against a real broker --------------------------------------------------------------------------------------------
 needs_broker = pytest.mark.skipif(mosquitto_unavailable() is not None, reason=str(mosquitto_unavailable()))
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if mosquitto_unavailable():
-        pytest.skip(str(mosquitto_unavailable()))
-    # as root mosquitto switches to the user "mosquitto", who cannot write pytest's 0700 folders (no persistence)
-    mosquitto = Mosquitto(tmp_path / "broker", free_port())
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.kill()
 
 
 @needs_broker

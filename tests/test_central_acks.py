@@ -6,9 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
-import pytest
 from click.testing import CliRunner
 
 from edge.central.acks import ACK_INTERVAL_S
@@ -17,7 +16,7 @@ from edge.central.ledger import ACK_MAX_SEQS, RESEND_MAX_S, RESEND_MIN_S, AckLed
 from edge.central.store import CentralStore
 from edge.contract import encode, validate
 from tests.central_box import DEVICE, EPOCH, OTHER_EPOCH, SITE, FakeBox, ack, event, open_central, stats
-from tests.support import Mosquitto, free_port, mosquitto_unavailable, wait_until
+from tests.support import Mosquitto, wait_until
 
 
 # the ack rule, pure ---------------------------------------------------------------------------------------------------
@@ -124,14 +123,6 @@ def test_resends_are_asked_once_a_minute_then_less_often_while_nothing_comes() -
 
 
 # against a real broker ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if mosquitto_unavailable():
-        pytest.skip(str(mosquitto_unavailable()))
-    mosquitto = Mosquitto(tmp_path / "broker", free_port())
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.kill()
 
 
 def test_a_burst_of_events_is_acknowledged_in_a_few_batched_acks(broker: Mosquitto, tmp_path: Path) -> None:

@@ -45,7 +45,6 @@ from tests.support import (  # noqa: E402
     RtspServer,
     edge_command,
     free_port,
-    mosquitto_unavailable,
     wait_until,
 )
 
@@ -59,18 +58,6 @@ def browser_unavailable() -> str:
         if not os.access(path, os.X_OK):
             return f"{path} not installed (scripts/install_system_deps.sh installs chromium and chromium-driver)"
     return ""
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    reason = mosquitto_unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = Mosquitto(tmp_path / "broker", free_port()).start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import stat
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -48,18 +48,6 @@ def face_jpeg(side: int = 112, noise: bool = False) -> bytes:
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return encoded.tobytes()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    reason = mosquitto_unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = Mosquitto(tmp_path / "broker", free_port()).start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 class Listener:

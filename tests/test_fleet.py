@@ -12,7 +12,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -79,11 +79,6 @@ def test_a_worker_subscribes_shared_except_to_retained_statuses() -> None:
 
 
 # workers against a real mosquitto ------------------------------------------------------------------------------------
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path / "broker", free_port()).start()
-    yield server
-    server.kill()
 
 
 def start_worker(broker: Mosquitto, db: Any, name: str, **kwargs: Any) -> Worker:

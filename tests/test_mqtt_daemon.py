@@ -25,7 +25,6 @@ from support import (
     edge_command,
     enroll_lin_manuel,
     free_port,
-    mosquitto_unavailable,
     rtsp_unavailable,
     run_edge,
     stored_events,
@@ -40,18 +39,6 @@ from edge.store import EventContext, EventStore
 
 SITE, DEVICE = "school", "door-box"
 TOPICS = Topics.of("edge/v1", SITE, DEVICE)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    reason = mosquitto_unavailable()
-    if reason:
-        pytest.skip(reason)
-    server = Mosquitto(tmp_path / "broker", free_port()).start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import stat
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, cast
+from typing import Any, Dict, List, cast
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
-from support import CentralKeys, Mosquitto, free_port, mosquitto_unavailable, wait_until
+from support import CentralKeys, Mosquitto, wait_until
 
 from edge.central.cli import central as central_cli
 from edge.central.server import Central, CentralError, remove
@@ -85,15 +85,6 @@ def test_a_command_is_signed_for_one_box_and_its_lifetime(central_keys: CentralK
 
 
 # a push that timed out must not be applied later ------------------------------------------------------------------
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if mosquitto_unavailable():
-        pytest.skip(str(mosquitto_unavailable()))
-    server = Mosquitto(tmp_path / "broker", free_port()).start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def box_session(port: int, received: List[Dict[str, Any]]) -> mqtt.Client:
