@@ -443,18 +443,19 @@ def run(app: AppContext, verbose: bool, init: bool) -> None:
     import signal
     import threading
 
-    from edge.daemon import run as run_daemon
-
-    _setup_logging(verbose)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
         stop.set()
 
+    # before the heavy imports and the models load: a SIGTERM while edge starts is a clean stop, not a kill
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     hangup = threading.Event()
     signal.signal(signal.SIGHUP, lambda _signum, _frame: hangup.set())
+    from edge.daemon import run as run_daemon
+
+    _setup_logging(verbose)
     from edge.credentials import config_fingerprint, with_mqtt_password
 
     def reload() -> Any:
