@@ -396,7 +396,7 @@ def calibrate(app: AppContext, gallery_size: Optional[int], target_rate: float, 
 
 
 def _register_door() -> None:
-    from edge.doorcli import door
+    from edge.door.cli import door
 
     eval_group.add_command(door)
 

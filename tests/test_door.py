@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple
 import pytest
 from support import run_edge
 
-from edge.doorplan import (
+from edge.door.plan import (
     CONDITIONS,
     ENTRANCE,
     EXIT,
@@ -24,7 +24,7 @@ from edge.doorplan import (
     make_plan,
     walk_window,
 )
-from edge.doorscore import EventRecord, Sighted, Vote, WalkDiag, WalkResult, attribute, explain, outcome, summarize
+from edge.door.score import EventRecord, Sighted, Vote, WalkDiag, WalkResult, attribute, explain, outcome, summarize
 
 
 def walk(walk_id: int, person: str, enrolled: bool = True, expected: Tuple[str, ...] = ("entry",),
@@ -182,7 +182,7 @@ def test_the_script_keeps_walk_photos_apart_from_enrollment_and_strangers_out_of
 def test_a_rendered_walk_grows_from_far_to_near_at_the_door(data: Path) -> None:
     from edge.config import Config
     from edge.detect import FaceDetector
-    from edge.doorrender import HEIGHT, WIDTH, Noise, corridor, cut_out, walk_frames
+    from edge.door.render import HEIGHT, WIDTH, Noise, corridor, cut_out, walk_frames
     from edge.evaluate import central_face
     from edge.images import read_image
 

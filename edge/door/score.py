@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from edge.doorplan import FPS, Walk
+from edge.door.plan import FPS, Walk
 
 NAMED_TYPES = ("entry", "late", "outing_start", "outing_end", "exit", "early_leave")
 HALF = 0.5 / FPS

@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.doorplan import FPS, GAP_S, Segment, Walk, frames_of
+from edge.door.plan import FPS, GAP_S, Segment, Walk, frames_of
 from edge.errors import EdgeError
 from edge.faces import Detection
 from edge.masks import draw_mask, style_for

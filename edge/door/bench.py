@@ -1,9 +1,9 @@
 """The door-pass benchmark (`edge eval door`): rendered walks replayed through the real daemon, scored per condition.
 
-    plan (edge.doorplan)  ->  gallery: the enrolled through edge.enroll + fillers to the gallery size
-      -> per benchmark day (one process each with --workers): render each segment's clip (edge.doorrender), replay
+    plan (edge.door.plan)  ->  gallery: the enrolled through edge.enroll + fillers to the gallery size
+      -> per benchmark day (one process each with --workers): render each segment's clip (edge.door.render), replay
          it with edge.daemon.replay on the day's own SQLite file (a copy of the gallery), keep the stored events
-      -> score (edge.doorscore)  +  the real-video check: the Hamilton clip's replay names Lin-Manuel, nobody else
+      -> score (edge.door.score)  +  the real-video check: the Hamilton clip's replay names Lin-Manuel, nobody else
 
 While a clip is replayed, the detector's and embedder's calls are recorded (their results are not touched) so that
 a missed walk can be explained: frames detected, embeddings made, and what each embedding matched.
@@ -30,7 +30,7 @@ import numpy as np
 from edge import daemon
 from edge.capture import CameraConfig
 from edge.config import Config, DeviceConfig
-from edge.doorplan import (
+from edge.door.plan import (
     ENTRANCE,
     EXIT,
     FPS,
@@ -45,8 +45,8 @@ from edge.doorplan import (
     frames_of,
     make_plan,
 )
-from edge.doorprobe import Recorder, all_frames, recording, walk_diags, with_every_frame
-from edge.doorscore import EventRecord, WalkDiag, WalkResult, attribute, summarize
+from edge.door.probe import Recorder, all_frames, recording, walk_diags, with_every_frame
+from edge.door.score import EventRecord, WalkDiag, WalkResult, attribute, summarize
 from edge.faces import Box, Detection
 from edge.gallery import Gallery, NewEmbedding, PersonRecord
 from edge.match import GalleryIndex
@@ -253,7 +253,7 @@ def probe_recognizer(config: Config, stack: ExitStack) -> Any:
 def replay_day(task: DayTask, db: Path, index: GalleryIndex, recognizer: Any, out: DayOutput) -> None:
     """Each segment rendered, replayed on `db` (diagnostics recorded) and its clip removed; walks and events into
     `out`."""
-    from edge.doorrender import cut_out, render_segment
+    from edge.door.render import cut_out, render_segment
     from edge.images import read_image
 
     day, config = task.day, task.config
@@ -425,7 +425,7 @@ def run_door(config: Config, options: DoorOptions, progress: Callable[[str], Non
             "conditions": list(options.size.conditions),
             "walk_photos_without_face": no_face,
             "matcher": {"threshold": config.matcher.threshold, "margin": config.matcher.margin},
-            "note": "rendered walks (faces pasted on a synthetic corridor, synthetic masks); see edge/doorrender.py",
+            "note": "rendered walks (faces pasted on a synthetic corridor, synthetic masks); see edge/door/render.py",
         },
         cost={
             "frames": frames,
@@ -488,7 +488,7 @@ def format_report(report: Dict[str, Any]) -> str:
         )
     lines += ["", "rules (expected -> produced for the right person):"]
     lines += [f"  {kind:<13} {c.get('produced', 0)}/{c.get('expected', 0)}" for kind, c in report["rules"].items()]
-    lines += ["", "missed passes by cause (see edge/doorscore.py):"]
+    lines += ["", "missed passes by cause (see edge/door/score.py):"]
     for name, row in rows:
         if row["failures"]:
             lines.append(f"  {name:<12} " + ", ".join(f"{k} {v}" for k, v in row["failures"].items()))

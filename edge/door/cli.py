@@ -1,4 +1,4 @@
-"""`edge eval door`: the door-pass benchmark's command (a thin wrapper over edge.doorbench.run_door)."""
+"""`edge eval door`: the door-pass benchmark's command (a thin wrapper over edge.door.bench.run_door)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import click
 
-from edge.doorplan import CONDITIONS, PlanSize
+from edge.door.plan import CONDITIONS, PlanSize
 
 
 def default_data() -> Path:
@@ -58,7 +58,7 @@ def door(app: Any, data: Optional[Path], passes: int, strangers: int, people: in
          no_hamilton: bool, all_frames: bool, dump: Optional[Path], as_json: bool) -> None:  # fmt: skip
     """Door passes rendered from the shared data, replayed through the daemon: recall, false identities, unknowns,
     time to the event and embeddings per pass, per condition; plus the Hamilton clip's replay."""
-    from edge.doorbench import DoorOptions, format_report, run_door
+    from edge.door.bench import DoorOptions, format_report, run_door
 
     try:
         size = PlanSize(passes, strangers, people, gallery_size, people_per_day,

@@ -1,4 +1,4 @@
-"""What the daemon did during a door walk, for explaining a missed pass (edge.doorbench uses it).
+"""What the daemon did during a door walk, for explaining a missed pass (edge.door.bench uses it).
 
 `recording(recorder)`: edge.daemon.replay runs unchanged while its detector's and embedder's calls, and the
 sightings its attendance machine is given, are recorded (their results are not touched; the pipeline's own
@@ -23,8 +23,8 @@ from edge import daemon
 from edge.attendance import AttendanceEvent, AttendanceMachine, Sighting
 from edge.capture import CameraConfig
 from edge.config import Config
-from edge.doorplan import FPS, GAP_S, Segment, Walk, frames_of
-from edge.doorscore import Sighted, Vote, WalkDiag
+from edge.door.plan import FPS, GAP_S, Segment, Walk, frames_of
+from edge.door.score import Sighted, Vote, WalkDiag
 from edge.match import GalleryIndex
 from edge.pipeline import Pipeline, PipelineParts
 
