@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.errors import EdgeError
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
 
 TAIL_QUANTILE = 0.999
 GRID = tuple(round(0.30 + 0.005 * i, 3) for i in range(121))  # 0.30 .. 0.90

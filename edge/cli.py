@@ -31,7 +31,7 @@ class AppContext:
 
     def gallery(self, create: bool = False) -> Any:
         """The box's gallery; only commands that write (enroll, import) may create the database."""
-        from edge.gallery import Gallery
+        from edge.gallery.store import Gallery
 
         if not create:
             self.require_database()
@@ -277,7 +277,7 @@ def gallery_remove(app: AppContext, person_id: str) -> None:
 @pass_app
 def gallery_export(app: AppContext, file: Path) -> None:
     """Write the gallery to FILE (- for stdout) in the edge-gallery JSON format (see README)."""
-    from edge.gallery_json import export_document
+    from edge.gallery.exchange import export_document
 
     text = json.dumps(export_document(app.gallery()), ensure_ascii=False)
     if str(file) == "-":
@@ -301,7 +301,7 @@ def gallery_export(app: AppContext, file: Path) -> None:
 @pass_app
 def gallery_import(app: AppContext, file: Path, replace_all: bool) -> None:
     """Import people from an edge-gallery JSON FILE, all at once or not at all."""
-    from edge.gallery_json import parse_people, read_document
+    from edge.gallery.exchange import parse_people, read_document
     from edge.manifest import load_manifest
 
     model_id = load_manifest(app.config.embedder.models_path).id
@@ -638,8 +638,8 @@ def events_export(
 
 
 def _register_central() -> None:
-    from edge.broker_cli import broker
     from edge.central.cli import central
+    from edge.mqtt.broker_cli import broker
 
     main.add_command(central)
     main.add_command(broker)

@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from edge.attendance import AttendanceConfig
 from edge.capture import CameraConfig
 from edge.configtree import load_yaml_tree
-from edge.contract import MqttConfig
 from edge.crops import CropsConfig
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError
 from edge.liveness.decide import LivenessConfig
 from edge.manifest import DEFAULT_MODELS_DIR
 from edge.match import MatcherConfig
+from edge.mqtt.contract import MqttConfig
 from edge.ops.settings import OpsConfig
 from edge.quality import QualityConfig
 from edge.track import TrackerConfig

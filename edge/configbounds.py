@@ -42,7 +42,7 @@ BOUNDS: Dict[str, Bounds] = {
     "CameraConfig.door": (0.0, 1.0),
     # edge.config
     "EmbedderConfig.num_threads": (1, 16),
-    # edge.contract
+    # edge.mqtt.contract
     "MqttConfig.port": (1, 65535),
     "MqttConfig.keepalive_s": (5, 65535),
     "MqttConfig.reconnect_min_s": (0.01, 3600.0),

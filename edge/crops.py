@@ -6,7 +6,7 @@ Faces are biometric data: by default nothing here runs and no image is ever writ
 track as `<folder>/<event_id>.jpg`; files older than `retention_days` are deleted at start and then every hour.
 
 With `crops.upload` as well, the same JPEG goes to the central server (topic `<root>/crop`, edge.crop/1) when it is
-at most `max_upload_bytes`: the crop is handed to a sink (the MQTT link's bounded side queue, edge.link) that never
+at most `max_upload_bytes`: the crop is handed to a sink (the MQTT link's bounded side queue, edge.mqtt.link) that never
 blocks and may drop it. A crop lost is acceptable; the event never depends on it.
 """
 
@@ -64,7 +64,7 @@ class CropUpload:
 
 
 CropSink = Callable[[CropUpload], None]
-"""Takes a crop to send; must not block (edge.link.Link.offer_crop)."""
+"""Takes a crop to send; must not block (edge.mqtt.link.Link.offer_crop)."""
 
 
 def wants_crop(event: Any) -> bool:

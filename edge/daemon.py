@@ -1,6 +1,6 @@
 """The long-running process (`edge run`) and its file twin (`edge replay`): build the parts, drive the pipeline,
 tear down in reverse order. Concurrency: one capture thread per live camera, the pipeline on the calling thread,
-one gallery thread applying the central's gallery commands (edge.gallery_worker), one stop event."""
+one gallery thread applying the central's gallery commands (edge.gallery.worker), one stop event."""
 
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ from edge.crops import CropStore
 from edge.detect import FaceDetector
 from edge.embed import Embedder
 from edge.errors import ConfigError, EdgeError
-from edge.gallery import Gallery
-from edge.gallery_worker import GalleryWorker, SyncFactory
+from edge.gallery.signing import CommandVerifier, box_verifier
+from edge.gallery.store import Gallery
+from edge.gallery.sync import GallerySync
+from edge.gallery.worker import GalleryWorker, SyncFactory
 from edge.ops.settings import status_path
 from edge.ops.status import StatusBoard
 from edge.pipeline import Pipeline, PipelineParts
 from edge.recognize import Recognizer
-from edge.signing import CommandVerifier, box_verifier
 from edge.store import EventStore, StoredEvent
-from edge.sync import GallerySync
 from edge.version import software_version
 
 log = logging.getLogger("edge.daemon")
@@ -212,7 +212,7 @@ def write_status(
     broker: Dict[str, Any] = {"host": config.mqtt.host, "port": config.mqtt.port, "connected": False, "state": "off"}
     outbox: Dict[str, Any] = {"depth": None, "oldest_unacked_age_s": None}
     queues: Dict[str, int] = {}
-    if link is not None:  # edge.link.Link (tests hand in smaller fakes: only what they have is reported)
+    if link is not None:  # edge.mqtt.link.Link (tests hand in smaller fakes: only what they have is reported)
         connected = bool(getattr(link, "connected", False))
         broker.update(connected=connected, state="connected" if connected else "disconnected")
         broker["subscription_refused"] = getattr(link, "subscription_refused", None)
@@ -264,7 +264,7 @@ def open_link(config: Config, parts: PipelineParts, stack: ExitStack, db: Option
     """The MQTT outbox when a broker is configured (closed before the stores: it is entered after them)."""
     if not config.mqtt.host:
         return None
-    from edge.link import Link, LinkInfo
+    from edge.mqtt.link import Link, LinkInfo
 
     info = LinkInfo(
         software_version=software_version(),
@@ -329,7 +329,7 @@ class Reporter:
             self.link.publish_stats(payload)
 
     def stats_payload(self, cameras: List[CameraStats], interval: float, now: float) -> Dict[str, Any]:
-        from edge.contract import now_iso
+        from edge.mqtt.contract import now_iso
 
         rows = []
         for cam in cameras:

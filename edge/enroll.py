@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.errors import EdgeError, GalleryError, ImageError
-from edge.gallery import Gallery, NewEmbedding, check_person_id
+from edge.gallery.store import Gallery, NewEmbedding, check_person_id
 from edge.images import read_image
 from edge.recognize import FaceObservation, Recognizer
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from edge.errors import ImageError
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
 from edge.images import read_image
 from edge.match import MatcherConfig
 from edge.recognize import Recognizer

@@ -27,7 +27,7 @@ from edge.capture import CameraConfig, Frame
 from edge.crops import CropStore, wants_crop
 from edge.embed import Embedder
 from edge.faces import Box, Detection
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
 from edge.liveness.crop import context_crop
 from edge.liveness.decide import LivenessConfig
 from edge.liveness.tracks import LivenessTracks

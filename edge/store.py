@@ -38,7 +38,7 @@ Choices:
 - Exports: CSV with a header row and JSON Lines (one object per line: streamable, appendable, and each line is
   the shape an MQTT payload will have). Both come from `event_to_dict`; times are ISO-8601, missing values are
   empty in CSV and null in JSON.
-- The gallery ("edge.gallery") and the events ("edge.events") may share one file; both migration sets record
+- The gallery ("edge.gallery.store") and the events ("edge.events") may share one file; both migration sets record
   themselves in the same `_sqlite_migrations` table. Migrations run inside `BEGIN IMMEDIATE`, so two stores
   opening the same new file do not race (a busy lock while the file is set up is retried). A database with
   migrations this version does not know was written by a newer edge: refused. A read-only database is refused at

@@ -1,7 +1,7 @@
 """The central's timetable on the box: its JSON document <-> ScheduleConfig, and which schedule a box follows.
 
 The central keeps one timetable (sessions, holidays, one-off changes) and sends it to each box in a signed
-gallery command (op `timetable`, edge/sync.py); the box keeps it in its gallery database. While one is stored,
+gallery command (op `timetable`, edge/gallery/sync.py); the box keeps it in its gallery database. While one is stored,
 the box follows it instead of the YAML `attendance.schedule`; a box that never got one (no central) follows its
 YAML, and a `timetable` command with a null document hands the box back to its YAML.
 
@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional
 from edge.attendance import AttendanceConfig
 from edge.configtree import load_yaml_tree
 from edge.errors import ConfigError
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
 from edge.schedule import ScheduleConfig
 
 log = logging.getLogger("edge.timetable")

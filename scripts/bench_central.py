@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.central.server import Central  # noqa: E402
-from edge.contract import SCHEMA_DIR, Topics, encode  # noqa: E402
+from edge.mqtt.contract import SCHEMA_DIR, Topics, encode  # noqa: E402
 from tests.support import Mosquitto, free_port  # noqa: E402
 
 SITE, DEVICE, EPOCH = "lab", "bench-1", "0123456789abcdef"

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.attendance import AttendanceEvent, EventType  # noqa: E402
 from edge.config import DeviceConfig  # noqa: E402
-from edge.contract import MqttConfig, Topics  # noqa: E402
-from edge.link import Link, LinkInfo  # noqa: E402
+from edge.mqtt.contract import MqttConfig, Topics  # noqa: E402
+from edge.mqtt.link import Link, LinkInfo  # noqa: E402
 from edge.store import EventContext, EventStore  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"

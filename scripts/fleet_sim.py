@@ -1,5 +1,5 @@
 """A fleet of simulated boxes against the central's workers, on one machine: each box runs edge's real outbox and link
-(edge/link.py, edge/outbox.py) over its own SQLite event file, with synthetic events; the central is N worker
+(edge/mqtt/link.py, edge/mqtt/outbox.py) over its own SQLite event file, with synthetic events; the central is N worker
 processes (`edge central run --workers 1 --share-group ...`) on one store (SQLite file or postgresql:// URL) behind
 a real mosquitto on a loopback port.
 
@@ -75,8 +75,8 @@ def run_boxes(plan: Plan, first: int, last: int) -> None:
     """Boxes first..last-1 in this process: real Links over real EventStores; events on the plan's schedule."""
     from edge.attendance import AttendanceEvent, EventType
     from edge.config import DeviceConfig
-    from edge.contract import MqttConfig
-    from edge.link import Link, LinkInfo
+    from edge.mqtt.contract import MqttConfig
+    from edge.mqtt.link import Link, LinkInfo
     from edge.store import EventContext, EventStore
 
     logging.getLogger("edge").setLevel(logging.ERROR)  # a line per box and reconnect would drown the output

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 import paho.mqtt.client as mqtt
 
 from edge.central.server import Central
-from edge.contract import Topics, encode, validate
+from edge.mqtt.contract import Topics, encode, validate
 from tests.support import Mosquitto
 
 SITE, DEVICE = "school-1", "box-17"

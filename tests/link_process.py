@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edge.config import DeviceConfig  # noqa: E402
-from edge.contract import MqttConfig  # noqa: E402
-from edge.link import Link, LinkInfo  # noqa: E402
+from edge.mqtt.contract import MqttConfig  # noqa: E402
+from edge.mqtt.link import Link, LinkInfo  # noqa: E402
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from support import REPO, CentralKeys, Mosquitto, edge_command, free_port, mosquitto_unavailable, wait_until
 
-from edge.broker_cli import broker as broker_cli
 from edge.central.server import Central, remove
-from edge.contract import Topics
+from edge.mqtt.broker_cli import broker as broker_cli
+from edge.mqtt.contract import Topics
 
 PREFIX, SITE = "edge/v1", "school-1"
 A, B = Topics.of(PREFIX, SITE, "box-a"), Topics.of(PREFIX, SITE, "box-b")
@@ -268,9 +268,9 @@ def test_hostile_gallery_commands_change_nothing_and_the_daemon_keeps_running(
 ) -> None:
     """Forged, tampered, cross-device, expired, replayed and retained commands, from another box's login, a stolen
     central login without the key, and no login at all: each refused; only the genuine command changes the gallery."""
-    from edge.contract import encode
-    from edge.gallery import Gallery, NewEmbedding
-    from edge.signing import generate_keys, load_private_key, sign_command
+    from edge.gallery.signing import generate_keys, load_private_key, sign_command
+    from edge.gallery.store import Gallery, NewEmbedding
+    from edge.mqtt.contract import encode
 
     db, pw = tmp_path / "box.db", acl_broker.passwords
     with Gallery(db) as gallery:

@@ -11,7 +11,7 @@ import pytest
 from edge.calibrate import calibrate, format_calibration
 from edge.enroll import PhotoOutcome, PhotoResult, fused_template, judged
 from edge.errors import EdgeError
-from edge.gallery import Gallery, NewEmbedding, PersonRecord
+from edge.gallery.store import Gallery, NewEmbedding, PersonRecord
 
 MODEL = "test-model"
 

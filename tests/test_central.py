@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from edge.central.cli import central as central_cli
 from edge.central.server import CentralError, remove, sync_from_export, upsert_embeddings
-from edge.contract import camera_status_payload, encode, status_payload, validate
-from edge.signing import SIGNED_FIELDS, parse_time
+from edge.gallery.signing import SIGNED_FIELDS, parse_time
+from edge.mqtt.contract import camera_status_payload, encode, status_payload, validate
 from tests.central_box import DEVICE, EPOCH, OTHER_EPOCH, SITE, FakeBox, ack, event, open_central, stats
 from tests.support import REPO, CentralKeys, Mosquitto, free_port, mosquitto_unavailable, wait_until
 
@@ -135,7 +135,7 @@ def test_push_waits_for_the_boxes_answer(broker: Mosquitto, tmp_path: Path, cent
     def answer(command: Dict[str, Any]) -> Dict[str, Any]:
         validate("edge.gallery_command/1", command)
         seen.append(command)
-        from edge.contract import gallery_result_payload
+        from edge.mqtt.contract import gallery_result_payload
 
         return gallery_result_payload(command["request_id"], command["op"], "ok", "erased", 8, people=2)
 
@@ -166,9 +166,9 @@ def test_cli_push_photos_to_a_real_gallery_sync(
     from edge.config import Config
     from edge.detect import FaceDetector
     from edge.embed import Embedder
-    from edge.gallery import Gallery
+    from edge.gallery.store import Gallery
+    from edge.gallery.sync import GallerySync
     from edge.recognize import Recognizer
-    from edge.sync import GallerySync
 
     commands: queue.Queue[Optional[Dict[str, Any]]] = queue.Queue()
     box = FakeBox(broker.port, answer=commands.put)

@@ -14,7 +14,7 @@ from edge.central.acks import ACK_INTERVAL_S
 from edge.central.cli import central as central_cli
 from edge.central.ledger import ACK_MAX_SEQS, RESEND_MAX_S, RESEND_MIN_S, AckLedger, Coverage, Marks, ResendPacer
 from edge.central.store import CentralStore
-from edge.contract import encode, validate
+from edge.mqtt.contract import encode, validate
 from tests.central_box import DEVICE, EPOCH, OTHER_EPOCH, SITE, FakeBox, ack, event, open_central, stats
 from tests.support import Mosquitto, wait_until
 
@@ -261,7 +261,7 @@ def test_a_running_central_asks_again_by_hand_and_ignores_stats_before_the_box_r
     try:
         box.send(box.topics.events, event(1, None))
         assert wait_until(lambda: box.last_ack() == ack(1), 20)
-        box.send(box.topics.stats, stats(acked_up_to=0, last_seq=0, epoch="0" * 16))  # edge.link.NO_EPOCH
+        box.send(box.topics.stats, stats(acked_up_to=0, last_seq=0, epoch="0" * 16))  # edge.mqtt.link.NO_EPOCH
         assert central.request_resend(SITE, DEVICE, 1) == EPOCH
         central.request_resend(SITE, DEVICE, 3, epoch=OTHER_EPOCH)  # an epoch this central never saw
         assert wait_until(lambda: box.ack_count() == 4, 20), box.acks

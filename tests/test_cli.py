@@ -134,7 +134,7 @@ def test_events_list_and_export_filter_by_date_person_and_type(tmp_path: Path) -
 def test_gallery_export_import_show_remove_round_trip(tmp_path: Path) -> None:
     import numpy as np
 
-    from edge.gallery import Gallery, NewEmbedding
+    from edge.gallery.store import Gallery, NewEmbedding
     from edge.manifest import load_manifest
 
     model = load_manifest().id
@@ -204,7 +204,7 @@ def test_commands_that_read_the_box_never_create_a_database(
 
 
 def test_show_and_remove_of_an_unknown_person_in_an_existing_gallery(tmp_path: Path) -> None:
-    from edge.gallery import Gallery
+    from edge.gallery.store import Gallery
 
     with Gallery(tmp_path / "edge.db"):
         pass

@@ -416,7 +416,7 @@ class FakeCrops:
 
 
 def test_enroll_this_face_sends_the_persons_photos_with_the_crop_to_online_boxes_only(console: Console) -> None:
-    from edge.contract import status_payload, validate
+    from edge.mqtt.contract import status_payload, validate
 
     fake = FakeCentral()
     face = event(2, 1, type="unknown_face", person_id=None, at="2026-03-02T17:25:00+09:00")

@@ -38,7 +38,7 @@ from edge.central.server import Central  # noqa: E402
 from edge.central.timetable import load_timetable  # noqa: E402
 from edge.central.web.app import create_app  # noqa: E402
 from edge.central.web.context import Console  # noqa: E402
-from edge.gallery import Gallery  # noqa: E402
+from edge.gallery.store import Gallery  # noqa: E402
 from tests.support import (  # noqa: E402
     CentralKeys,
     Mosquitto,

@@ -9,8 +9,8 @@ from typing import Any, Dict
 
 import pytest
 
-from edge.contract import MessageError, parse, validate
 from edge.jsoncheck import MAX_DEPTH, describe, load_json, nesting_depth, strict_validator
+from edge.mqtt.contract import MessageError, parse, validate
 
 LIMIT = 4 * 1024 * 1024
 
@@ -160,7 +160,7 @@ def test_the_first_error_is_the_first_by_path() -> None:
 )
 def test_a_gallery_import_file_is_read_as_carefully(tmp_path: Path, text: str, reason: str) -> None:
     from edge.errors import GalleryError
-    from edge.gallery_json import read_document
+    from edge.gallery.exchange import read_document
 
     path = tmp_path / "gallery.json"
     path.write_text(text)

@@ -23,9 +23,9 @@ from edge.central.crops import CentralCrops, CropRules
 from edge.central.server import Central
 from edge.central.store import CentralStore
 from edge.config import DeviceConfig
-from edge.contract import MqttConfig, Topics, crop_payload, encode, validate
 from edge.crops import CropsConfig, CropStore, CropUpload
-from edge.link import MAX_CROPS, Link, LinkInfo
+from edge.mqtt.contract import MqttConfig, Topics, crop_payload, encode, validate
+from edge.mqtt.link import MAX_CROPS, Link, LinkInfo
 from edge.store import EventContext, EventStore, StoredEvent
 
 SITE, DEVICE = "school-1", "box-17"

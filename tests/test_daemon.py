@@ -223,7 +223,7 @@ def test_a_long_gallery_sync_does_not_stop_the_watchdog(tmp_path: Path, monkeypa
     the watchdog) meanwhile. The sync here is slow on purpose: it returns only after the loop ticked 5 times."""
     import edge.daemon
     from edge.config import load_config
-    from edge.contract import gallery_result_payload
+    from edge.mqtt.contract import gallery_result_payload
 
     listener = WatchdogListener(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
@@ -271,9 +271,9 @@ def test_the_gallery_worker_applies_signed_commands_on_its_own_connection(
     from edge.config import load_config
     from edge.daemon import gallery_sync_factory
     from edge.embed import Embedder
-    from edge.gallery import Gallery
-    from edge.gallery_worker import GalleryWorker
-    from edge.signing import box_verifier
+    from edge.gallery.signing import box_verifier
+    from edge.gallery.store import Gallery
+    from edge.gallery.worker import GalleryWorker
 
     db = tmp_path / "edge.db"
     text = f"  []\nmqtt:\n  host: 127.0.0.1\n  central_key_file: {central_keys.public_file}\n"

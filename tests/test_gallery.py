@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge.errors import GalleryError
-from edge.gallery import Gallery, NewEmbedding, migrations
-from edge.gallery_json import export_document, parse_people
+from edge.gallery.exchange import export_document, parse_people
+from edge.gallery.store import Gallery, NewEmbedding, migrations
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -173,9 +173,9 @@ def test_gallery_writes_wait_for_a_busy_event_writer_and_never_fail(tmp_path: Pa
 
 
 def test_a_lock_held_past_every_retry_is_a_clear_gallery_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge.gallery
+    import edge.gallery.store
 
-    monkeypatch.setattr(edge.gallery, "BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(edge.gallery.store, "BUSY_TIMEOUT_S", 0.1)
     db = tmp_path / "edge.db"
     with Gallery(db) as g:
         g.put_person("p1", "Ann", [emb(1)])
@@ -196,7 +196,7 @@ def test_a_gallery_written_by_a_newer_edge_is_refused(tmp_path: Path) -> None:
     with Gallery(db) as g:
         g.put_person("p1", "Ann", [emb(1)])
         g.db["_sqlite_migrations"].insert(  # type: ignore[union-attr]
-            {"migration_set": "edge.gallery", "name": "m002_from_the_future", "applied_at": "2027-01-01"}
+            {"migration_set": "edge.gallery.store", "name": "m002_from_the_future", "applied_at": "2027-01-01"}
         )
     with pytest.raises(GalleryError, match="written by a newer edge .*m002_from_the_future"):
         Gallery(db)

@@ -36,13 +36,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support import CentralKeys, Mosquitto, edge_command, free_port, mosquitto_unavailable, run_edge, wait_until
 
-from edge.acks import RESEND_MAX
 from edge.attendance import AttendanceEvent, EventType
 from edge.central.server import Central, remove, upsert_embeddings, upsert_photos
 from edge.central.store import CentralError
-from edge.contract import Topics
+from edge.gallery.signing import canonical_bytes, sign_command
 from edge.manifest import load_manifest
-from edge.signing import canonical_bytes, sign_command
+from edge.mqtt.acks import RESEND_MAX
+from edge.mqtt.contract import Topics
 from edge.store import EventContext, EventStore
 
 PREFIX, SITE, BOX, OTHER = "edge/v1", "school-1", "box-a", "box-b"

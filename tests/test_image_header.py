@@ -130,7 +130,7 @@ def test_a_real_png_bomb_in_a_gallery_command_keeps_memory_low(tmp_path: Path) -
     script = (
         "import resource, sys, cv2\n"
         "from edge.errors import ImageError\n"
-        "from edge.sync import decode_photo\n"
+        "from edge.gallery.sync import decode_photo\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
         "try:\n"
         f"    decode_photo(open({str(bomb)!r}).read(), 'photo 0')\n"

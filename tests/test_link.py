@@ -17,11 +17,11 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge import contract
 from edge.attendance import AttendanceEvent, EventType
 from edge.config import DeviceConfig
-from edge.contract import MqttConfig, Topics
-from edge.link import Link, LinkInfo
+from edge.mqtt import contract
+from edge.mqtt.contract import MqttConfig, Topics
+from edge.mqtt.link import Link, LinkInfo
 from edge.store import EventContext, EventStore, StoredEvent
 from tests.support import REPO, Mosquitto, free_port, mosquitto_unavailable, wait_until
 
@@ -278,7 +278,7 @@ def test_events_stored_while_the_broker_is_down_go_out_historical_oldest_first(
 def test_broker_restart_mid_stream_loses_nothing(
     store: EventStore, broker: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.link")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.link")
     broker.start()
     with Central(broker.port, client_id="central-restart") as central:
         link = open_link(store, broker)
@@ -299,7 +299,7 @@ def test_broker_restart_mid_stream_loses_nothing(
         finally:
             link.close()
     assert central.invalid == []
-    lines = [r.getMessage() for r in caplog.records if r.name == "edge.link"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.mqtt.link"]
     assert [line.split(" ")[0] for line in lines[:2]] == ["connected", "disconnected"]
     assert "(session present: True)" in lines[-1]  # the broker kept the session (and queued the acks)
     copies = central.by_event_id()
@@ -354,7 +354,7 @@ BAD_COMMANDS = {
 def test_bad_messages_are_rejected_with_a_reason_and_delivery_goes_on(
     store: EventStore, broker: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.link")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.link")
     broker.start()
     with Central(broker.port) as central:
         link = open_link(store, broker)

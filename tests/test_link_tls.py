@@ -19,8 +19,8 @@ import pytest
 from edge.attendance import AttendanceEvent, EventType
 from edge.central.server import Central
 from edge.config import DeviceConfig
-from edge.contract import MqttConfig, TlsConfig
-from edge.link import Link, LinkInfo
+from edge.mqtt.contract import MqttConfig, TlsConfig
+from edge.mqtt.link import Link, LinkInfo
 from edge.store import EventContext, EventStore, StoredEvent
 from tests.support import Mosquitto, free_port, mosquitto_unavailable, wait_until
 
@@ -202,7 +202,7 @@ def outbox_rows(store: EventStore) -> List[tuple[int, Optional[str], Optional[st
 
 
 def link_warnings(caplog: pytest.LogCaptureFixture) -> List[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "edge.link" and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "edge.mqtt.link" and r.levelno >= logging.WARNING]
 
 
 # ---------------------------------------------------------------- the good case
@@ -252,7 +252,7 @@ def _assert_kept_and_not_connected(link: Link, store: EventStore, n: int) -> Non
 def test_wrong_password_is_refused_and_events_stay_in_sqlite(
     pki: Pki, broker: TlsBroker, store: EventStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.link")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.link")
     append(store, 4)
     link = Link(mqtt_config(broker.tls_port, tls_config(pki), password="wrong"), DEVICE, store.path, INFO)
     link.start()
@@ -273,7 +273,7 @@ def test_wrong_password_is_refused_and_events_stay_in_sqlite(
 def test_a_refused_connection_is_logged_once_not_on_every_retry(
     pki: Pki, broker: TlsBroker, store: EventStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.link")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.link")
     link = Link(mqtt_config(broker.tls_port, tls_config(pki), password="wrong"), DEVICE, store.path, INFO)
     link.start()
     try:
@@ -292,7 +292,7 @@ def test_a_refused_connection_is_logged_once_not_on_every_retry(
 def test_bad_tls_settings_do_not_connect_and_events_stay_in_sqlite(
     case: str, pki: Pki, broker: TlsBroker, store: EventStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.link")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.link")
     if case == "ca that did not sign the server":
         tls = tls_config(pki, ca_file=str(pki.other_ca))
     else:

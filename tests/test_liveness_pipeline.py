@@ -27,11 +27,11 @@ from edge.attendance import (
     Sighting,
 )
 from edge.config import Config, load_config
-from edge.contract import event_payload, validate
 from edge.errors import ConfigError
 from edge.faces import Box, Detection
 from edge.liveness.decide import LivenessConfig, Verdict
 from edge.liveness.tracks import MAX_HOLD_S, LivenessTracks
+from edge.mqtt.contract import event_payload, validate
 from edge.schedule import ScheduleConfig, SessionConfig
 from edge.store import EventContext, EventStore, event_to_dict
 

@@ -34,7 +34,7 @@ from support import (
 from edge.attendance import AttendanceEvent, EventType
 from edge.central import server as central_mod
 from edge.central.server import Central
-from edge.contract import Topics, validate
+from edge.mqtt.contract import Topics, validate
 from edge.store import EventContext, EventStore
 
 SITE, DEVICE = "school", "door-box"

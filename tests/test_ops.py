@@ -24,7 +24,7 @@ from test_broker_acl import PREFIX, SITE, AclBroker, acl_broker  # noqa: F401 - 
 
 from edge.capture import CameraConfig
 from edge.config import Config, DeviceConfig
-from edge.contract import MqttConfig
+from edge.mqtt.contract import MqttConfig
 from edge.ops import doctor
 from edge.ops.status import SCHEMA, problems
 
@@ -354,7 +354,7 @@ def test_the_doctors_login_leaves_what_was_queued_for_the_box(acl_broker: AclBro
     nor take the messages queued in it (an ack sent while the daemon was down still reaches the daemon)."""
     import paho.mqtt.client as mqtt
 
-    from edge.contract import Topics
+    from edge.mqtt.contract import Topics
 
     port, secret = acl_broker.port, acl_broker.passwords["box-a"]
     topics = Topics.of(PREFIX, SITE, "box-a")

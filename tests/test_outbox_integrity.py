@@ -15,11 +15,11 @@ from typing import Any, Dict, Iterator, List
 import paho.mqtt.client as mqtt
 import pytest
 
-import edge.outbox
-from edge import contract
+import edge.mqtt.outbox
 from edge.errors import EdgeError
-from edge.link import Link
-from edge.outbox import Outbox
+from edge.mqtt import contract
+from edge.mqtt.link import Link
+from edge.mqtt.outbox import Outbox
 from edge.store import EventStore
 from tests.support import Mosquitto, free_port, mosquitto_unavailable, wait_until
 from tests.test_link import DEVICE, INFO, TOPICS, Central, all_acked, append, mqtt_config, open_link
@@ -66,7 +66,7 @@ def test_a_future_or_unpublished_ack_is_refused_whole_and_loses_nothing(
     """40 events wait as backlog, sent at 20/s. Forged acks arrive meanwhile: one for every stored seq (most not yet
     published), two far in the future, one listing unpublished seqs. Each is refused whole and logged once per
     kind; nothing is marked delivered until the real central server has the events."""
-    caplog.set_level(logging.DEBUG, logger="edge.link")
+    caplog.set_level(logging.DEBUG, logger="edge.mqtt.link")
     append(store, 40, stored_at=time.time() - 3600)
     broker.start()
     with Central(broker.port, ack=False) as central:
@@ -209,7 +209,7 @@ def test_a_dead_outbox_thread_is_reported_and_stops_the_daemon(
 def test_retained_acks_and_commands_are_ignored(
     store: EventStore, broker: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.link")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.link")
     broker.start()
     with Central(broker.port, ack=False) as central:
         link = open_link(store, broker)
@@ -244,10 +244,10 @@ def test_retained_acks_and_commands_are_ignored(
 def test_acks_and_commands_are_parsed_on_the_outbox_thread(
     store: EventStore, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edge.link
+    import edge.mqtt.link
 
     threads: List[str] = []
-    real_parse_ack, real_parse = edge.link.parse_ack, contract.parse
+    real_parse_ack, real_parse = edge.mqtt.link.parse_ack, contract.parse
 
     def parse_ack(raw: bytes, max_bytes: int) -> Any:
         threads.append(threading.current_thread().name)
@@ -257,7 +257,7 @@ def test_acks_and_commands_are_parsed_on_the_outbox_thread(
         threads.append(threading.current_thread().name)
         return real_parse(schema_id, raw, max_bytes)
 
-    monkeypatch.setattr(edge.link, "parse_ack", parse_ack)
+    monkeypatch.setattr(edge.mqtt.link, "parse_ack", parse_ack)
     monkeypatch.setattr(contract, "parse", parse)
     broker.start()
     with Central(broker.port) as central:
@@ -272,7 +272,7 @@ def test_acks_and_commands_are_parsed_on_the_outbox_thread(
         finally:
             link.close()
     assert len(threads) >= 2 and set(threads) == {"edge-outbox"}
-    assert link._acks.maxsize == edge.link.MAX_RAW_ACKS and link._raw_commands.maxsize == edge.link.MAX_COMMANDS
+    assert link._acks.maxsize == edge.mqtt.link.MAX_RAW_ACKS and link._raw_commands.maxsize == edge.mqtt.link.MAX_COMMANDS
 
 
 # ---------------------------------------------------------------- the wall clock set back
@@ -305,7 +305,7 @@ def test_a_refused_subscription_is_logged_and_in_the_status(
 ) -> None:
     """mosquitto's ACL file only filters what a subscription delivers; its dynamic-security plugin refuses the
     subscription itself (SUBACK failure), as a broker with per-client subscribe rules does."""
-    caplog.set_level(logging.WARNING, logger="edge.link")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.link")
     if not DYNSEC.is_file():
         pytest.skip(f"{DYNSEC} not installed")
     rules = tmp_path / "dynsec.json"
@@ -346,7 +346,7 @@ def test_a_refused_subscription_is_logged_and_in_the_status(
 def test_resend_from_is_answered_boundedly_once_a_minute(
     store: EventStore, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(edge.outbox, "RESEND_MAX", 2)
+    monkeypatch.setattr(edge.mqtt.outbox, "RESEND_MAX", 2)
     broker.start()
     with Central(broker.port) as central:
         link = open_link(store, broker)
@@ -401,7 +401,7 @@ def test_an_ack_of_an_epoch_that_ended_after_lost_rows_is_applied_up_to_its_end(
     """The database lost seqs 6..10 (a lost WAL) that the central server has; `--init` goes on in a new epoch from
     seq 6. The central's acks of the old epoch (up to 10) still settle 1..5, once they were published; a seq of the
     new epoch the box never stored is refused."""
-    from edge.acks import Ack, AckRefused, check_ack
+    from edge.mqtt.acks import Ack, AckRefused, check_ack
 
     path = tmp_path / "edge.db"
     with EventStore(path, DEVICE.id) as events:
@@ -433,7 +433,7 @@ def test_an_ack_of_an_epoch_that_ended_after_lost_rows_is_applied_up_to_its_end(
 def test_a_resend_from_below_an_epochs_first_seq_starts_at_that_seq(tmp_path: Path) -> None:
     """A central that lost its copy cannot know where an epoch began: its request from seq 1 for an epoch that
     started at seq 6 (after `--init`) means "from the first seq of that epoch", not a refusal."""
-    from edge.acks import Ack, check_ack
+    from edge.mqtt.acks import Ack, check_ack
 
     path = tmp_path / "edge.db"
     with EventStore(path, DEVICE.id) as events:

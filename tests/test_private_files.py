@@ -14,7 +14,7 @@ import pytest
 
 from edge.attendance import AttendanceEvent, EventType
 from edge.crops import CropsConfig, CropStore
-from edge.gallery import Gallery, NewEmbedding
+from edge.gallery.store import Gallery, NewEmbedding
 from edge.store import EventContext, EventStore
 
 

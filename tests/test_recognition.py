@@ -19,7 +19,7 @@ from edge.config import Config
 from edge.detect import FaceDetector
 from edge.embed import Embedder
 from edge.enroll import PhotoOutcome, enroll_person
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
 from edge.images import read_image
 from edge.recognize import Recognizer
 

@@ -14,8 +14,8 @@ from support import RtspServer, edge_command, enroll_lin_manuel, free_port, stor
 
 from edge.capture import CameraConfig
 from edge.config import Config
-from edge.contract import MqttConfig
 from edge.match import MatcherConfig
+from edge.mqtt.contract import MqttConfig
 from edge.reload import plan_reload
 from edge.schedule import ScheduleConfig, SessionConfig
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge.attendance import AttendanceConfig, AttendanceEvent, CameraRole, EventType
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
 from edge.pipeline import Pipeline, close_past_days
 from edge.schedule import ScheduleConfig, SessionConfig
 from edge.store import EventContext, EventStore, StoreError
@@ -69,7 +69,7 @@ def test_an_outing_left_open_before_three_weeks_off_is_closed(tmp_path: Path) ->
 def test_events_refused_by_a_full_disk_are_kept_and_stored_later(tmp_path: Path) -> None:
     from edge.capture import CameraConfig
     from edge.embed import Embedder
-    from edge.gallery import Gallery
+    from edge.gallery.store import Gallery
     from edge.match import MatcherConfig
     from edge.pipeline import Pipeline, PipelineParts
     from edge.quality import QualityConfig

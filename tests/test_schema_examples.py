@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.contract import SCHEMA_DIR, SCHEMAS, MessageError, validate
+from edge.mqtt.contract import SCHEMA_DIR, SCHEMAS, MessageError, validate
 
 EXAMPLES = SCHEMA_DIR / "examples"
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -80,7 +80,7 @@ def test_password_and_password_file_together_are_a_config_error(tmp_path: Path) 
 
 
 def test_the_environment_password_needs_a_username() -> None:
-    from edge.contract import MqttConfig
+    from edge.mqtt.contract import MqttConfig
 
     with pytest.raises(ConfigError, match="EDGE_MQTT_PASSWORD is set but mqtt.username is not"):
         mqtt_password(MqttConfig(host="b"), {ENV_PASSWORD: "x"})

@@ -1,4 +1,4 @@
-"""Signed gallery commands (edge.signing): keys, canonical bytes, and a timed-out push refused by the box later on."""
+"""Signed gallery commands (edge.gallery.signing): keys, canonical bytes, and a timed-out push refused by the box later on."""
 
 from __future__ import annotations
 
@@ -17,10 +17,7 @@ from support import CentralKeys, Mosquitto, wait_until
 
 from edge.central.cli import central as central_cli
 from edge.central.server import Central, CentralError, remove
-from edge.contract import Topics
-from edge.gallery import Gallery, NewEmbedding
-from edge.recognize import Recognizer
-from edge.signing import (
+from edge.gallery.signing import (
     CommandRefused,
     KeyFileError,
     canonical_bytes,
@@ -28,7 +25,10 @@ from edge.signing import (
     load_public_keys,
     sign_command,
 )
-from edge.sync import GallerySync
+from edge.gallery.store import Gallery, NewEmbedding
+from edge.gallery.sync import GallerySync
+from edge.mqtt.contract import Topics
+from edge.recognize import Recognizer
 
 SITE, DEVICE = "school-1", "box-17"
 BOX = f"{SITE}/{DEVICE}"

@@ -34,8 +34,8 @@ from edge.attendance import (
     PersonState,
     Sighting,
 )
-from edge.gallery import Gallery, NewEmbedding
-from edge.gallery import migrations as gallery_migrations
+from edge.gallery.store import Gallery, NewEmbedding
+from edge.gallery.store import migrations as gallery_migrations
 from edge.schedule import ScheduleConfig, SessionConfig
 from edge.store import (
     EXPORT_FIELDS,
@@ -316,7 +316,7 @@ def test_gallery_and_events_share_one_file(tmp_path: Path, gallery_first: bool) 
         assert [m.name for m in migrations.applied(store.db)] == ["m001_events", "m002_epochs", "m003_liveness"]
         assert [m.name for m in gallery_migrations.applied(gallery.db)] == ["m001_gallery"]
         sets = store.db.conn.execute("SELECT DISTINCT migration_set FROM _sqlite_migrations").fetchall()
-        assert sorted(r[0] for r in sets) == ["edge.events", "edge.gallery"]
+        assert sorted(r[0] for r in sets) == ["edge.events", "edge.gallery.store"]
         assert store.count() == 1 and store.events_between(at("00:00"), at("23:00"))[0].context.gallery_version
         assert [p.person_id for p in gallery.people()] == (["ann"] if gallery_first else []) + ["bob", "carol"]
         assert integrity(store) == "ok"

@@ -11,7 +11,7 @@ import pytest
 from edge.attendance import AttendanceConfig, AttendanceEvent, EventType
 from edge.capture import CameraConfig
 from edge.embed import Embedder
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
 from edge.match import MatcherConfig
 from edge.pipeline import Pipeline, PipelineParts
 from edge.quality import QualityConfig

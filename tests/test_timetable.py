@@ -18,17 +18,17 @@ from edge.attendance import AttendanceConfig, AttendanceEvent, EventType, Sighti
 from edge.capture import CameraConfig, Frame
 from edge.central.server import timetable_command
 from edge.central.timetable import load_timetable
-from edge.contract import validate
 from edge.embed import Embedder
 from edge.errors import ConfigError
-from edge.gallery import Gallery
+from edge.gallery.store import Gallery
+from edge.gallery.sync import GallerySync
 from edge.match import MatcherConfig
+from edge.mqtt.contract import validate
 from edge.pipeline import Pipeline, PipelineParts
 from edge.quality import QualityConfig
 from edge.recognize import Recognizer
 from edge.schedule import ScheduleConfig, SessionConfig, sessions_for
 from edge.store import EventStore
-from edge.sync import GallerySync
 from edge.timetable import central_schedule, schedule_from_document
 from edge.track import TrackerConfig
 

@@ -69,7 +69,7 @@ def _password(broker: Dict[str, Any]) -> Optional[str]:
 
 def _central(broker: Dict[str, Any], db: Any, **kwargs: Any) -> Any:
     from edge.central.server import Central
-    from edge.contract import TlsConfig
+    from edge.mqtt.contract import TlsConfig
 
     broker["password"] = _password(broker)
     ca_file = broker.pop("ca_file")
@@ -188,7 +188,7 @@ def _run_worker(
     broker: Dict[str, Any], db: str, group: str, worker_id: Optional[str], quiet: bool, stop: threading.Event
 ) -> None:
     from edge.central.workers import Worker
-    from edge.contract import TlsConfig
+    from edge.mqtt.contract import TlsConfig
 
     broker["password"] = _password(broker)
     ca_file = broker.pop("ca_file")
@@ -322,7 +322,7 @@ def push(
 ) -> None:
     """Enroll one person on a box from photos (--person-id --photo ...), or make its gallery exactly --file."""  # fmt: skip
     from edge.central.server import sync_from_export, upsert_photos
-    from edge.gallery_json import read_document
+    from edge.gallery.exchange import read_document
 
     if export_file is not None and (person_id or photos):
         raise click.UsageError("use either --file EXPORT or --person-id ID --photo F..., not both")
@@ -366,7 +366,7 @@ def remove(
 )
 def keygen(key_file: Path, public_file: Path) -> None:
     """Make the Ed25519 key pair that signs gallery commands; refuses to replace existing files."""
-    from edge.signing import generate_keys
+    from edge.gallery.signing import generate_keys
 
     generate_keys(key_file, public_file)
     click.echo(f"wrote {key_file} (private, keep on the central) and {public_file} (install on every box)")

@@ -22,7 +22,7 @@ from edge.central.backend import Ddl, Schema
 from edge.central.report import Correction, Member, ReportRow, daily, local_date
 from edge.central.timetable import Timetable, timetable_from_document
 from edge.errors import EdgeError
-from edge.gallery import check_person_id
+from edge.gallery.store import check_person_id
 
 if TYPE_CHECKING:
     from edge.central.store import CentralStore

@@ -21,7 +21,7 @@ flagged and no longer acknowledged. A box epoch that reports more events deliver
 database was lost) is asked to send them again (`resend_from` in the ack, at most once a minute per box).
 
 Gallery commands: push() signs the command for that one box with the central's Ed25519 key (`key_file`, made by
-`edge central keygen`; see edge.signing), valid for the push's timeout only (a command still queued in the broker
+`edge central keygen`; see edge.gallery.signing), valid for the push's timeout only (a command still queued in the broker
 after the central gave up is refused by the box), checks it against edge.gallery_command/1 and the box's size
 limit, publishes it
 QoS 1 on `<root>/gallery/command` and waits for the edge.gallery_result/1 with the same request_id on
@@ -42,8 +42,8 @@ from edge.central import fleet
 from edge.central.acks import Acks, Flag, resend_request
 from edge.central.crops import CentralCrops, CropRefused, CropRules
 from edge.central.store import CentralError, CentralStore
-from edge.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
-from edge.signing import MAX_LIFETIME_S, load_private_key, sign_command
+from edge.gallery.signing import MAX_LIFETIME_S, load_private_key, sign_command
+from edge.mqtt.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ MAX_MESSAGE_BYTES = MqttConfig().max_message_bytes
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 NO_EPOCH = "0" * 16
-"""The epoch in a box's stats before it could read its database once (edge.link.NO_EPOCH): no figures to use."""
+"""The epoch in a box's stats before it could read its database once (edge.mqtt.link.NO_EPOCH): no figures to use."""
 
 SCHEMA_OF_TAIL = {
     "events": "edge.event/1",
@@ -493,7 +493,7 @@ def remove(person_id: str, base_version: Optional[int] = None) -> Dict[str, Any]
 
 def sync_from_export(document: Dict[str, Any]) -> Dict[str, Any]:
     """A full sync from an `edge gallery export` document (format edge-gallery v1): the box becomes exactly it."""
-    from edge.gallery_json import FORMAT, FORMAT_VERSION
+    from edge.gallery.exchange import FORMAT, FORMAT_VERSION
 
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CentralError(f"not an {FORMAT} document (its 'format' is not {FORMAT!r})")

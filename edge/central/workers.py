@@ -26,7 +26,7 @@ so the broker gives nothing more to a dead worker. It stores nothing twice: the 
 
 What is not shared, on purpose: the resend pacing (edge.central.ledger.ResendPacer) is per worker, so with N
 workers a box that lost events may be asked up to N times a minute; the box takes one request a minute
-(edge.acks.RESEND_INTERVAL_S) and refuses the rest. A stats message's seq check compares with the highest last_seq
+(edge.mqtt.acks.RESEND_INTERVAL_S) and refuses the rest. A stats message's seq check compares with the highest last_seq
 the box reported before (kept in the store); the single central's finer check against what it had received when
 the previous stats came needs memory of one process, so workers leave it out (a conflicting event_id still halts).
 """
@@ -52,7 +52,7 @@ from edge.central.crops import CentralCrops, CropRefused, CropRules
 from edge.central.ledger import AckLedger, Marks, ResendPacer
 from edge.central.server import MAX_MESSAGE_BYTES, NO_EPOCH, SCHEMA_OF_TAIL, Central, wired
 from edge.central.store import CentralError, CentralStore, Stored
-from edge.contract import MessageError, TlsConfig, Topics, encode, parse
+from edge.mqtt.contract import MessageError, TlsConfig, Topics, encode, parse
 
 log = logging.getLogger("edge.central.workers")
 

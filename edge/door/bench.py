@@ -48,7 +48,7 @@ from edge.door.plan import (
 from edge.door.probe import Recorder, all_frames, recording, walk_diags, with_every_frame
 from edge.door.score import EventRecord, WalkDiag, WalkResult, attribute, summarize
 from edge.faces import Box, Detection
-from edge.gallery import Gallery, NewEmbedding, PersonRecord
+from edge.gallery.store import Gallery, NewEmbedding, PersonRecord
 from edge.match import GalleryIndex
 from edge.schedule import ScheduleConfig, SessionConfig
 from edge.store import StoredEvent

@@ -194,7 +194,7 @@ def check_broker(config: Config, timeout: float = 10.0, running: Optional[Dict[s
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from edge.contract import Topics
+    from edge.mqtt.contract import Topics
 
     c = config.mqtt
     if not c.host:

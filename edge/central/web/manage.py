@@ -22,8 +22,8 @@ from edge.central.web.auth import console_of
 from edge.central.web.context import Console
 from edge.central.web.records import Push
 from edge.central.web.templates import render
-from edge.contract import MessageError, validate
 from edge.errors import EdgeError
+from edge.mqtt.contract import MessageError, validate
 
 MAX_PHOTO_BYTES = 4 * 1024 * 1024
 MAX_UPLOADS = 4

@@ -30,7 +30,7 @@ from edge.errors import EdgeError
 from edge.jsoncheck import JsonRefused, describe, error_order, load_json, strict_validator
 from edge.store import StoredEvent, event_to_dict
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMAS = {
     "edge.event/1": "event.schema.json",
     "edge.status/1": "status.schema.json",
@@ -294,7 +294,7 @@ class MqttConfig:
 
     def __post_init__(self) -> None:
         if self.central_key_file is not None:
-            from edge.signing import KeyFileError, load_public_keys
+            from edge.gallery.signing import KeyFileError, load_public_keys
 
             try:  # checked here so that check-config (systemd's ExecStartPre) catches a bad key file
                 load_public_keys(Path(self.central_key_file))

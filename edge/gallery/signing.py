@@ -9,7 +9,7 @@ A signed command carries `device` (`<site>/<device id>`: the only box that may a
 (ISO-8601 UTC) and `signature`: base64 Ed25519 over canonical_bytes(command), the command without `signature` as
 sorted, compact UTF-8 JSON. The box refuses a bad signature, another device, an expired command, one issued more
 than CLOCK_SKEW_S in its future, and one whose lifetime is over MAX_LIFETIME_S. Replays within the lifetime are the
-gallery's business (edge.sync records request ids until they expire).
+gallery's business (edge.gallery.sync records request ids until they expire).
 
 Key rotation: a public key file may hold several PEM keys; a signature by any of them is accepted. Put the new key
 beside the old one on every box, switch the central to the new private key, then remove the old public key.

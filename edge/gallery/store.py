@@ -21,9 +21,9 @@ from edge.errors import GalleryError
 from edge.match import GalleryIndex
 from edge.private import private_file
 
-log = logging.getLogger("edge.gallery")
+log = logging.getLogger("edge.gallery.store")
 
-migrations = Migrations("edge.gallery")
+migrations = Migrations("edge.gallery.store")
 
 PERSON_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 

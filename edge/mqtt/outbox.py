@@ -1,5 +1,5 @@
 """The delivery state of the event outbox: what was sent when, what awaits a PUBACK, the backlog's pace, and how acks
-and resend requests (checked by edge/acks.py) change it. It runs on the link's outbox thread only (edge/link.py has
+and resend requests (checked by edge/mqtt/acks.py) change it. It runs on the link's outbox thread only (edge/mqtt/link.py has
 the delivery rules); time comes in as arguments.
 """
 
@@ -9,8 +9,8 @@ import math
 from datetime import datetime
 from typing import Callable, Dict, List, Optional, Set
 
-from edge.acks import RESEND_INTERVAL_S, RESEND_MAX, AckRefused, CheckedAck
-from edge.contract import MqttConfig
+from edge.mqtt.acks import RESEND_INTERVAL_S, RESEND_MAX, AckRefused, CheckedAck
+from edge.mqtt.contract import MqttConfig
 from edge.store import EventStore, StoredEvent
 
 MAX_INFLIGHT = 100

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from edge.errors import GalleryError
-from edge.gallery import Gallery, NewEmbedding, PersonRecord, check_person_id
+from edge.gallery.store import Gallery, NewEmbedding, PersonRecord, check_person_id
 from edge.jsoncheck import JsonRefused, load_json
 
 FORMAT = "edge-gallery"

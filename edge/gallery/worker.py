@@ -20,7 +20,7 @@ import threading
 from contextlib import ExitStack
 from typing import Any, Callable, Dict, Optional, Protocol
 
-from edge.contract import gallery_result_payload
+from edge.mqtt.contract import gallery_result_payload
 
 log = logging.getLogger("edge.daemon")
 

@@ -1,4 +1,4 @@
-"""`edge broker ...`: set up mosquitto for edge (per-box credentials, the ACL); thin wrappers over edge.broker."""
+"""`edge broker ...`: set up mosquitto for edge (per-box credentials, the ACL); thin wrappers over edge.mqtt.broker."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Tuple
 
 import click
 
-from edge.broker import CENTRAL_USERS
 from edge.cligroup import EdgeGroup
+from edge.mqtt.broker import CENTRAL_USERS
 
 CENTRAL_USER = CENTRAL_USERS[0]
 
@@ -54,7 +54,7 @@ def broker() -> None:
 )
 def acl(prefix: str, central_users: Tuple[str, ...], output: Path) -> None:
     """Write the mosquitto ACL: a box (user = device id) only its own topics, the central everything."""
-    from edge.broker import acl_text, write_acl
+    from edge.mqtt.broker import acl_text, write_acl
 
     if str(output) == "-":
         click.echo(acl_text(prefix, central_users), nl=False)
@@ -71,7 +71,7 @@ def acl(prefix: str, central_users: Tuple[str, ...], output: Path) -> None:
 @click.option("--replace", is_flag=True, help="Give an existing box a new password.")
 def add_box(password_file: Path, secret_out: Path, site: str, device: str, replace: bool) -> None:
     """Give one box its own broker login (user name = device id, random password)."""
-    from edge.broker import add_user, check_user, write_secret
+    from edge.mqtt.broker import add_user, check_user, write_secret
 
     check_user(site)
     password = add_user(password_file, device, replace=replace)
@@ -96,7 +96,7 @@ def add_box(password_file: Path, secret_out: Path, site: str, device: str, repla
 @click.option("--replace", is_flag=True, help="Give the central a new password.")
 def add_central(password_file: Path, secret_out: Path, user: str, replace: bool) -> None:
     """Give the central its broker login (the ACL lets it read everything and publish acks and commands)."""
-    from edge.broker import add_user, write_secret
+    from edge.mqtt.broker import add_user, write_secret
 
     write_secret(secret_out, add_user(password_file, user, replace=replace) + "\n")
     click.echo(f"added user {user} to {password_file}; its password is in {secret_out} (mode 0600)")
@@ -113,6 +113,6 @@ def add_central(password_file: Path, secret_out: Path, user: str, replace: bool)
 )
 def conf(password_file: Path, acl_file: Path) -> None:
     """Print the mosquitto.conf lines that turn the logins and the ACL on (no anonymous clients)."""
-    from edge.broker import mosquitto_conf
+    from edge.mqtt.broker import mosquitto_conf
 
     click.echo(mosquitto_conf(password_file, acl_file), nl=False)

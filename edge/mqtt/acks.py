@@ -23,8 +23,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Collection, Dict, Optional, Tuple
 
-from edge import contract
-from edge.contract import MessageError
+from edge.mqtt import contract
+from edge.mqtt.contract import MessageError
 from edge.store import EventStore
 from edge.store_marker import MAX_SEQ
 

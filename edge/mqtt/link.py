@@ -12,7 +12,7 @@ SQLite is the source of truth and MQTT is an outbox over it. Three threads touch
   acks and gallery commands are queued as raw bytes (bounded queues; retained copies are ignored), PUBACKs as
   message ids. It never touches SQLite, and nothing incoming can raise out of a callback (paho would stop its loop).
 - the outbox thread owns one EventStore and the delivery state (`Outbox`): it parses and checks gallery commands
-  (then handed to `commands`) and acks (edge/acks.py: an ack confirming anything this box has not published is
+  (then handed to `commands`) and acks (edge/mqtt/acks.py: an ack confirming anything this box has not published is
   refused whole), and while connected sends the events the central server has not acknowledged and marks them
   published when the broker's PUBACK arrives. If it dies, `failure()` says why and the daemon stops (no watchdog
   feed), so systemd restarts the box rather than leaving it alive and delivering nothing.
@@ -55,17 +55,17 @@ from typing import Any, Deque, Dict, List, Optional, Set
 
 import paho.mqtt.client as mqtt
 
-from edge import contract
-from edge.acks import AckRefused, check_ack, parse_ack
 from edge.config import DeviceConfig
-from edge.contract import MessageError, MqttConfig, Topics
 from edge.crops import CropUpload
 from edge.errors import ConfigError, EdgeError
 from edge.jsoncheck import JsonRefused, load_json
-from edge.outbox import IDLE_WAKE_S, MAX_INFLIGHT, Outbox
+from edge.mqtt import contract
+from edge.mqtt.acks import AckRefused, check_ack, parse_ack
+from edge.mqtt.contract import MessageError, MqttConfig, Topics
+from edge.mqtt.outbox import IDLE_WAKE_S, MAX_INFLIGHT, Outbox
 from edge.store import EventStore, StoredEvent
 
-log = logging.getLogger("edge.link")
+log = logging.getLogger("edge.mqtt.link")
 
 MAX_QUEUED = 1000
 """paho's own queue bound: a guard, the link never lets it fill (it publishes only while connected)."""
