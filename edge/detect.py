@@ -119,7 +119,10 @@ class DetectorConfig:
     motion_cells: fewest changed low-resolution pixels that make a moving region (fewer are noise).
     idle_interval_s: with nothing moving and nothing tracked, a whole-frame pass this often anyway (seconds of the
         frames' own clock): a face that appeared without moving past the gate is found within this time.
-    num_threads: LiteRT threads.
+    num_threads: LiteRT threads. 1: the models are tiny (128/192 px) and a second XNNPACK thread costs more CPU
+        than it saves time (per invocation on a 2-core box, short/full range: 0.9/2.8 ms of CPU with one thread,
+        1.6/4.2 ms with two, and no faster in wall time once the cores are shared); the pipeline's other work and
+        the other cameras use the second core.
     model_dir: folder with manifest.yml and the two .tflite files it lists; None means edge's models/ (the config
         gives the embedder's models_dir when that is set: see edge.config).
     """
@@ -146,7 +149,7 @@ class DetectorConfig:
     motion_threshold: float = 16.0
     motion_cells: int = 4
     idle_interval_s: float = 2.0
-    num_threads: int = 2
+    num_threads: int = 1
     model_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
