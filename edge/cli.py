@@ -123,7 +123,7 @@ def check_config(file: Path) -> None:
     config = with_mqtt_password(load_config(file))  # the password file (or EDGE_MQTT_PASSWORD) is checked too
     import cv2
 
-    from edge.capture_live import opencv_has_gstreamer
+    from edge.capture.live import opencv_has_gstreamer
     from edge.errors import ConfigError
 
     gstreamer = opencv_has_gstreamer()
@@ -422,7 +422,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
-        from edge.capture_live import quiet_opencv
+        from edge.capture.live import quiet_opencv
 
         # edge logs each camera state change once; OpenCV would add its own warnings on every reconnect attempt
         quiet_opencv()

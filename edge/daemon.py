@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from edge.capture import CameraConfig, CameraStats
-from edge.capture_file import FileSource
-from edge.capture_set import CameraSet
+from edge.capture.cameras import CameraSet
+from edge.capture.file import FileSource
 from edge.config import Config
 from edge.credentials import config_fingerprint
 from edge.crops import CropStore

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, Dict, Optional
 
 from edge.attendance import AttendanceConfig
-from edge.configtree import load_yaml_tree
+from edge.config.tree import load_yaml_tree
 from edge.errors import ConfigError
 from edge.gallery.store import Gallery
 from edge.schedule import ScheduleConfig

@@ -92,7 +92,7 @@ def measure(repo: Path, urls: List[str], db: Path, warmup: float, seconds: float
     """In this process: the cameras and the pipeline loop; figures over `seconds` after `warmup`."""
     sys.path.insert(0, str(repo))
     from edge.capture import CameraConfig
-    from edge.capture_set import CameraSet
+    from edge.capture.cameras import CameraSet
     from edge.config import Config
     from edge.daemon import build_parts, make_pipeline
 

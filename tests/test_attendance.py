@@ -18,7 +18,7 @@ from edge.attendance import (
     PersonState,
     Sighting,
 )
-from edge.configtree import load_yaml_tree
+from edge.config.tree import load_yaml_tree
 from edge.errors import ConfigError
 from edge.schedule import ScheduleConfig, SessionConfig, current_session
 

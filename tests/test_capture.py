@@ -31,10 +31,10 @@ from edge.capture import (
     RawFrame,
     redact,
 )
-from edge.capture_file import FileSource
-from edge.capture_live import FreezeLimits, FreezeWatch, LiveCamera, open_video
-from edge.capture_set import CameraSet
-from edge.configtree import build
+from edge.capture.cameras import CameraSet
+from edge.capture.file import FileSource
+from edge.capture.live import FreezeLimits, FreezeWatch, LiveCamera, open_video
+from edge.config.tree import build
 from edge.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -376,8 +376,8 @@ def test_a_missing_or_forbidden_usb_camera_says_which(monkeypatch: pytest.Monkey
             CaptureError, match="camera usb: no such device /dev/video97 \\(is the USB camera plugged in"
         ):
             open_video(CameraConfig("usb", url))
-    monkeypatch.setattr("edge.capture_live.os.path.exists", lambda path: True)
-    monkeypatch.setattr("edge.capture_live.os.access", lambda path, mode: False)
+    monkeypatch.setattr("edge.capture.live.os.path.exists", lambda path: True)
+    monkeypatch.setattr("edge.capture.live.os.access", lambda path, mode: False)
     with pytest.raises(CaptureError, match="no permission to open /dev/video97 .*'video' group"):
         open_video(CameraConfig("usb", "/dev/video97"))
 

@@ -122,7 +122,7 @@ def test_numbers_must_be_finite_and_within_bounds(tmp_path: Path, text: str, mes
 def test_every_number_in_the_config_has_bounds() -> None:
     import typing
 
-    from edge.configbounds import BOUNDS
+    from edge.config.bounds import BOUNDS
 
     missing = []
 
@@ -141,7 +141,7 @@ def test_every_number_in_the_config_has_bounds() -> None:
                 missing.append(f"{cls.__name__}.{f.name}")
 
     walk(Config)
-    assert not missing, f"add bounds to edge/configbounds.py for {missing}"
+    assert not missing, f"add bounds to edge/config/bounds.py for {missing}"
     assert len(BOUNDS) > 50
 
 
@@ -222,7 +222,7 @@ mqtt:
 
 
 def test_every_error_is_reported_at_once_with_its_key_and_line(tmp_path: Path) -> None:
-    from edge.configtree import ConfigErrors
+    from edge.config.tree import ConfigErrors
 
     with pytest.raises(ConfigErrors) as caught:
         load(tmp_path, BROKEN)

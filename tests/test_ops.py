@@ -92,7 +92,7 @@ def test_database_check_wants_an_owner_only_intact_file(tmp_path: Path) -> None:
 
 
 def test_doctor_says_when_this_opencv_cannot_open_a_pipeline() -> None:
-    from edge.capture_live import opencv_has_gstreamer
+    from edge.capture.live import opencv_has_gstreamer
 
     if opencv_has_gstreamer():
         pytest.skip("this OpenCV has GStreamer (the system's): nothing to refuse")

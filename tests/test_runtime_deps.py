@@ -222,7 +222,7 @@ def test_runtime_dependencies_resolve_to_wheels(tmp_path: Path, python: str, pla
 
 def test_opencv_logs_are_quieted_on_old_and_new_opencv() -> None:
     """cv2.setLogLevel is gone from OpenCV 4.12+ (cv2.utils.logging has it): `edge run` crashed on a fresh box."""
-    from edge.capture_live import OPENCV_LOG_ERROR, opencv_log_level, quiet_opencv
+    from edge.capture.live import OPENCV_LOG_ERROR, opencv_log_level, quiet_opencv
 
     quiet_opencv()
     assert opencv_log_level() == OPENCV_LOG_ERROR

@@ -155,7 +155,7 @@ def test_a_camera_url_error_does_not_show_its_password(tmp_path: Path) -> None:
 
 def test_a_bad_camera_address_does_not_show_its_password() -> None:
     from edge.capture import CameraConfig, CaptureError
-    from edge.capture_live import reach
+    from edge.capture.live import reach
 
     with pytest.raises(CaptureError) as caught:
         reach(CameraConfig("door", "rtsp://admin:a/b4dpass@cam/s"))

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from support import REPO, RtspServer, enroll_lin_manuel, stored_events, wait_until
 
-from edge.capture_live import opencv_has_gstreamer
+from edge.capture.live import opencv_has_gstreamer
 from edge.cli import main
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -59,7 +59,7 @@ def test_the_venv_uses_the_system_opencv_with_gstreamer(system_venv: Path) -> No
 
 def test_a_gstreamer_pipeline_opens_the_rtsp_camera(system_venv: Path, rtsp: RtspServer) -> None:
     code = (
-        "import sys\nfrom edge.capture import CameraConfig\nfrom edge.capture_live import open_video\n"
+        "import sys\nfrom edge.capture import CameraConfig\nfrom edge.capture.live import open_video\n"
         f"reader = open_video(CameraConfig('door', sys.argv[1], pipeline={PIPELINE!r}, open_timeout_s=10))\n"
         "frames = [f for f in (reader.read() for _ in range(20)) if f is not None]\n"
         "print(len(frames), *frames[0].image.shape)\n"

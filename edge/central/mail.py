@@ -141,7 +141,7 @@ class MailConfig:
 
 def load_mail_config(path: Path) -> MailConfig:
     """Read and validate the mail config (every error names its key and line)."""
-    from edge.configtree import load_yaml_tree
+    from edge.config.tree import load_yaml_tree
 
     try:
         data = path.read_bytes()[: MAX_CONFIG_BYTES + 1]

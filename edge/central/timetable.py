@@ -15,7 +15,7 @@ from datetime import date, tzinfo
 from typing import Any, Dict, List, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.configtree import load_yaml_tree
+from edge.config.tree import load_yaml_tree
 from edge.errors import ConfigError
 from edge.schedule import ScheduleConfig, SessionSpan, sessions_for
 from edge.timetable import schedule_document, schedule_from_document

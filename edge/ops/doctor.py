@@ -123,7 +123,7 @@ def check_clock(run: Callable[[List[str]], Optional[str]] = _run) -> Check:
 def check_opencv(config: Config) -> Check:
     import cv2
 
-    from edge.capture_live import opencv_has_gstreamer
+    from edge.capture.live import opencv_has_gstreamer
 
     wanted = [c.id for c in config.cameras if c.enabled and (c.pipeline or c.backend == "gstreamer")]
     if opencv_has_gstreamer():
@@ -142,7 +142,7 @@ def check_camera(camera: Any) -> Check:
     import cv2
 
     from edge.capture import CaptureError, redact
-    from edge.capture_live import open_video
+    from edge.capture.live import open_video
 
     name = f"camera:{camera.id}"
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""The range of every number in the config, checked when the YAML is loaded (edge/configtree.py).
+"""The range of every number in the config, checked when the YAML is loaded (edge/config/tree.py).
 
 The sections' own checks say what makes sense together (max_s >= initial_s...); this table makes sure no number
 is out of what the code below it can take: NaN and infinities are refused for every field, and every field is

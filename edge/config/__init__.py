@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.attendance import AttendanceConfig
 from edge.capture import CameraConfig
-from edge.configtree import load_yaml_tree
+from edge.config.tree import load_yaml_tree
 from edge.crops import CropsConfig
 from edge.detect import DetectorConfig
 from edge.errors import ConfigError

@@ -2,16 +2,16 @@
 
 Each source yields `Frame`s stamped once, at the source. Two kinds share one small interface (`FrameSource`):
 
-* `LiveCamera` (RTSP, USB; edge/capture_live.py): one thread per camera reads continuously and keeps only the
+* `LiveCamera` (RTSP, USB; edge/capture/live.py): one thread per camera reads continuously and keeps only the
   newest frame in a one-slot mailbox (`LatestSlot`); a frame that is overwritten before the pipeline takes it is
   counted as dropped. Each frame is stamped once from an injected `Clock`. Failures are states, not crashes: an open
   failure, a read failure or a stall (no frame within `read_timeout_s`) turns the camera RECONNECTING; it releases
   the stream, backs off (exponential, capped, with jitter) and reopens by itself. One log line per state change.
-* `FileSource` (recorded video; edge/capture_file.py): a pull iterator on the file's own timeline, no thread.
+* `FileSource` (recorded video; edge/capture/file.py): a pull iterator on the file's own timeline, no thread.
   Timestamps are media time, so a replay is deterministic: `mono` = media seconds, `wall_time` = `start_wall` +
   media seconds.
 
-`CameraSet` (edge/capture_set.py) lets the one pipeline thread take the next frame from any of several cameras,
+`CameraSet` (edge/capture/cameras.py) lets the one pipeline thread take the next frame from any of several cameras,
 fairly (round robin).
 
 Time: `Frame.wall_time` is float epoch seconds (UTC; see `Frame.wall_datetime`), `Frame.mono` is monotonic

@@ -1,6 +1,6 @@
 """Live cameras (RTSP, USB): opening a stream with OpenCV, and the capture thread that keeps the newest frame.
 
-See edge/capture.py for the shared types and the states a camera goes through.
+See edge/capture/__init__.py for the shared types and the states a camera goes through.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from edge.capture import (
     Reader,
     SystemClock,
 )
-from edge.capture_live import open_video
+from edge.capture.live import open_video
 
 log = logging.getLogger("edge.capture")  # one logger for the capture stage, live or file
 

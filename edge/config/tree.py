@@ -3,7 +3,7 @@ errors that name the key path and the line. Every error of a file is reported at
 problems, then each section's own checks for sections whose keys were all fine, then the ranges. A section's check
 that names one of its keys ("port must be within ...") is reported at that key and its line.
 
-Every number must be finite and within its range (edge/configbounds.py). The YAML is refused, with a ConfigError
+Every number must be finite and within its range (edge/config/bounds.py). The YAML is refused, with a ConfigError
 rather than a traceback, when it is nested deeper than MAX_DEPTH. The value of a secret (a key whose name says
 password, secret or token) is never repeated in an error: check-config output ends up in logs and tickets.
 """
@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Type, TypeVar
 
 import yaml
 
-from edge.configbounds import BOUNDS, DEFAULT_BOUNDS
+from edge.config.bounds import BOUNDS, DEFAULT_BOUNDS
 from edge.errors import ConfigError
 
 T = TypeVar("T")

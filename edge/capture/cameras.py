@@ -7,8 +7,8 @@ import time
 from typing import List, Optional, Sequence
 
 from edge.capture import CameraConfig, CameraStats, Clock, Frame, FrameSource
-from edge.capture_file import FileSource
-from edge.capture_live import LiveCamera
+from edge.capture.file import FileSource
+from edge.capture.live import LiveCamera
 
 # ----------------------------------------------------------------------------------------------- several cameras
 
