@@ -57,7 +57,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Callable, Dict, FrozenSet, List, Literal, Mapping, Optional, Sequence, Set, Tuple
 
-from edge.liveness.decide import Verdict
+from edge.faces import Verdict
 from edge.schedule import (
     ScheduleConfig,
     SessionSpan,

@@ -24,10 +24,10 @@ from edge.crops import CropStore
 from edge.detect import FaceDetector
 from edge.embed import Embedder
 from edge.errors import ConfigError, EdgeError
-from edge.gallery.signing import CommandVerifier, box_verifier
 from edge.gallery.store import Gallery
 from edge.gallery.sync import GallerySync
 from edge.gallery.worker import GalleryWorker, SyncFactory
+from edge.mqtt.signing import CommandVerifier, box_verifier
 from edge.ops.settings import status_path
 from edge.ops.status import StatusBoard
 from edge.pipeline import Pipeline, PipelineParts

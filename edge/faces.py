@@ -1,8 +1,10 @@
-"""Frozen dataclasses passed between the recognition stages: detector -> aligner -> embedder -> matcher."""
+"""Frozen dataclasses passed between the recognition stages: detector -> aligner -> embedder -> matcher, and the
+liveness verdict that travels with a track into the attendance events."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -47,3 +49,27 @@ class Detection:
     def __post_init__(self) -> None:
         if self.keypoints.shape != (len(KEYPOINT_NAMES), 2):
             raise ValueError(f"Detection keypoints must have shape (6, 2), got {self.keypoints.shape}")
+
+
+VERDICTS = ("real", "spoof", "undecided")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A track's liveness: the median of its frames' p_real, how many frames were scored, and the verdict."""
+
+    p_real: Optional[float]
+    frames: int
+    verdict: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict: must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+        if self.frames < 0:
+            raise ValueError(f"frames: must be >= 0, got {self.frames}")
+        if self.p_real is not None and not 0.0 <= self.p_real <= 1.0:
+            raise ValueError(f"p_real: must be in [0, 1] or None, got {self.p_real}")
+
+    @property
+    def suspect(self) -> bool:
+        return self.verdict == "spoof"

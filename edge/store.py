@@ -67,7 +67,7 @@ from sqlite_utils.migrations import Migrations
 
 from edge.attendance import AttendanceEvent, EventType
 from edge.errors import StoreError
-from edge.liveness.decide import Verdict
+from edge.faces import Verdict
 from edge.private import private_file
 from edge.store_marker import (
     EPOCH_PATTERN,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 if TYPE_CHECKING:
-    from edge.gallery.signing import CommandVerifier
+    from edge.mqtt.signing import CommandVerifier
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -179,7 +179,7 @@ class CentralKeys:
     sign commands for a box and to make a box's verifier."""
 
     def __init__(self, folder: Path) -> None:
-        from edge.gallery.signing import generate_keys, load_private_key
+        from edge.mqtt.signing import generate_keys, load_private_key
 
         self.key_file, self.public_file = folder / "central.key", folder / "central.pub"
         generate_keys(self.key_file, self.public_file)
@@ -187,11 +187,11 @@ class CentralKeys:
 
     def sign(self, command: Dict[str, Any], device: str, lifetime_s: float = 60.0) -> Dict[str, Any]:
         """`command` signed for the box `<site>/<device id>`."""
-        from edge.gallery.signing import sign_command
+        from edge.mqtt.signing import sign_command
 
         return sign_command(command, self.private_key, device, lifetime_s)
 
     def verifier(self, device: str) -> CommandVerifier:
-        from edge.gallery.signing import CommandVerifier, load_public_keys
+        from edge.mqtt.signing import CommandVerifier, load_public_keys
 
         return CommandVerifier(load_public_keys(self.public_file), device)

@@ -268,9 +268,9 @@ def test_hostile_gallery_commands_change_nothing_and_the_daemon_keeps_running(
 ) -> None:
     """Forged, tampered, cross-device, expired, replayed and retained commands, from another box's login, a stolen
     central login without the key, and no login at all: each refused; only the genuine command changes the gallery."""
-    from edge.gallery.signing import generate_keys, load_private_key, sign_command
     from edge.gallery.store import Gallery, NewEmbedding
     from edge.mqtt.contract import encode
+    from edge.mqtt.signing import generate_keys, load_private_key, sign_command
 
     db, pw = tmp_path / "box.db", acl_broker.passwords
     with Gallery(db) as gallery:

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from edge.central.cli import central as central_cli
 from edge.central.server import CentralError, remove, sync_from_export, upsert_embeddings
-from edge.gallery.signing import SIGNED_FIELDS, parse_time
 from edge.mqtt.contract import camera_status_payload, encode, status_payload, validate
+from edge.mqtt.signing import SIGNED_FIELDS, parse_time
 from tests.central_box import DEVICE, EPOCH, OTHER_EPOCH, SITE, FakeBox, ack, event, open_central, stats
 from tests.support import REPO, CentralKeys, Mosquitto, free_port, mosquitto_unavailable, wait_until
 

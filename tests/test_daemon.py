@@ -271,9 +271,9 @@ def test_the_gallery_worker_applies_signed_commands_on_its_own_connection(
     from edge.config import load_config
     from edge.daemon import gallery_sync_factory
     from edge.embed import Embedder
-    from edge.gallery.signing import box_verifier
     from edge.gallery.store import Gallery
     from edge.gallery.worker import GalleryWorker
+    from edge.mqtt.signing import box_verifier
 
     db = tmp_path / "edge.db"
     text = f"  []\nmqtt:\n  host: 127.0.0.1\n  central_key_file: {central_keys.public_file}\n"

@@ -39,10 +39,10 @@ from support import CentralKeys, Mosquitto, edge_command, free_port, mosquitto_u
 from edge.attendance import AttendanceEvent, EventType
 from edge.central.server import Central, remove, upsert_embeddings, upsert_photos
 from edge.central.store import CentralError
-from edge.gallery.signing import canonical_bytes, sign_command
 from edge.manifest import load_manifest
 from edge.mqtt.acks import RESEND_MAX
 from edge.mqtt.contract import Topics
+from edge.mqtt.signing import canonical_bytes, sign_command
 from edge.store import EventContext, EventStore
 
 PREFIX, SITE, BOX, OTHER = "edge/v1", "school-1", "box-a", "box-b"

@@ -1,4 +1,4 @@
-"""Signed gallery commands (edge.gallery.signing): keys, canonical bytes, and a timed-out push refused by the box later on."""
+"""Signed gallery commands (edge.mqtt.signing): keys, canonical bytes, and a timed-out push refused by the box later on."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from support import CentralKeys, Mosquitto, wait_until
 
 from edge.central.cli import central as central_cli
 from edge.central.server import Central, CentralError, remove
-from edge.gallery.signing import (
+from edge.gallery.store import Gallery, NewEmbedding
+from edge.gallery.sync import GallerySync
+from edge.mqtt.contract import Topics
+from edge.mqtt.signing import (
     CommandRefused,
     KeyFileError,
     canonical_bytes,
@@ -25,9 +28,6 @@ from edge.gallery.signing import (
     load_public_keys,
     sign_command,
 )
-from edge.gallery.store import Gallery, NewEmbedding
-from edge.gallery.sync import GallerySync
-from edge.mqtt.contract import Topics
 from edge.recognize import Recognizer
 
 SITE, DEVICE = "school-1", "box-17"

@@ -15,10 +15,10 @@ from support import CentralKeys
 from edge.config import Config
 from edge.detect import FaceDetector
 from edge.embed import Embedder
-from edge.gallery.signing import CommandVerifier, load_public_keys, sign_command
 from edge.gallery.store import Gallery
 from edge.gallery.sync import GallerySync
 from edge.mqtt.contract import validate
+from edge.mqtt.signing import CommandVerifier, load_public_keys, sign_command
 from edge.recognize import Recognizer
 
 BOX = "school-1/box-17"
@@ -239,7 +239,7 @@ def test_a_command_breaking_the_schema_is_rejected_not_raised(
 def test_only_a_command_signed_by_the_central_for_this_box_and_valid_now_is_applied(
     gallery: Gallery, sync: Box, tmp_path: Path
 ) -> None:
-    from edge.gallery.signing import generate_keys, load_private_key
+    from edge.mqtt.signing import generate_keys, load_private_key
 
     generate_keys(tmp_path / "other.key", tmp_path / "other.pub")
     intruder = load_private_key(tmp_path / "other.key")
@@ -274,7 +274,7 @@ def _long_lived(sync: Box, cmd: Dict[str, Any]) -> Dict[str, Any]:
     """A command valid for 25 h, signed with the right key (sign_command itself refuses to make one)."""
     import base64 as b64_
 
-    from edge.gallery.signing import canonical_bytes, format_time
+    from edge.mqtt.signing import canonical_bytes, format_time
 
     now = datetime.now(timezone.utc)
     body = {**cmd, "device": BOX, "issued_at": format_time(now), "expires_at": format_time(now + timedelta(hours=25))}

@@ -7,5 +7,5 @@
     cli.py      `edge central ...`, thin over the above
 
 Arrows point one way: cli -> server -> acks -> ledger, and server/acks -> store. Nothing on the box imports this
-package; it uses the box's contract (edge.mqtt.contract) and signing (edge.gallery.signing).
+package; it uses the box's contract (edge.mqtt.contract) and signing (edge.mqtt.signing).
 """

@@ -366,7 +366,7 @@ def remove(
 )
 def keygen(key_file: Path, public_file: Path) -> None:
     """Make the Ed25519 key pair that signs gallery commands; refuses to replace existing files."""
-    from edge.gallery.signing import generate_keys
+    from edge.mqtt.signing import generate_keys
 
     generate_keys(key_file, public_file)
     click.echo(f"wrote {key_file} (private, keep on the central) and {public_file} (install on every box)")

@@ -21,7 +21,7 @@ flagged and no longer acknowledged. A box epoch that reports more events deliver
 database was lost) is asked to send them again (`resend_from` in the ack, at most once a minute per box).
 
 Gallery commands: push() signs the command for that one box with the central's Ed25519 key (`key_file`, made by
-`edge central keygen`; see edge.gallery.signing), valid for the push's timeout only (a command still queued in the broker
+`edge central keygen`; see edge.mqtt.signing), valid for the push's timeout only (a command still queued in the broker
 after the central gave up is refused by the box), checks it against edge.gallery_command/1 and the box's size
 limit, publishes it
 QoS 1 on `<root>/gallery/command` and waits for the edge.gallery_result/1 with the same request_id on
@@ -42,8 +42,8 @@ from edge.central import fleet
 from edge.central.acks import Acks, Flag, resend_request
 from edge.central.crops import CentralCrops, CropRefused, CropRules
 from edge.central.store import CentralError, CentralStore
-from edge.gallery.signing import MAX_LIFETIME_S, load_private_key, sign_command
 from edge.mqtt.contract import MessageError, MqttConfig, TlsConfig, Topics, encode, parse, validate
+from edge.mqtt.signing import MAX_LIFETIME_S, load_private_key, sign_command
 
 log = logging.getLogger(__name__)
 

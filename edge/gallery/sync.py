@@ -3,7 +3,7 @@
     sync = GallerySync(gallery, recognizer, CommandVerifier(load_public_keys(key_file), "school-1/box-17"))
     result = sync.apply(command)      # a dict of schema edge.gallery_result/1, ready for contract.encode
 
-Before anything else the command must be signed by the central for this box and valid now (edge.gallery.signing), and its
+Before anything else the command must be signed by the central for this box and valid now (edge.mqtt.signing), and its
 request_id must not have been handled before (edge.gallery.command_log); a box without a central key refuses every command.
 Then (the command is an `edge.gallery_command/1` object; it is checked against the schema again here):
 
@@ -41,10 +41,10 @@ import numpy as np
 from edge.enroll import PhotoOutcome, pick_face, with_template
 from edge.errors import EdgeError, GalleryError, ImageError
 from edge.gallery.command_log import CommandLog
-from edge.gallery.signing import CommandRefused, CommandVerifier
 from edge.gallery.store import Gallery, NewEmbedding, PersonRecord, check_person_id
 from edge.images import decode_image
 from edge.mqtt.contract import gallery_result_payload, validate
+from edge.mqtt.signing import CommandRefused, CommandVerifier
 from edge.recognize import Recognizer
 from edge.timetable import schedule_document, schedule_from_document
 

@@ -33,11 +33,10 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from edge.faces import Box, Detection
+from edge.faces import Box, Detection, Verdict
 from edge.quality import estimate_yaw
 
 POLICIES = ("off", "shadow", "flag", "enforce")
-VERDICTS = ("real", "spoof", "undecided")
 
 # BlazeFace keypoint rows (edge.faces.KEYPOINT_NAMES).
 
@@ -183,27 +182,6 @@ def frontal(detection: Detection, config: LivenessConfig) -> bool:
     if detection.box.w < config.min_face_px:
         return False
     return abs(yaw_deg(detection)) <= config.max_yaw_deg
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A track's liveness: the median of its frames' p_real, how many frames were scored, and the verdict."""
-
-    p_real: Optional[float]
-    frames: int
-    verdict: str
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict: must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
-        if self.frames < 0:
-            raise ValueError(f"frames: must be >= 0, got {self.frames}")
-        if self.p_real is not None and not 0.0 <= self.p_real <= 1.0:
-            raise ValueError(f"p_real: must be in [0, 1] or None, got {self.p_real}")
-
-    @property
-    def suspect(self) -> bool:
-        return self.verdict == "spoof"
 
 
 def decide(scores: Sequence[float], config: LivenessConfig) -> Verdict:

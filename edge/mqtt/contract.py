@@ -294,7 +294,7 @@ class MqttConfig:
 
     def __post_init__(self) -> None:
         if self.central_key_file is not None:
-            from edge.gallery.signing import KeyFileError, load_public_keys
+            from edge.mqtt.signing import KeyFileError, load_public_keys
 
             try:  # checked here so that check-config (systemd's ExecStartPre) catches a bad key file
                 load_public_keys(Path(self.central_key_file))
