@@ -21,7 +21,11 @@ Clips (frames made in memory from the shared data; nothing is written but a cach
 A reference face (YuNet >= 0.9, longer side >= 48 px) is found when a detection overlaps it with IoU >= 0.3. A
 detection overlapping no YuNet face at score 0.6 (which finds more, some false) is counted as a false face.
 Also: detections on dlib-faces/dogs.jpg (no face), detect ms per frame (median, mean), the CPU of the detector and
-its model invocations per frame (short / full range: the work, whatever else runs on the machine).
+its model invocations per frame (short / full range: the work, whatever else runs on the machine), and how far
+the found faces' keypoints are from YuNet's landmarks (eyes, nose tip, mouth centre; mean distance over the eye
+distance: median and p90); on the entering clip also from the true keypoints (each pasted photo's keypoints as the
+detector measures them on the photo itself, where the face is large, moved to where it was pasted: the same
+keypoint convention, so this is the error the detector adds in the frame).
 
 First detection: the reference faces are chained across frames (IoU >= 0.3 with the chain's last box, at most
 ``CHAIN_GAP`` frames apart); for each chain of at least ``CHAIN_MIN`` frames (a face in view for 0.3 s or more),
@@ -90,7 +94,11 @@ def read_clip(path: Path, step: int) -> Iterator[np.ndarray]:
     cap.release()
 
 
-def clips(data: Path, step: int) -> Dict[str, Callable[[], Iterator[np.ndarray]]]:
+Pasted = List[List[Tuple[int, int, int, int]]]
+"""Per frame of the entering clip: (photo index, side, x, y) of each face pasted in it."""
+
+
+def clips(data: Path, step: int, pasted: Optional[Pasted] = None) -> Dict[str, Callable[[], Iterator[np.ndarray]]]:
     hamilton = data / "hamilton" / "short_hamilton_clip.mp4"
     negatives = data / "negatives" / "one-by-one-person-detection.mp4"
 
@@ -119,25 +127,28 @@ def clips(data: Path, step: int) -> Dict[str, Callable[[], Iterator[np.ndarray]]
     def entering() -> Iterator[np.ndarray]:
         photos = entering_photos(data)
         rng = np.random.default_rng(11)
-        walkers: List[Tuple[int, np.ndarray, float, float, float, float]] = []  # start, face, x, y, dx, dy
+        walkers: List[Tuple[int, int, np.ndarray, float, float, float, float]] = []  # start, photo, face, x, y, dx, dy
         index = 0
+        if pasted is not None:
+            pasted.clear()
         for _ in range(2):
             for frame in big():
                 if index % ENTER_EVERY == 0 and photos:
-                    face = photos[(index // ENTER_EVERY) % len(photos)]
+                    which = (index // ENTER_EVERY) % len(photos)
                     side = int(rng.uniform(80, 160) / 0.6)  # YuNet boxes the face as ~60% of this crop
-                    face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+                    face = cv2.resize(photos[which], (side, side), interpolation=cv2.INTER_AREA)
                     x, y = rng.uniform(0, 1920 - side), rng.uniform(0, 1080 - side)
-                    walkers.append((index, face, x, y, rng.uniform(-8, 8), rng.uniform(-4, 4)))
+                    walkers.append((index, which, face, x, y, rng.uniform(-8, 8), rng.uniform(-4, 4)))
                 walkers = [w for w in walkers if index - w[0] < ENTER_FRAMES]
-                for start, face, x, y, dx, dy in walkers:
+                here = []
+                for start, which, face, x, y, dx, dy in walkers:
                     t = index - start
-                    paste(
-                        frame,
-                        face,
-                        int(np.clip(x + dx * t, 0, 1920 - len(face))),
-                        int(np.clip(y + dy * t, 0, 1080 - len(face))),
-                    )
+                    left = int(np.clip(x + dx * t, 0, 1920 - len(face)))
+                    top = int(np.clip(y + dy * t, 0, 1080 - len(face)))
+                    paste(frame, face, left, top)
+                    here.append((which, len(face), left, top))
+                if pasted is not None:
+                    pasted.append(here)
                 index += 1
                 yield frame
 
@@ -184,9 +195,10 @@ def paste(frame: np.ndarray, face: np.ndarray, x: int, y: int) -> None:
 def reference(
     name: str, frames: Callable[[], Iterator[np.ndarray]], yunet: Path, step: int, cache: Path
 ) -> List[np.ndarray]:
-    """YuNet's faces per frame at score 0.6: (N, 5) x0 y0 x1 y1 score, cached by clip, step and model."""
+    """YuNet's faces per frame at score 0.6: (N, 15) x0 y0 x1 y1 score and its five landmarks (right eye, left
+    eye, nose tip, right and left mouth corners: x y each), cached by clip, step and model."""
     digest = hashlib.sha256(yunet.read_bytes()).hexdigest()[:12]
-    path = cache / f"{name.replace(' ', '_')}-step{step}-{digest}.npz"
+    path = cache / f"{name.replace(' ', '_')}-step{step}-{digest}-landmarks.npz"
     if path.is_file():
         stored = np.load(path)
         return [stored[f"f{i}"] for i in range(len(stored.files))]
@@ -197,11 +209,10 @@ def reference(
         if model is None:
             model = cv2.FaceDetectorYN.create(str(yunet), "", (w, h), 0.6, 0.3, 5000)
         _, faces = model.detect(frame)
-        rows = np.zeros((0, 5), np.float32)
+        rows = np.zeros((0, 15), np.float32)
         if faces is not None:
-            rows = np.stack(
-                [faces[:, 0], faces[:, 1], faces[:, 0] + faces[:, 2], faces[:, 1] + faces[:, 3], faces[:, 14]], 1
-            )
+            corners = [faces[:, 0], faces[:, 1], faces[:, 0] + faces[:, 2], faces[:, 1] + faces[:, 3], faces[:, 14]]
+            rows = np.stack(corners + [faces[:, i] for i in range(4, 14)], 1)
         out.append(rows.astype(np.float32))
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, **{f"f{i}": r for i, r in enumerate(out)})
@@ -242,13 +253,18 @@ def make_detector(repo: Path, fps: float) -> Tuple[Any, Callable[[], Callable[[n
 
 
 def run_clip(
-    detect: Callable[[np.ndarray], List[Any]], frames: Iterator[np.ndarray], refs: List[np.ndarray]
+    detect: Callable[[np.ndarray], List[Any]],
+    frames: Iterator[np.ndarray],
+    refs: List[np.ndarray],
+    truth: Optional[Callable[[int], List[np.ndarray]]] = None,
 ) -> Dict[str, Any]:
     found = total = found_mid = total_mid = dets = false = 0
     ms: List[float] = []
     cpu = 0.0
     seen: List[Tuple[np.ndarray, np.ndarray]] = []
-    for frame, ref in zip(frames, refs):
+    errors: List[float] = []
+    true_errors: List[float] = []
+    for index, (frame, ref) in enumerate(zip(frames, refs)):
         started, cpu_started = time.perf_counter(), time.process_time()
         detections = detect(frame)
         ms.append((time.perf_counter() - started) * 1000.0)
@@ -260,6 +276,9 @@ def run_clip(
         strong = ref[(ref[:, 4] >= 0.9) & (sides >= MIN_SIDE)]
         hit = (iou_matrix(strong[:, :4], boxes) >= IOU_MATCH).any(axis=1) if len(boxes) else np.zeros(len(strong), bool)
         seen.append((strong[:, :4], hit))
+        errors.extend(keypoint_errors(strong, boxes, detections))
+        if truth is not None:
+            true_errors.extend(truth_errors(truth(index), detections))
         total += len(strong)
         found += int(hit.sum())
         strong_sides = np.maximum(strong[:, 2] - strong[:, 0], strong[:, 3] - strong[:, 1])
@@ -281,7 +300,51 @@ def run_clip(
         "detect_ms_mean": statistics.fmean(ms) if ms else 0.0,
         "cpu_ms_per_frame": cpu * 1000.0 / max(len(ms), 1),
         "first_detection_frames": first_detections(seen),
+        "keypoint_error_median": statistics.median(errors) if errors else None,
+        "keypoint_error_p90": float(np.percentile(errors, 90)) if errors else None,
+        "true_keypoint_errors": true_errors,
     }
+
+
+def truth_errors(truths: List[np.ndarray], detections: List[Any]) -> List[float]:
+    """Per pasted face found (a detection within half its eye distance): the mean distance of the detection's
+    eyes, nose tip and mouth centre from the true ones, over the true eye distance."""
+    out = []
+    for points in truths:
+        eyes = float(np.linalg.norm(points[0] - points[1]))
+        errors = [float(np.linalg.norm(np.asarray(d.keypoints)[:4] - points, axis=1).mean()) / eyes for d in detections]
+        if errors and min(errors) < 0.5:
+            out.append(min(errors))
+    return out
+
+
+def photo_keypoints(detector: Any, photos: List[np.ndarray]) -> List[Optional[np.ndarray]]:
+    """The eyes, nose tip and mouth centre of each entering photo as the detector measures the photo itself (the
+    face at ~120 px of a 200 px image: the detector's best view)."""
+    out: List[Optional[np.ndarray]] = []
+    for photo in photos:
+        found = detector.detect(photo)
+        out.append(np.asarray(found[0].keypoints, np.float32)[:4] if found else None)
+    return out
+
+
+def keypoint_errors(strong: np.ndarray, boxes: Boxes, detections: List[Any]) -> List[float]:
+    """Per reference face found: the mean distance of the detector's eyes, nose tip and mouth centre from YuNet's
+    (the mouth centre: the middle of its corners), over the reference's eye distance."""
+    out: List[float] = []
+    if not len(boxes) or not len(strong):
+        return out
+    ious = iou_matrix(strong[:, :4], boxes)
+    for i, j in enumerate(ious.argmax(axis=1)):
+        if ious[i, j] < IOU_MATCH:
+            continue
+        marks = strong[i, 5:15].reshape(5, 2)
+        want = np.stack([marks[0], marks[1], marks[2], (marks[3] + marks[4]) / 2.0])
+        got = np.asarray(detections[j].keypoints, np.float32)[:4]
+        eyes = float(np.linalg.norm(marks[0] - marks[1]))
+        if eyes > 1.0:
+            out.append(float(np.linalg.norm(got - want, axis=1).mean()) / eyes)
+    return out
 
 
 def first_detections(seen: List[Tuple[np.ndarray, np.ndarray]]) -> List[Optional[int]]:
@@ -358,9 +421,21 @@ def main() -> None:
     fps = 30.0 / args.step
     counts = count_invocations(detector)
     before = dict(counts)
-    for name, frames in clips(args.data, args.step).items():
+    pasted: Pasted = []
+    points = photo_keypoints(detector, entering_photos(args.data))
+    before = dict(counts)  # the photos' own detections are not the clips' work
+
+    def truth(index: int) -> List[np.ndarray]:
+        out = []
+        for which, side, left, top in pasted[index]:
+            photo = points[which]
+            if photo is not None:
+                out.append(photo * (side / 200.0) + np.array([left, top], np.float32))
+        return out
+
+    for name, frames in clips(args.data, args.step, pasted).items():
         refs = reference(name, frames, args.yunet, args.step, args.cache)
-        row = run_clip(factory(), frames(), refs)
+        row = run_clip(factory(), frames(), refs, truth if name == "entering 1080p" else None)
         results[name] = row
         recall = f"{row['recall']:.3f}" if row["recall"] is not None else "-"
         mid = f"{row['found_48_96']}/{row['ref_faces_48_96']}"
@@ -374,6 +449,18 @@ def main() -> None:
         before = dict(counts)
         per = ", ".join(f"{k} {v:.2f}" for k, v in row["invocations_per_frame"].items())
         print(f"{'':24s} model invocations per frame: {per}; {latency_text(row['first_detection_frames'], fps)}")
+        if row["keypoint_error_median"] is not None:
+            print(
+                f"{'':24s} keypoints vs YuNet's: {row['keypoint_error_median']:.3f} median, "
+                f"{row['keypoint_error_p90']:.3f} p90 (of the eye distance)"
+            )
+        true_errors = row.pop("true_keypoint_errors")
+        if true_errors:
+            row["true_keypoint_error"] = [float(np.median(true_errors)), float(np.percentile(true_errors, 90))]
+            print(
+                f"{'':24s} keypoints vs the pasted photos' own: {len(true_errors)} faces, "
+                f"{np.median(true_errors):.3f} median, {np.percentile(true_errors, 90):.3f} p90 (of the eye distance)"
+            )
     dogs = cv2.imread(str(args.data / "dlib-faces" / "dogs.jpg"))
     results["dogs.jpg"] = len(factory()(dogs))
     print(f"dogs.jpg: {results['dogs.jpg']} detections (no face in it)")
