@@ -55,6 +55,16 @@ def test_a_live_track_gets_a_focus_pass_around_its_predicted_face_even_when_noth
     assert passes == [Pass("short", (40.0, 140.0, 220.0, 320.0), focus=True)]
 
 
+def test_while_tracks_are_live_the_whole_frame_pass_is_the_full_range_one_alone() -> None:
+    """The focus passes hold the tracked faces; the full-range model finds a new face of any size the short-range
+    one would. With nothing tracked, both run."""
+    config = DetectorConfig(refine_context=3.0)
+    moved = [(0.0, 0.0, 1920.0, 1080.0)]
+    assert plan(config, WHOLE, HD, moved, [], None, whole_due=False, turn=0) == WHOLE
+    passes = plan(config, WHOLE, HD, moved, [Box(100, 200, 60, 60)], None, whole_due=False, turn=0)
+    assert passes == [WHOLE[1], Pass("short", (40.0, 140.0, 220.0, 320.0), focus=True)]
+
+
 def test_motion_in_a_large_frame_gets_the_whole_pass_and_native_scale_regions_around_it() -> None:
     config = DetectorConfig(region_size=512)
     person = (1500.0, 600.0, 1600.0, 1000.0)  # a 100x400 moving region, bottom right
