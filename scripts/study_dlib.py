@@ -198,14 +198,13 @@ def embed_step(args: argparse.Namespace) -> int:
 def compare_step(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(HERE))
     from study_ensemble import (  # noqa: E402
-        POOL_K,
-        TARGETS,
         auc,
         best_threshold,
         decide,
         dprime,
         keypoints_all,
         pair_scores,
+        print_tables,
         read_pairs,
         summarise,
     )
@@ -376,28 +375,7 @@ def compare_step(args: argparse.Namespace) -> int:
           "named; d = paired difference to SFace alone (mean, splits better/worse). 'dlib cos' / 'dlib -L2' = dlib alone, "
           "its scores mapped onto SFace's impostor scale (lead 0.05 = same impostor sd); 'cos w' / '-L2 w' = z-fusion "
           "with SFace weight w")  # fmt: skip
-    for photos in ("2photo", "1photo"):
-        print(f"\n{photos}")
-        print(f"  {'arm':<9} | rank1 | recall@t0 (t0; splits>=.98; d) | " + " | ".join(
-            f"fixed t{k}: t recall strangers" for k in TARGETS) + " | " + " | ".join(f"pool k={k} (d)" for k in POOL_K))  # fmt: skip
-        for arm in arms:
-            e = summary[f"{photos}/{arm}"]
-            t0 = e["t0"]  # type: ignore[index]
-            cells = [f"{arm:<9}", f"{e['rank1_mean']:.3f}",
-                     f"{t0['recall_mean']:.3f}+-{t0['recall_sd']:.3f} [{t0['recall_seed1']:.3f}] (t {t0['threshold_mean']:.3f}; "
-                     f"{t0['splits_ge_0.98']}/{args.seeds}; d {t0['diff_mean']:+.3f}+-{t0['diff_sd']:.3f} {t0['better']}/{t0['worse']})"]  # fmt: skip
-            for k in TARGETS:
-                f = e["fixed"][str(k)]  # type: ignore[index]
-                cells.append(f"{f['threshold']:.3f} {f['recall_mean']:.3f} [{f['recall_seed1']:.3f}] "
-                             f"{f['strangers_mean']:.1f} [{f['strangers_seed1']}]")  # fmt: skip
-            for k in POOL_K:
-                p = e["pool"][str(k)]  # type: ignore[index]
-                cells.append(f"{p['recall_mean']:.3f} [{p['recall_seed1']:.3f}] ({p['diff_mean']:+.3f} {p['better']}/{p['worse']})")
-            print("  " + " | ".join(cells))
-        print("  discordant genuine probes at t0 vs SFace, summed over splits (gained/lost, sign-test p):")
-        print("   " + "; ".join(f"{arm} {summary[f'{photos}/{arm}']['t0']['gained_lost_all'][0]}/"  # type: ignore[index]
-                                f"{summary[f'{photos}/{arm}']['t0']['gained_lost_all'][1]} "  # type: ignore[index]
-                                f"(p {summary[f'{photos}/{arm}']['t0']['sign_p_all']:.2g})" for arm in arms if arm != "sface"))  # type: ignore[index]  # fmt: skip
+    print_tables(summary, arms, args.seeds, width=9)
     print("\nseed 1, 2photo: the strangers that set t0 (top 3 named strangers: image -> gallery person, score)")
     strangers1 = [nm for _, nm in plan["strangers"]]  # type: ignore[union-attr]
     for arm in ("sface", "dlib cos", "dlib -L2", "cos w=0.7", "-L2 w=0.7"):

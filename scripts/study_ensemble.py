@@ -44,7 +44,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Dict, List, Sequence, Tuple  # noqa: E402
+from typing import Any, Dict, List, Sequence, Tuple  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -412,6 +412,33 @@ def timing(pb: Path, cache: Path, crop: np.ndarray, runs: int, variant: str) -> 
     return {"runs": runs, "ms_median": 1000 * statistics.median(ts), "ms_p10": 1000 * float(np.quantile(ts, 0.1))}
 
 
+
+def print_tables(summary: Dict[str, Any], arms: Sequence[str], seeds: int, width: int = 10) -> None:
+    """The per-enrollment tables of a summary (one row per arm), as study_ensemble and study_dlib print them."""
+    for photos in ("2photo", "1photo"):
+        print(f"\n{photos}")
+        print(f"  {'arm':<{width}} | rank1 | recall@t0 (t0; splits>=.98; d) | " + " | ".join(
+            f"fixed t{k}: t recall strangers" for k in TARGETS) + " | " + " | ".join(f"pool k={k} (d)" for k in POOL_K))  # fmt: skip
+        for arm in arms:
+            e = summary[f"{photos}/{arm}"]
+            t0 = e["t0"]  # type: ignore[index]
+            cells = [f"{arm:<{width}}", f"{e['rank1_mean']:.3f}",
+                     f"{t0['recall_mean']:.3f}+-{t0['recall_sd']:.3f} [{t0['recall_seed1']:.3f}] (t {t0['threshold_mean']:.3f}; "
+                     f"{t0['splits_ge_0.98']}/{seeds}; d {t0['diff_mean']:+.3f}+-{t0['diff_sd']:.3f} {t0['better']}/{t0['worse']})"]  # fmt: skip
+            for k in TARGETS:
+                f = e["fixed"][str(k)]  # type: ignore[index]
+                cells.append(f"{f['threshold']:.3f} {f['recall_mean']:.3f} [{f['recall_seed1']:.3f}] "
+                             f"{f['strangers_mean']:.1f} [{f['strangers_seed1']}]")  # fmt: skip
+            for k in POOL_K:
+                p = e["pool"][str(k)]  # type: ignore[index]
+                cells.append(f"{p['recall_mean']:.3f} [{p['recall_seed1']:.3f}] ({p['diff_mean']:+.3f} {p['better']}/{p['worse']})")
+            print("  " + " | ".join(cells))
+        print("  discordant genuine probes at t0 vs SFace, summed over splits (gained/lost, sign-test p):")
+        print("   " + "; ".join(f"{arm} {summary[f'{photos}/{arm}']['t0']['gained_lost_all'][0]}/"  # type: ignore[index]
+                                f"{summary[f'{photos}/{arm}']['t0']['gained_lost_all'][1]} "  # type: ignore[index]
+                                f"(p {summary[f'{photos}/{arm}']['t0']['sign_p_all']:.2g})" for arm in arms if arm != "sface"))  # type: ignore[index]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("EDGE_TEST_DATA", REPO.parent / "shared" / "data")))
@@ -506,28 +533,7 @@ def main() -> int:
     print("t0 = per-split smallest threshold with 0 of 600 strangers named; fixed tk = one threshold per arm at which "
           "<= k strangers are named on average (t_0: none in any split); pool k = threshold at which k images of the "
           "~2,850-image pool are named; d = paired difference to SFace alone (mean, splits better/worse)")  # fmt: skip
-    for photos in ("2photo", "1photo"):
-        print(f"\n{photos}")
-        print(f"  {'arm':<10} | rank1 | recall@t0 (t0; splits>=.98; d) | " + " | ".join(
-            f"fixed t{k}: t recall strangers" for k in TARGETS) + " | " + " | ".join(f"pool k={k} (d)" for k in POOL_K))  # fmt: skip
-        for arm in arms:
-            e = summary[f"{photos}/{arm}"]
-            t0 = e["t0"]  # type: ignore[index]
-            cells = [f"{arm:<10}", f"{e['rank1_mean']:.3f}",
-                     f"{t0['recall_mean']:.3f}+-{t0['recall_sd']:.3f} [{t0['recall_seed1']:.3f}] (t {t0['threshold_mean']:.3f}; "
-                     f"{t0['splits_ge_0.98']}/{args.seeds}; d {t0['diff_mean']:+.3f}+-{t0['diff_sd']:.3f} {t0['better']}/{t0['worse']})"]  # fmt: skip
-            for k in TARGETS:
-                f = e["fixed"][str(k)]  # type: ignore[index]
-                cells.append(f"{f['threshold']:.3f} {f['recall_mean']:.3f} [{f['recall_seed1']:.3f}] "
-                             f"{f['strangers_mean']:.1f} [{f['strangers_seed1']}]")  # fmt: skip
-            for k in POOL_K:
-                p = e["pool"][str(k)]  # type: ignore[index]
-                cells.append(f"{p['recall_mean']:.3f} [{p['recall_seed1']:.3f}] ({p['diff_mean']:+.3f} {p['better']}/{p['worse']})")
-            print("  " + " | ".join(cells))
-        print("  discordant genuine probes at t0 vs SFace, summed over splits (gained/lost, sign-test p):")
-        print("   " + "; ".join(f"{arm} {summary[f'{photos}/{arm}']['t0']['gained_lost_all'][0]}/"  # type: ignore[index]
-                                f"{summary[f'{photos}/{arm}']['t0']['gained_lost_all'][1]} "  # type: ignore[index]
-                                f"(p {summary[f'{photos}/{arm}']['t0']['sign_p_all']:.2g})" for arm in arms if arm != "sface"))  # type: ignore[index]  # fmt: skip
+    print_tables(summary, arms, args.seeds)
     print("\nseed 1, 2photo: the strangers that set t0 (top 3 named strangers: image -> gallery person, score)")
     strangers1 = [nm for _, nm in plan["strangers"]]  # type: ignore[union-attr]
     for arm in ("sface", "facenet", "z w=0.7"):
