@@ -26,7 +26,7 @@ from edge.capture import (
     CameraStats,
     CaptureError,
     Frame,
-    LatestSlot,
+    FrameBuffer,
     RateLimiter,
     RawFrame,
     redact,
@@ -150,8 +150,8 @@ def test_rate_limiter_admits_every_third_frame_of_30fps_at_10fps() -> None:
     assert all(RateLimiter(0.0).admit(0.0) for _ in range(3))
 
 
-def test_latest_slot_keeps_the_newest_and_counts_the_overwritten() -> None:
-    slot = LatestSlot()
+def test_a_one_frame_buffer_keeps_the_newest_and_counts_the_overwritten() -> None:
+    slot = FrameBuffer(1)
     for seq in range(3):
         slot.put(frame(seq))
     taken = slot.take()
@@ -159,6 +159,26 @@ def test_latest_slot_keeps_the_newest_and_counts_the_overwritten() -> None:
     assert slot.dropped == 2
     assert slot.take() is None
     assert slot.take(timeout=0.01) is None
+
+
+def test_a_deeper_buffer_absorbs_a_burst_oldest_first_and_drops_the_oldest_when_full() -> None:
+    buffer = FrameBuffer(3)
+    for seq in range(3):  # a decoder that fell behind delivers three frames at once
+        buffer.put(frame(seq))
+    assert [f.seq for f in (buffer.take(), buffer.take(), buffer.take())] == [0, 1, 2]  # type: ignore[union-attr]
+    assert buffer.dropped == 0 and buffer.take() is None
+    for seq in range(3, 8):  # a pipeline that stays late loses the oldest, and says so
+        buffer.put(frame(seq))
+    assert buffer.dropped == 2
+    assert [f.seq for f in (buffer.take(), buffer.take(), buffer.take())] == [5, 6, 7]  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="depth"):
+        FrameBuffer(0)
+
+
+def test_buffer_frames_is_checked_when_the_config_loads() -> None:
+    assert CameraConfig(id="door", url="rtsp://cam/1").buffer_frames == 3
+    with pytest.raises(ValueError, match="buffer_frames"):
+        CameraConfig(id="door", url="rtsp://cam/1", buffer_frames=0)
 
 
 class ListReader:
@@ -178,7 +198,7 @@ class ListReader:
         self.released.set()
 
 
-def test_live_camera_drops_old_frames_and_stamps_from_the_clock() -> None:
+def test_live_camera_keeps_its_last_frames_drops_older_ones_and_stamps_from_the_clock() -> None:
     reader = ListReader(50)
     opened: List[int] = []
 
@@ -194,8 +214,11 @@ def test_live_camera_drops_old_frames_and_stamps_from_the_clock() -> None:
         assert wait_until(lambda: camera.state is CameraState.RECONNECTING, 5.0)
         got = camera.next_frame(1.0)
         stats = camera.stats()
-    assert got is not None and got.seq == 49  # only the newest survives in the slot
-    assert stats.frames_read == 50 and stats.frames_delivered == 1 and stats.frames_dropped == 49
+        rest = [camera.next_frame(0.0) for _ in range(3)]
+    assert got is not None and got.seq == 47  # the buffer (buffer_frames 3) kept the last three, oldest first
+    assert [f.seq if f is not None else None for f in rest] == [48, 49, None]
+    assert stats.frames_read == 50 and stats.frames_delivered == 1
+    assert stats.frames_dropped == stats.frames_late == 47
     assert got.wall_time - 1_700_000_000.0 == pytest.approx(got.mono - 100.0)  # stamped from the fake clock
     assert reader.released.is_set()
     assert camera.state is CameraState.STOPPED
@@ -583,7 +606,7 @@ class _SlotSource:
 
     def __init__(self, camera_id: str) -> None:
         self.camera_id = camera_id
-        self.slot = LatestSlot()
+        self.slot = FrameBuffer(1)
         self.seq = 0
 
     def put(self, mono: float) -> None:

@@ -3,8 +3,8 @@
 Each source yields `Frame`s stamped once, at the source. Two kinds share one small interface (`FrameSource`):
 
 * `LiveCamera` (RTSP, USB; edge/capture/live.py): one thread per camera reads continuously and keeps only the
-  newest frame in a one-slot mailbox (`LatestSlot`); a frame that is overwritten before the pipeline takes it is
-  counted as dropped. Each frame is stamped once from an injected `Clock`. Failures are states, not crashes: an open
+  frames it read in a small mailbox (`FrameBuffer`, `buffer_frames` deep, oldest taken first); a frame pushed out
+  before the pipeline takes it is counted as late. Each frame is stamped once from an injected `Clock`. Failures are states, not crashes: an open
   failure, a read failure or a stall (no frame within `read_timeout_s`) turns the camera RECONNECTING; it releases
   the stream, backs off (exponential, capped, with jitter) and reopens by itself. One log line per state change.
 * `FileSource` (recorded video; edge/capture/file.py): a pull iterator on the file's own timeline, no thread.
@@ -24,10 +24,11 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Callable, Literal, Optional, Protocol, Tuple
+from typing import Callable, Deque, Literal, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -95,6 +96,9 @@ class CameraConfig:
     """Most frames per second handed to the pipeline (files: in media time); 0 = every frame."""
     open_timeout_s: float = 10.0
     """Give up opening the stream after this long."""
+    buffer_frames: int = 3
+    """Frames read but not yet taken that a live camera keeps (oldest taken first; when full the oldest is dropped
+    and counted as late): absorbs a burst of frames a busy box's decoder delivers at once; 1 = only the newest."""
     read_timeout_s: float = 5.0
     """A live stream that delivers no frame for this long is a stall: reconnect. Enforced by the FFmpeg backend
     (CAP_PROP_READ_TIMEOUT_MSEC); with a GStreamer pipeline set the timeouts in it (rtspsrc timeout/tcp-timeout)."""
@@ -132,6 +136,8 @@ class CameraConfig:
             raise ValueError("pipeline must be used with backend gstreamer (or auto), not ffmpeg")
         if self.max_fps < 0:
             raise ValueError(f"max_fps must be >= 0 (0 = no cap), got {self.max_fps}")
+        if isinstance(self.buffer_frames, bool) or not 1 <= self.buffer_frames <= 100:
+            raise ValueError(f"buffer_frames must be within 1..100, got {self.buffer_frames}")
         if self.open_timeout_s <= 0:
             raise ValueError(f"open_timeout_s must be > 0, got {self.open_timeout_s}")
         if self.read_timeout_s <= 0:
@@ -227,9 +233,9 @@ class CameraStats:
     frames_read: int = 0
     frames_delivered: int = 0
     frames_dropped: int = 0
-    """Read but never delivered: overwritten in the slot (live) or skipped by max_fps (the sum of the two below)."""
+    """Read but never delivered: pushed out of the buffer (live) or skipped by max_fps (the sum of the two below)."""
     frames_late: int = 0
-    """Overwritten in the slot before the pipeline took them: frames lost because the pipeline was late."""
+    """Pushed out of the full buffer before the pipeline took them: frames lost because the pipeline was late."""
     frames_skipped: int = 0
     """Skipped on purpose: read before they were due under max_fps."""
     reconnects: int = 0
@@ -359,25 +365,31 @@ class RateLimiter:
         return True
 
 
-class LatestSlot:
-    """A one-frame mailbox: `put` overwrites, `take` empties. Counts frames overwritten before being taken."""
+class FrameBuffer:
+    """A camera's mailbox of frames read but not yet taken: at most ``depth`` of them, oldest taken first; when it
+    is full, `put` drops the oldest (counted in `dropped`: the pipeline was late). Depth 1 keeps only the newest
+    frame. A few frames of depth absorb a burst (a stream whose decoder fell behind for a moment on a busy box
+    delivers several frames at once) without holding a slow pipeline more than ``depth`` frames behind."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 1) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.depth = depth
         self._cond = threading.Condition()
-        self._frame: Optional[Frame] = None
+        self._frames: Deque[Frame] = deque()
         self.dropped = 0
 
     def put(self, frame: Frame) -> None:
         with self._cond:
-            if self._frame is not None:
+            self._frames.append(frame)
+            while len(self._frames) > self.depth:
+                self._frames.popleft()
                 self.dropped += 1
-            self._frame = frame
             self._cond.notify_all()
 
     def take(self, timeout: float = 0.0) -> Optional[Frame]:
-        """The newest frame (removing it), waiting up to `timeout` seconds for one."""
+        """The oldest frame waiting (removing it), waiting up to `timeout` seconds for one."""
         with self._cond:
-            if self._frame is None and timeout > 0:
+            if not self._frames and timeout > 0:
                 self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            return frame
+            return self._frames.popleft() if self._frames else None

@@ -1,4 +1,4 @@
-"""Live cameras (RTSP, USB): opening a stream with OpenCV, and the capture thread that keeps the newest frame.
+"""Live cameras (RTSP, USB): opening a stream with OpenCV, and the capture thread that buffers its last few frames.
 
 See edge/capture/__init__.py for the shared types and the states a camera goes through.
 """
@@ -28,7 +28,7 @@ from edge.capture import (
     CaptureError,
     Clock,
     Frame,
-    LatestSlot,
+    FrameBuffer,
     Opener,
     RateLimiter,
     RawFrame,
@@ -268,7 +268,7 @@ def same_image(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 class LiveCamera:
-    """A live camera: a thread reads continuously into a latest-frame slot; the pipeline takes frames from it.
+    """A live camera: a thread reads continuously into a small buffer (oldest first); the pipeline takes frames from it.
 
     Use as a context manager (starts the thread, closes on exit), or call `start()` and `close()`.
     """
@@ -288,7 +288,7 @@ class LiveCamera:
         self._opener: Opener = opener or open_video
         self._wake = wake
         self._stop = threading.Event()
-        self._slot = LatestSlot()
+        self._buffer = FrameBuffer(config.buffer_frames)
         self._limiter = RateLimiter(config.max_fps)
         self._backoff = Backoff(config.backoff)
         self._lock = threading.Lock()
@@ -310,10 +310,10 @@ class LiveCamera:
         return self.next_frame(0.0)
 
     def next_frame(self, timeout: float) -> Optional[Frame]:
-        """The newest frame not yet delivered and due under max_fps, waiting up to `timeout` seconds."""
+        """The oldest buffered frame not yet delivered and due under max_fps, waiting up to `timeout` seconds."""
         deadline = time.monotonic() + max(0.0, timeout)  # real time, only for waiting
         while True:
-            frame = self._slot.take(max(0.0, deadline - time.monotonic()))
+            frame = self._buffer.take(max(0.0, deadline - time.monotonic()))
             if frame is not None:
                 if self._limiter.admit(frame.mono):
                     self._update(frames_delivered=self._stats.frames_delivered + 1)
@@ -340,7 +340,7 @@ class LiveCamera:
 
     def stats(self) -> CameraStats:
         with self._lock:
-            late, skipped = self._slot.dropped, self._skipped
+            late, skipped = self._buffer.dropped, self._skipped
             return replace(self._stats, frames_dropped=late + skipped, frames_late=late, frames_skipped=skipped)
 
     def stop(self) -> None:
@@ -408,7 +408,7 @@ class LiveCamera:
                 )
             frame = Frame(self.camera_id, self._seq, raw.image, self._clock.wall(), mono, raw.pts)
             self._seq += 1
-            self._slot.put(frame)
+            self._buffer.put(frame)
             self._update(frames_read=self._stats.frames_read + 1)
             if self._stats.state is not CameraState.ONLINE:
                 self._online()
