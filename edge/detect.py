@@ -73,6 +73,10 @@ class Pass:
     """A region at close to native scale (edge.scene): a face only such passes found must be found again by the
     short-range model at its own scale (the refine view), and keeps the lower of the two scores. At native scale
     the full-range model calls some backs of heads faces with 0.8+; the two models rarely agree on one."""
+    coasting: bool = False
+    """Not run: ``rect`` is the predicted face of a live track that needs no precise measurement this frame (a
+    decided track with nothing due, edge.scene): a small face the other passes find over it (IoU > 0.3) is kept as
+    they measured it, not refined (tracking needs its box only; alignment and liveness need the refine view)."""
 
 
 class DetectorConfigError(ConfigError, ValueError):
@@ -399,8 +403,8 @@ class FaceDetector:
 
     def detect_in(self, image_bgr: np.ndarray, passes: Sequence[Pass]) -> List[Detection]:
         """Faces found by the given passes (edge.scene plans them per frame), merged by weighted NMS, best first;
-        then each small face is measured at its own scale (refine), unless a focus pass already measured it so.
-        No passes, no faces."""
+        then each small face is measured at its own scale (refine), unless a focus pass already measured it so or it
+        is a coasting track's face (`Pass.coasting`: kept as found). No passes, no faces."""
         if self._closed:
             raise RuntimeError("FaceDetector is closed")
         image = _as_detector_input(image_bgr)
@@ -410,7 +414,10 @@ class FaceDetector:
         all_scores: List[np.ndarray] = []
         focused: List[Tuple[np.ndarray, np.ndarray]] = []
         trusted: List[np.ndarray] = []
+        coasting = [look.rect for look in passes if look.coasting]
         for look in passes:
+            if look.coasting:
+                continue
             found = self._run_pass(image, look)
             if found is None:
                 continue
@@ -442,7 +449,7 @@ class FaceDetector:
         if self.config.refine_below > 0:
             limit = self.config.refine_below * max(width, height)
             detections = [
-                self._measured(image, d, focused) if max(d.box.w, d.box.h) < limit else d for d in detections
+                self._measured(image, d, focused, coasting) if max(d.box.w, d.box.h) < limit else d for d in detections
             ]
         return detections
 
@@ -495,10 +502,14 @@ class FaceDetector:
         return img_boxes[keep], img_kps[keep], scores[keep]
 
     def _measured(
-        self, image: npt.NDArray[np.uint8], detection: Detection, focused: Sequence[Tuple[np.ndarray, np.ndarray]]
+        self,
+        image: npt.NDArray[np.uint8],
+        detection: Detection,
+        focused: Sequence[Tuple[np.ndarray, np.ndarray]],
+        coasting: Sequence[Rect] = (),
     ) -> Detection:
         """A small face's box and keypoints at its own scale: a focus pass's own measurement of it when there is one
-        (the same view refine would take), else refine."""
+        (the same view refine would take); as found when it is a coasting track's face (`over`); else refine."""
         b = detection.box
         given = np.array([b.x, b.y, b.x + b.w, b.y + b.h], dtype=np.float32)
         best, best_iou = None, 0.3
@@ -507,7 +518,7 @@ class FaceDetector:
             if iou > best_iou:
                 best, best_iou = (box, points), iou
         if best is None:
-            return self.refine(image, detection)
+            return detection if over(detection.box, coasting) else self.refine(image, detection)
         height, width = image.shape[:2]
         measured = _clipped(best[0], best[1], detection.score, width, height)
         return measured if measured is not None else detection
@@ -550,6 +561,14 @@ class FaceDetector:
             if iou > best_iou:
                 best, best_iou = (box, points, score), iou
         return best
+
+
+def over(box: Box, rects: Sequence[Rect], min_iou: float = 0.3) -> bool:
+    """Whether the box overlaps one of the rects (x0, y0, x1, y1) at IoU > ``min_iou``: a coasting track's face."""
+    if not rects:
+        return False
+    given = np.array([box.x, box.y, box.x + box.w, box.y + box.h], dtype=np.float32)
+    return float(_iou(given, np.asarray(rects, dtype=np.float32)).max()) > min_iou
 
 
 def _clipped(box: np.ndarray, points: np.ndarray, score: float, width: int, height: int) -> Optional[Detection]:

@@ -190,7 +190,11 @@ class Pipeline:
         tracker.frame_size = (width, height)
         started = time.perf_counter()
         camera = self.cameras.get(frame.camera_id)
-        detections = self.scenes.detect(frame.camera_id, camera, frame.image, frame.mono, tracker.predictions(frame.mono))
+        wanting = self.evidence[frame.camera_id].collecting() if self.liveness is not None else set()
+        expected = tracker.expected(frame.mono, wanting)
+        detections = self.scenes.detect(
+            frame.camera_id, camera, frame.image, frame.mono, expected.focus, expected.coasting
+        )
         stats.detect_ms += (time.perf_counter() - started) * 1000.0
         stats.frames += 1
         stats.faces += len(detections)
@@ -204,14 +208,17 @@ class Pipeline:
         for assignment in tracker.assign(frame.mono, detections):
             aligned = align(frame.image, assignment.detection, size=embedder.manifest.input_size[0])
             quality = assess(assignment.detection, aligned.image, self.quality)
+            # a small face of a coasting track is not measured at its own scale (edge.scene): its keypoints are too
+            # coarse to align an embedding or to be liveness-scored; if its track is due now, it is measured next frame
+            precise = not self.scenes.coarse(frame.camera_id, assignment.detection)
             if quality.rejection is not None:
                 stats.rejections[quality.rejection.value] += 1
             else:
                 self.first_seen.setdefault(assignment.track_id, frame.mono)
-                if self.crops is not None:
+                if self.crops is not None and precise:
                     self._keep_crop(assignment.track_id, quality.value, aligned.image)
             embedding = match = None
-            if tracker.needs_embedding(assignment.track_id, quality, frame.mono):
+            if precise and tracker.needs_embedding(assignment.track_id, quality, frame.mono):
                 started = time.perf_counter()
                 embedding = embedder.embed(aligned.image)
                 stats.embed_ms += (time.perf_counter() - started) * 1000.0
@@ -223,7 +230,8 @@ class Pipeline:
                 # most liveness.frames per track, ~2.4 ms each), so that when its name is decided the verdict is
                 # mostly there and the sighting does not wait (waiting for frames scored only after the name cost a
                 # door walk ~0.4 s of latency; issue 8's p95 target is 1.5 s).
-                self._check_liveness(frame, assignment.track_id, assignment.detection, True, quality.accepted)
+                accepted = quality.accepted and precise
+                self._check_liveness(frame, assignment.track_id, assignment.detection, True, accepted)
             observations.append(Observation(assignment.track_id, assignment.detection, quality, embedding, match))
         sightings = tracker.update(frame.mono, at, observations)
         if self.liveness is not None:

@@ -10,9 +10,13 @@ every frame, most of which show nobody. Instead, per frame (`plan`):
 * when something moved: the cheap whole-frame pass (large faces), and square regions of about ``region_size``
   pixels around what moved and over the camera's door region (``CameraConfig.door``), at close to native scale
   through the full-range model: at most ``max_regions`` per frame, the rest in turns over the next frames;
-* for every live track: a focus pass, a square ``refine_context`` times its predicted face through the
-  short-range model (the same view as the detector's refine pass: its keypoints are kept as they are), so a
-  tracked face is found again each frame whatever the gate says;
+* for every live track that needs its face measured this frame (edge.track ``Tracker.expected``: it may be
+  embedded or liveness-scored) and for a coasting one the last frame missed: a focus pass, a square
+  ``refine_context`` times its predicted face through the short-range model (the same view as the detector's refine
+  pass: its keypoints are kept as they are), so a tracked face is found again each frame whatever the gate says;
+* a coasting track (decided, nothing due) is followed by the whole-frame pass alone, and its face is not refined
+  (a ``Pass.coasting`` marker): tracking needs the box only. When no whole-frame pass runs (nothing moved), it gets
+  a focus pass too;
 * while tracks are live, the whole-frame pass is the full-range model's only: the focus passes hold the tracked
   faces, and the full-range model finds a new face of any size the short-range one would (a face from 15% to 50%
   of a 720p frame's height: 20/20 LFW faces, where the short-range one finds none at 15%); with nothing tracked
@@ -36,7 +40,7 @@ import cv2
 import numpy as np
 
 from edge.capture import CameraConfig
-from edge.detect import DetectorConfig, FaceDetector, Pass, Rect
+from edge.detect import DetectorConfig, FaceDetector, Pass, Rect, over
 from edge.faces import Box, Detection
 from edge.recognize import DetectorLike
 
@@ -149,15 +153,20 @@ def plan(
     door: Optional[Rect],
     whole_due: bool,
     turn: int,
+    coasting: Sequence[Box] = (),
 ) -> List[Pass]:
-    """The passes of one frame. ``whole``: the detector's whole-frame passes; ``motion``: what the gate saw move
-    (None: no gate, as if the frame moved with no region known); ``whole_due``: the idle whole-frame pass is due;
-    ``turn``: counts frames, for taking regions in turns."""
+    """The passes of one frame. ``whole``: the detector's whole-frame passes; ``predictions``: tracked faces to
+    measure (a focus pass each); ``motion``: what the gate saw move (None: no gate, as if the frame moved with no
+    region known); ``whole_due``: the idle whole-frame pass is due; ``turn``: counts frames, for taking regions in
+    turns; ``coasting``: tracked faces the whole-frame pass follows (a focus pass each only when it does not run)."""
     width, height = size
     moved = motion is None or bool(motion)
     passes: List[Pass] = []
     if moved or whole_due:
-        passes.extend(whole if not predictions else tracked_whole(whole))
+        passes.extend(whole if not (predictions or coasting) else tracked_whole(whole))
+        passes.extend(Pass("full", (b.x, b.y, b.x + b.w, b.y + b.h), coasting=True) for b in coasting)
+    else:
+        predictions = [*predictions, *coasting]
     passes.extend(Pass("short", focus_rect(box, config.refine_context), focus=True) for box in predictions)
     if not moved or not config.max_regions or not config.region_size or max(width, height) < 1.5 * config.region_size:
         return passes
@@ -193,13 +202,21 @@ class SceneDetector:
         self.gate = MotionGate(config.motion_width, config.motion_threshold, config.motion_cells)
         self._last_whole = -math.inf
         self._turn = 0
+        self._coasting: List[Rect] = []
+        """The coasting faces of the last frame whose small faces were kept as found (`coarse`)."""
+        self._small = 0.0
+        """Faces below this side (pixels) of the last frame are refined unless coasting."""
         self.frames = self.idle = 0
         """Frames seen, and of those the ones that got no detector pass at all."""
 
-    def detect(self, image: np.ndarray, mono: float, predictions: Sequence[Box] = ()) -> List[Detection]:
+    def detect(
+        self, image: np.ndarray, mono: float, predictions: Sequence[Box] = (), coasting: Sequence[Box] = ()
+    ) -> List[Detection]:
         """Faces in this frame; ``mono``: the frame's own time (seconds); ``predictions``: where the camera's live
-        tracks expect their faces now (Tracker.predictions)."""
+        tracks to measure expect their faces now, ``coasting``: those of the tracks to follow only
+        (Tracker.expected)."""
         self.frames += 1
+        self._coasting = []
         if not isinstance(self.detector, FaceDetector):
             return list(self.detector.detect(image))
         height, width = image.shape[:2]
@@ -207,13 +224,21 @@ class SceneDetector:
         whole = [Pass(kind, rect) for kind, rect in self.detector.passes(width, height)]  # type: ignore[arg-type]
         due = mono - self._last_whole >= self.config.idle_interval_s or mono < self._last_whole
         door = door_rect(self.door, width, height)
-        passes = plan(self.config, whole, (width, height), motion, predictions, door, due, self._turn)
+        passes = plan(self.config, whole, (width, height), motion, predictions, door, due, self._turn, coasting)
         self._turn += 1
+        self._coasting = [look.rect for look in passes if look.coasting]
+        self._small = self.config.refine_below * max(width, height)
         if not passes:
             self.idle += 1  # still asked, with no pass (returns at once): what wraps the detector sees every frame
         if any(look in whole for look in passes):
             self._last_whole = mono
         return self.detector.detect_in(image, passes)
+
+    def coarse(self, detection: Detection) -> bool:
+        """Whether this face of the last frame was left as the whole-frame pass measured it (small, over a
+        coasting track's face: not refined), so its keypoints are not precise enough to align or liveness-score.
+        Errs towards yes (a coasting face a focus pass measured anyway counts as coarse)."""
+        return max(detection.box.w, detection.box.h) < self._small and over(detection.box, self._coasting)
 
 
 class Scenes:
@@ -225,7 +250,13 @@ class Scenes:
         self._scenes: Dict[str, Tuple[Optional[CameraConfig], SceneDetector]] = {}
 
     def detect(
-        self, camera_id: str, camera: Optional[CameraConfig], image: np.ndarray, mono: float, predictions: Sequence[Box]
+        self,
+        camera_id: str,
+        camera: Optional[CameraConfig],
+        image: np.ndarray,
+        mono: float,
+        predictions: Sequence[Box],
+        coasting: Sequence[Box] = (),
     ) -> List[Detection]:
         kept = self._scenes.get(camera_id)
         if kept is None or kept[0] != camera:
@@ -235,7 +266,12 @@ class Scenes:
                 self.detector, config if isinstance(config, DetectorConfig) else DetectorConfig(), door
             )
             kept = self._scenes[camera_id] = (camera, scene)
-        return kept[1].detect(image, mono, predictions)
+        return kept[1].detect(image, mono, predictions, coasting)
+
+    def coarse(self, camera_id: str, detection: Detection) -> bool:
+        """SceneDetector.coarse of the camera's last frame (False for a camera not seen yet)."""
+        scene = self.get(camera_id)
+        return scene.coarse(detection) if scene is not None else False
 
     def get(self, camera_id: str) -> Optional[SceneDetector]:
         kept = self._scenes.get(camera_id)

@@ -3,6 +3,7 @@ identity decided per track from its fused template (pure: frames' own times in, 
 
 Per frame the pipeline calls, in order:
 
+    expected = tracker.expected(mono, wanting)              # where the detector looks (edge.scene), and how closely
     assignments = tracker.assign(mono, detections)          # which track each detection belongs to
     tracker.needs_embedding(track_id, quality, mono)        # for each accepted face: is an embedding worth it?
     template = tracker.template(track_id, embedding, quality)  # the track's fused template with this face
@@ -19,6 +20,11 @@ unknown track still becomes someone if its template later clearly names them). A
 sighting waits until it has the frames the attendance machine wants, and a track that ends undecided is decided
 then. A sighting is emitted once per track and identity on entrance/exit cameras, and at each crossing of the
 virtual line on a line camera.
+
+Only a track about to be embedded (or liveness-scored) needs its face measured at its own scale (precise
+keypoints for alignment); tracking needs its box only. `expected` splits the live tracks accordingly: a decided
+track with nothing due "coasts" on the whole-frame pass (no focus pass, no refine), which keeps one camera with
+people in view at about the detector cost of a frame with only the new and undecided faces measured.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -107,6 +113,18 @@ class Observation:
     embedding: Optional[np.ndarray] = None
     match: Optional[Match] = None
     """The match of the track's fused template with this embedding (`Tracker.template`), not of the frame alone."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Where the live tracks' faces should be in a frame (their last boxes moved by their velocities), split by
+    what the detector owes them (edge.scene)."""
+
+    focus: Tuple[Box, ...] = ()
+    """Faces to measure at their own scale (a focus pass each): tracks that may be embedded or liveness-scored this
+    frame, and coasting tracks no face was given to on the last frame (the whole-frame pass missed them)."""
+    coasting: Tuple[Box, ...] = ()
+    """Faces of decided tracks with nothing due: the whole-frame pass keeps them tracked; not refined."""
 
 
 @dataclass
@@ -228,6 +246,8 @@ class Tracker:
         self._id_prefix = f"{camera_id}-{run_id}-" if run_id else f"{camera_id}-"
         """Track ids are `<camera>-<run>-<n>`: `n` restarts with the process, `run` makes them unique across runs."""
         self.stats: Counter[str] = Counter()
+        self._frame_mono = float("-inf")
+        """The time of the last frame given to `assign`."""
         self.min_frames = min_frames
         """Frames a track needs before its (known, unknown) sighting is emitted: the attendance machine's own
         minimums, so a decision is held until the track has them instead of being dropped there."""
@@ -241,6 +261,31 @@ class Tracker:
         looks there first (edge.scene)."""
         return [predicted(track, mono) for track in self._tracks.values()]
 
+    def expected(self, mono: float, wanting: Collection[str] = ()) -> Expected:
+        """The live tracks' predicted faces at `mono`, split into those to measure at their own scale this frame
+        (`measuring`; `wanting`: track ids another stage still wants faces of, the liveness evidence) and coasting
+        ones; a coasting track missed on the last frame is looked for as well (`Expected.focus`)."""
+        focus: List[Box] = []
+        coasting: List[Box] = []
+        for track in self._tracks.values():
+            box = predicted(track, mono)
+            missed = track.last_mono < self._frame_mono
+            wanted = track.track_id in wanting
+            (focus if missed or self.measuring(track.track_id, mono, wanted) else coasting).append(box)
+        return Expected(tuple(focus), tuple(coasting))
+
+    def measuring(self, track_id: str, mono: float, wanted: bool = False) -> bool:
+        """Whether the track's face must be measured at its own scale at `mono`: whenever `needs_embedding` could
+        say yes (undecided or unknown with budget left; known with its re-check due), or `wanted` by another stage
+        (liveness) unless the track is unknown for good (its sightings carry no verdict)."""
+        track = self._tracks[track_id]
+        if track.embeds < self.config.max_embeds:
+            if track.identity in (None, UNKNOWN):
+                return True
+            if mono - track.last_embed_mono >= self.config.recheck_known_s:
+                return True
+        return wanted and track.identity != UNKNOWN
+
     # -- association -------------------------------------------------------------------------------------------
     def assign(self, mono: float, detections: Sequence[Detection]) -> List[Assignment]:
         """Give each detection a track: greedy by affinity against predicted boxes; the rest start new tracks."""
@@ -249,6 +294,7 @@ class Tracker:
             for tid, t in self._tracks.items()
             for i, d in enumerate(detections)
         ]
+        self._frame_mono = mono
         used_tracks, used_dets, out = set(), set(), []
         for affinity, tid, i in sorted(pairs, key=lambda p: -p[0]):
             if affinity <= 0 or tid in used_tracks or i in used_dets:
@@ -284,15 +330,17 @@ class Tracker:
 
     # -- embedding policy --------------------------------------------------------------------------------------
     def needs_embedding(self, track_id: str, quality: Quality, mono: float) -> bool:
-        """New track, a clearly better face, or time for a periodic re-check; never past the cap."""
+        """New track, a clearly better face (a track not yet known), or time for a periodic re-check; never past the
+        cap. A known track is re-checked on its interval only, so between two re-checks it needs no precise
+        measurement (`measuring`)."""
         track = self._tracks[track_id]
         if not quality.accepted or track.embeds >= self.config.max_embeds:
             return False
         if track.embeds == 0:
             return True
-        if quality.value >= track.best_embedded_quality * self.config.better_face:
-            return True
         decided_known = track.identity not in (None, UNKNOWN)
+        if not decided_known and quality.value >= track.best_embedded_quality * self.config.better_face:
+            return True
         interval = self.config.recheck_known_s if decided_known else self.config.embed_interval_s
         return mono - track.last_embed_mono >= interval
 

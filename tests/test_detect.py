@@ -16,6 +16,8 @@ from edge.detect import (
     DetectorConfig,
     DetectorConfigError,
     FaceDetector,
+    Pass,
+    over,
     ssd_anchors,
     weighted_nms,
 )
@@ -294,3 +296,37 @@ def test_a_small_face_in_a_large_frame_is_measured_again_at_its_own_scale(data: 
     refined_error, whole_error = (float(np.median(errors[k])) for k in ("refined", "whole"))
     assert refined_error < 0.04, errors
     assert refined_error < whole_error, errors
+
+
+def test_a_coasting_tracks_small_face_is_kept_as_found_and_a_new_one_is_refined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """detect_in with a `Pass.coasting` marker: the small face over it (IoU > 0.3) is not measured again at its own
+    scale (tracking needs its box only); a small face matching no coasting track is refined as always. The marker
+    itself is never run."""
+    with FaceDetector(DetectorConfig()) as detector:
+        boxes = np.array([[100, 100, 160, 160], [600, 300, 660, 360]], np.float32)
+        kps = np.repeat(((boxes[:, None, :2] + boxes[:, None, 2:]) / 2), 6, axis=1).astype(np.float32)
+        run: list = []
+        refined: list = []
+
+        def one_pass(image: np.ndarray, look: Pass) -> tuple:
+            run.append(look)
+            return boxes, kps, np.array([0.9, 0.9], np.float32)
+
+        monkeypatch.setattr(detector, "_run_pass", one_pass)
+        monkeypatch.setattr(detector, "_own_scale", lambda image, d: refined.append(d.box.x))
+        whole = Pass("full", (0.0, 0.0, 1280.0, 720.0))
+        marker = Pass("full", (104.0, 98.0, 164.0, 160.0), coasting=True)
+        found = detector.detect_in(np.zeros((720, 1280, 3), np.uint8), [whole, marker])
+        assert run == [whole] and len(found) == 2
+        assert refined == [600.0]
+        refined.clear()
+        detector.detect_in(np.zeros((720, 1280, 3), np.uint8), [whole])
+        assert sorted(refined) == [100.0, 600.0]
+
+
+def test_over_needs_a_real_overlap() -> None:
+    assert over(Box(100, 100, 60, 60), [(110.0, 100.0, 170.0, 160.0)])
+    assert not over(Box(100, 100, 60, 60), [(150.0, 100.0, 210.0, 160.0)])
+    assert not over(Box(100, 100, 60, 60), [])

@@ -83,6 +83,17 @@ def test_only_named_frontal_faces_of_usable_size_are_scored_and_at_most_frames_p
     assert tracks.verdict("t1") == Verdict(p_real=0.9, frames=5, verdict="real")
 
 
+def test_the_tracks_still_short_of_their_frames_are_collecting() -> None:
+    """`collecting`: the tracks whose next faces the detector must measure at their own scale (Tracker.expected)."""
+    tracks = LivenessTracks(CONFIG, max_age_s=1.0)
+    tracks.seen("t1", 0.0, named=True)
+    tracks.seen("t2", 0.0, named=False)
+    assert tracks.collecting() == {"t1"}
+    for _ in range(CONFIG.frames):
+        tracks.add("t1", 0.9)
+    assert tracks.collecting() == set()
+
+
 def test_a_known_sighting_waits_for_its_frames_and_goes_on_with_the_median() -> None:
     tracks = LivenessTracks(CONFIG, max_age_s=1.0)
     tracks.seen("t1", 0.0, named=True)

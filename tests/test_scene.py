@@ -65,6 +65,40 @@ def test_while_tracks_are_live_the_whole_frame_pass_is_the_full_range_one_alone(
     assert passes == [WHOLE[1], Pass("short", (40.0, 140.0, 220.0, 320.0), focus=True)]
 
 
+def test_a_coasting_track_gets_no_focus_pass_while_the_whole_frame_pass_runs() -> None:
+    """A decided track with nothing due (Tracker.expected's `coasting`) is followed by the whole-frame pass: no focus
+    pass, only a marker that keeps its small face from being refined; a track to measure gets its focus pass. When
+    no whole-frame pass runs (nothing moved), the coasting track is looked for with a focus pass too."""
+    config = DetectorConfig(refine_context=3.0)
+    moved = [(0.0, 0.0, 1920.0, 1080.0)]
+    due, coasting = Box(100, 200, 60, 60), Box(1000, 200, 60, 60)
+    passes = plan(config, WHOLE, HD, moved, [], None, False, 0, coasting=[coasting])
+    assert passes == [WHOLE[1], Pass("full", (1000.0, 200.0, 1060.0, 260.0), coasting=True)]
+    assert not any(p.focus for p in passes)
+    passes = plan(config, WHOLE, HD, moved, [due], None, False, 0, coasting=[coasting])
+    assert [p.rect for p in passes if p.focus] == [(40.0, 140.0, 220.0, 320.0)]
+    still = plan(config, WHOLE, HD, [], [due], None, False, 0, coasting=[coasting])
+    assert still == [
+        Pass("short", (40.0, 140.0, 220.0, 320.0), focus=True),
+        Pass("short", (940.0, 140.0, 1120.0, 320.0), focus=True),
+    ]
+
+
+def test_a_small_face_over_a_coasting_track_is_coarse_for_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SceneDetector.coarse: the small face of a coasting track was not refined (the pipeline neither embeds nor
+    liveness-scores it); a face elsewhere, or a large one, was measured as usual."""
+    with FaceDetector(DetectorConfig()) as detector:
+        asked: List[List[Pass]] = []
+        monkeypatch.setattr(detector, "detect_in", lambda image, passes: asked.append(list(passes)) or [])
+        scene = SceneDetector(detector, detector.config)
+        scene.detect(np.zeros((720, 1280, 3), np.uint8), 0.0, [Box(600, 300, 60, 60)], [Box(100, 100, 60, 60)])
+        assert [p.rect for p in asked[0] if p.coasting] == [(100.0, 100.0, 160.0, 160.0)]
+        kp = np.zeros((6, 2), np.float32)
+        assert scene.coarse(Detection(Box(104, 98, 60, 62), 0.9, kp))
+        assert not scene.coarse(Detection(Box(600, 300, 60, 60), 0.9, kp))
+        assert not scene.coarse(Detection(Box(60, 60, 300, 300), 0.9, kp))  # large: never refined anyway
+
+
 def test_motion_in_a_large_frame_gets_the_whole_pass_and_native_scale_regions_around_it() -> None:
     config = DetectorConfig(region_size=512)
     person = (1500.0, 600.0, 1600.0, 1000.0)  # a 100x400 moving region, bottom right

@@ -267,3 +267,53 @@ def test_track_ids_carry_the_run_so_a_restart_never_reuses_one() -> None:
     a = first_run.assign(0.0, [det(100, 100)])[0].track_id
     b = second_run.assign(0.0, [det(100, 100)])[0].track_id
     assert a == "cam-a1b2c3-1" and b == "cam-d4e5f6-1"
+
+
+def test_only_tracks_that_may_be_embedded_or_liveness_scored_are_measured_precisely() -> None:
+    """`expected`: a new, undecided or unknown-with-budget track is measured at its own scale (a focus pass); a known
+    one coasts on the whole-frame pass until its re-check is due, or while the liveness stage still wants its faces;
+    an unknown one whose budget is spent coasts even then (its sightings carry no verdict)."""
+    config = TrackerConfig(min_votes=1, confirmations=1, recheck_known_s=2.0, max_embeds=3)
+    tracker = Tracker(config, "cam")
+    assert tracker.expected(0.0).focus == () and tracker.expected(0.0).coasting == ()
+    step(tracker, 0.0, [det(100, 100), det(400, 100)], ["ann", None], [unit(1), unit(2)])
+    (known_id, unknown_id) = (a.track_id for a in tracker.assign(0.1, [det(100, 100), det(400, 100)]))
+    tracker.update(0.1, T0, [])
+    expected = tracker.expected(0.2)
+    assert [b.x for b in expected.coasting] == [100] and [b.x for b in expected.focus] == [400]
+    assert tracker.measuring(known_id, 0.2, wanted=True)  # liveness still collecting its frames
+    assert tracker.measuring(known_id, 2.0)  # the re-check is due
+    assert tracker.measuring(unknown_id, 0.2)  # unknown, budget left: a clearly better face may name it
+    for i in range(2, 5):
+        step(tracker, i * 0.1, [det(100, 100), det(400, 100)], ["ann", None], [unit(1), unit(2)])
+    assert not tracker.measuring(unknown_id, 0.5) and not tracker.measuring(unknown_id, 0.5, wanted=True)
+
+
+def test_a_coasting_track_the_last_frame_missed_is_looked_for() -> None:
+    """A decided track no face was given to on the last frame (a small face the whole-frame pass missed) gets a
+    focus pass, so it stays tracked instead of starting a new track."""
+    tracker = Tracker(TrackerConfig(min_votes=1, confirmations=1), "cam")
+    step(tracker, 0.0, [det(100, 100)], ["ann"], [unit(1)])
+    step(tracker, 0.1, [det(100, 100)], ["ann"], [unit(1)])
+    assert len(tracker.expected(0.2).coasting) == 1
+    step(tracker, 0.2, [], [], [])  # missed
+    expected = tracker.expected(0.3)
+    assert len(expected.focus) == 1 and expected.coasting == ()
+    step(tracker, 0.3, [det(100, 100)], ["ann"], [unit(1)])
+    assert len(tracker.expected(0.4).coasting) == 1
+
+
+def test_a_known_track_is_re_checked_on_its_interval_only() -> None:
+    """A clearly better face no longer re-embeds a known track (it coasts between re-checks); an undecided one
+    still is."""
+    config = TrackerConfig(min_votes=1, confirmations=1, recheck_known_s=2.0, embed_interval_s=1.0)
+    tracker = Tracker(config, "cam")
+    weak = Quality(face_px=40, sharpness=300, yaw_deg=0, score=0.9, rejection=None)
+    step(tracker, 0.0, [det(100, 100)], ["ann"], [unit(1)], quality=weak)
+    track_id = tracker.assign(0.1, [det(100, 100)])[0].track_id
+    assert GOOD.value >= weak.value * config.better_face
+    assert not tracker.needs_embedding(track_id, GOOD, 0.1)
+    assert tracker.needs_embedding(track_id, GOOD, 2.0)
+    undecided = Tracker(TrackerConfig(min_votes=2, embed_interval_s=1.0), "cam")
+    step(undecided, 0.0, [det(100, 100)], ["ann"], [unit(1)], quality=weak)
+    assert undecided.needs_embedding(undecided.assign(0.1, [det(100, 100)])[0].track_id, GOOD, 0.1)

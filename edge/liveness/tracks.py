@@ -3,6 +3,7 @@ this keeps the scores and says when a sighting may go on).
 
 Per frame the pipeline (edge/pipeline.py) calls, in order:
 
+    tracker.expected(mono, tracks.collecting())   # before detection: these tracks' faces are measured precisely
     tracks.seen(track_id, mono, named)            # every assigned face: the track is alive; named = its fused match
                                                   # names an enrolled person (sticky: once named, always scored)
     if tracks.wants(track_id, detection, accepted, frame.image):
@@ -32,7 +33,7 @@ Choices:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -74,6 +75,11 @@ class LivenessTracks:
     def held(self) -> int:
         """Sightings waiting for their liveness frames."""
         return len(self._held)
+
+    def collecting(self) -> Set[str]:
+        """The tracks still short of their frames (`wants` may say yes to their next face): the detector measures
+        their faces at their own scale (edge.track `Tracker.expected`)."""
+        return {t for t, e in self._tracks.items() if e.named and len(e.scores) < self.config.frames}
 
     def seen(self, track_id: str, mono: float, named: bool) -> None:
         """The track showed a face at `mono`; `named`: this frame's fused match named an enrolled person."""
