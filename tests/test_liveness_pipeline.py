@@ -117,12 +117,13 @@ def test_unknown_faces_pass_at_once_and_unchecked() -> None:
 
 
 def test_a_held_sighting_goes_on_when_its_track_ends_or_it_waited_too_long() -> None:
-    tracks = LivenessTracks(CONFIG, max_age_s=1.0)
+    assert MAX_HOLD_S > 0.2
+    tracks = LivenessTracks(CONFIG, max_age_s=0.2)
     tracks.seen("t1", 0.0, named=True)
     tracks.add("t1", 0.9)
     assert tracks.pass_on([sighting("ann", "t1")], 0.0) == []
-    assert tracks.release(1.0) == [], "not yet ended: seen 1.0 s ago is within max_age_s"
-    (ended,) = tracks.release(1.01)
+    assert tracks.release(0.2) == [], "not yet ended: seen 0.2 s ago is within max_age_s (and within MAX_HOLD_S)"
+    (ended,) = tracks.release(0.21)
     assert ended.liveness == Verdict(p_real=0.9, frames=1, verdict="undecided"), "one frame is never a verdict"
     # a track still in view but never frontal: the sighting waits MAX_HOLD_S at most, undecided
     tracks.seen("t2", 5.0, named=True)

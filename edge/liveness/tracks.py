@@ -41,8 +41,13 @@ from edge.attendance import Sighting
 from edge.faces import Detection
 from edge.liveness.decide import LivenessConfig, Verdict, decide, frontal, gate
 
-MAX_HOLD_S = 3.0
-"""Longest a known sighting waits for its liveness frames (a person standing turned away from the camera)."""
+MAX_HOLD_S = 0.5
+"""Longest a known sighting waits for its liveness frames. A track's faces are scored from its first usable one, so
+when a walking person is named most of the evidence is in (a sharp walk completes its frames within this wait);
+what is still missing then is mostly faces the models cannot judge (blur, a dim or side-lit door: `gate`), which
+no wait brings. 3.0 s held door walks under blur, low or side light until the track ended: p50 time from first
+usable face to the event 1.9 -> 0.7 s, p95 2.96 -> 1.9 s with 0.5 (`edge eval door`, those conditions, same
+walks; the same events)."""
 
 
 @dataclass
