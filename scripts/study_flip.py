@@ -57,6 +57,7 @@ from edge.enroll import with_template  # noqa: E402
 from edge.evaluate import canonical_detection, central_face  # noqa: E402
 from edge.gallery.store import NewEmbedding  # noqa: E402
 from edge.images import read_image  # noqa: E402
+from edge.lfw import LABEL_ALIASES, MISFILED  # noqa: E402
 from edge.manifest import file_sha256, load_manifest  # noqa: E402
 from edge.match import GalleryIndex, MatcherConfig  # noqa: E402
 from edge.quality import QualityConfig, assess  # noqa: E402
@@ -86,16 +87,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 # the wrong person (left out). Left alone they are "strangers" who are really enrolled people and set the zero-
 # stranger threshold by themselves (0.81 on seed 1). Look-alikes (Jason Kapono / Ray Young, the Bilal brothers,
 # George W. / Jeb Bush) are different people and stay.
-ALIASES = {
-    "Sung_Hong_Choi": "Choi_Sung-hong",
-    "Hasan_Wirayuda": "Hassan_Wirajuda",
-    "Joseph_Blatter": "Sepp_Blatter",
-    "Wang_Nan": "Nan_Wang",
-}
-MISFILED = {
-    "Andrew_Gilligan/Andrew_Gilligan_0001.jpg",  # the same photo as Andrew_Caldecott_0001 (cosine 0.95)
-    "Recep_Tayyip_Erdogan/Recep_Tayyip_Erdogan_0004.jpg",  # Abdullah Gul
-}
+ALIASES = LABEL_ALIASES
 
 
 def lfw_people(root: Path, fix_labels: bool = True) -> Dict[str, List[str]]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from edge.errors import EdgeError
+from edge.lfw import LABEL_ALIASES, MISFILED
 
 CONDITIONS: Tuple[str, ...] = ("unmasked", "masked", "side_light", "blur", "low_light", "compressed")
 ENTRANCE, EXIT = "door-in", "door-out"
@@ -175,10 +176,13 @@ def catalogue(data: Path) -> Tuple[List[Identity], List[Identity]]:
         raise EdgeError(f"{lfw}: LFW View 1 images not found (set EDGE_TEST_DATA to the shared data folder)")
     several: List[Identity] = []
     few: List[Identity] = []
+    folders: Dict[str, List[Path]] = {}  # LFW's label errors fixed: one person under two spellings is one person
     for folder in sorted(p for p in lfw.iterdir() if p.is_dir()):
-        photos = tuple(sorted(folder.glob("*.jpg")))
-        person = Identity(f"lfw.{folder.name}", folder.name.replace("_", " "), photos)
-        (several if len(photos) >= 3 else few).append(person)
+        kept = [p for p in folder.glob("*.jpg") if f"{folder.name}/{p.name}" not in MISFILED]
+        folders.setdefault(LABEL_ALIASES.get(folder.name, folder.name), []).extend(kept)
+    for name, found in sorted(folders.items()):
+        person = Identity(f"lfw.{name}", name.replace("_", " "), tuple(sorted(found)))
+        (several if len(person.photos) >= 3 else few).append(person)
     if orl.is_dir():
         for folder in sorted((p for p in orl.iterdir() if p.is_dir()), key=lambda p: int(p.name[1:] or 0)):
             several.append(Identity(f"orl.{folder.name}", f"ORL {folder.name}", tuple(sorted(folder.glob("*.pgm")))))
