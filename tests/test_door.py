@@ -189,6 +189,7 @@ def test_lfw_label_errors_are_fixed_in_the_catalogue(data: Path) -> None:
     folders = {path.parent.name for path in by_id["lfw.Hassan_Wirajuda"].photos}
     assert folders == {"Hassan_Wirajuda", "Hasan_Wirayuda"}
     assert not any(path.name == "Andrew_Gilligan_0001.jpg" for p in several + few for path in p.photos)
+    assert all(p.photos for p in several + few), "a folder whose only photo was misfiled is nobody (a full run crashed)"
 
 
 def test_a_rendered_walk_grows_from_far_to_near_at_the_door(data: Path) -> None:

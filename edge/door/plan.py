@@ -181,6 +181,8 @@ def catalogue(data: Path) -> Tuple[List[Identity], List[Identity]]:
         kept = [p for p in folder.glob("*.jpg") if f"{folder.name}/{p.name}" not in MISFILED]
         folders.setdefault(LABEL_ALIASES.get(folder.name, folder.name), []).extend(kept)
     for name, found in sorted(folders.items()):
+        if not found:  # a folder whose only photo was misfiled (Andrew_Gilligan) is nobody
+            continue
         person = Identity(f"lfw.{name}", name.replace("_", " "), tuple(sorted(found)))
         (several if len(person.photos) >= 3 else few).append(person)
     if orl.is_dir():
