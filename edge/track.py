@@ -256,11 +256,6 @@ class Tracker:
     def active(self) -> int:
         return len(self._tracks)
 
-    def predictions(self, mono: float) -> List[Box]:
-        """Where each live track's face should be at `mono` (its last box moved by its velocity): the detector
-        looks there first (edge.scene)."""
-        return [predicted(track, mono) for track in self._tracks.values()]
-
     def expected(self, mono: float, wanting: Collection[str] = ()) -> Expected:
         """The live tracks' predicted faces at `mono`, split into those to measure at their own scale this frame
         (`measuring`; `wanting`: track ids another stage still wants faces of, the liveness evidence) and coasting

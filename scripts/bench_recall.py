@@ -242,7 +242,8 @@ def make_detector(repo: Path, fps: float) -> Tuple[Any, Callable[[], Callable[[n
 
         def detect(image: np.ndarray) -> List[Any]:
             mono = next(clock) / fps
-            found = scene.detect(image, mono, tracker.predictions(mono))
+            expected = tracker.expected(mono)  # as the pipeline asks (no liveness here)
+            found = scene.detect(image, mono, expected.focus, expected.coasting)
             tracker.assign(mono, found)
             tracker.update(mono, at, [])
             return list(found)
