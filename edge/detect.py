@@ -109,13 +109,17 @@ class DetectorConfig:
     refine_min_score: score threshold of the region pass (a face is already known to be there).
     focus_min_score: score threshold of a pass around a live track's predicted face (edge.scene): higher than
         refine_min_score, since nothing in this frame says a face is there yet.
-    region_size: side in pixels of the square regions edge.scene looks at close to native scale (around what
-        moved, and over the camera's door region) through the full-range model: a 48 px face is ~18 px of its
-        192 px input in a 512 px region. Frames whose longer side is under 1.5 times this get none (the
-        whole-frame pass sees them at nearly that scale); 0 (the default until their cost is tuned: issue 9's note)
-        disables them. A face only regions found must be found
-        again by the refine view (see ``Pass.verify``).
-    max_regions: most such region passes per frame; more are taken in turns over the next frames.
+    region_size: side in pixels of the squares edge.scene looks at close to native scale through the full-range
+        model (a grid over the frame, neighbours overlapping by 30%, plus squares over the camera's door region),
+        where something moved in the last ``region_memory_s``: a 48 px face is ~18 px of the model's 192 px input
+        in a 512 px square, where the whole frame shrunk to it makes a 1080p frame's 48 px face 5 px. Frames whose
+        longer side is under 1.5 times this get none (the whole-frame pass sees them at nearly that scale); 0
+        disables them. A face only these passes found must be found again by the refine view (``Pass.verify``).
+        512 with 2 per frame: recall of faces >= 48 px vs YuNet on the Hamilton clip shrunk into a 1080p corner
+        0.765 -> 1.0, on LFW faces entering a 1080p scene 0.72 -> 0.94 (scripts/bench_recall.py; issue 9's note).
+    max_regions: most such squares looked at per frame, those waiting longest first (in turns).
+    region_memory_s: a square stays due this long (seconds of the frames' clock) after something last moved in
+        it: a face that keeps still where others move (an audience, a queue) is looked at until a track holds it.
     motion_gate: edge.scene compares each frame with the previous one at low resolution first; a frame with no
         change and no live track gets no detector pass at all (a whole-frame pass every ``idle_interval_s``).
     motion_width: width in pixels of that low-resolution image.
@@ -146,8 +150,9 @@ class DetectorConfig:
     refine_context: float = 3.0
     refine_min_score: float = 0.5
     focus_min_score: float = 0.6
-    region_size: int = 0
-    max_regions: int = 4
+    region_size: int = 512
+    max_regions: int = 2
+    region_memory_s: float = 3.0
     motion_gate: bool = True
     motion_width: int = 160
     motion_threshold: float = 16.0
@@ -175,6 +180,7 @@ class DetectorConfig:
         if 0 < self.region_size < 64:
             raise DetectorConfigError(f"region_size: must be 0 (off) or >= 64, got {self.region_size!r}")
         _check_int("max_regions", self.max_regions, 0)
+        _check_number("region_memory_s", self.region_memory_s, 0.0, 3600.0, low_open=False, high_open=False)
         _check_int("motion_width", self.motion_width, 16)
         _check_int("motion_cells", self.motion_cells, 1)
         _check_number("motion_threshold", self.motion_threshold, 0.0, 255.0, low_open=True, high_open=True)
@@ -475,7 +481,9 @@ class FaceDetector:
         height, width = image.shape[:2]
         return _clipped(box, points, min(detection.score, score), width, height)
 
-    def _run_pass(self, image: npt.NDArray[np.uint8], look: Pass) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _run_pass(
+        self, image: npt.NDArray[np.uint8], look: Pass
+    ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """One pass: boxes (N, 4), keypoints (N, 6, 2) and scores in image pixels, faces cut by an inner region edge
         left out; None when it finds nothing."""
         height, width = image.shape[:2]

@@ -7,9 +7,10 @@ every frame, most of which show nobody. Instead, per frame (`plan`):
 * the motion gate (`MotionGate`) compares a low-resolution grey copy of the frame with the previous one: a frame
   with no change and no live track gets no detector pass at all (a whole-frame pass still runs every
   ``idle_interval_s``), so an empty scene costs little more than decoding;
-* when something moved: the cheap whole-frame pass (large faces), and square regions of about ``region_size``
-  pixels around what moved and over the camera's door region (``CameraConfig.door``), at close to native scale
-  through the full-range model: at most ``max_regions`` per frame, the rest in turns over the next frames;
+* when something moved: the cheap whole-frame pass (large faces);
+* the sweep (`Sweep`): squares of ``region_size`` pixels (a fixed overlapping grid, plus the camera's door region,
+  ``CameraConfig.door``) looked at close to native scale through the full-range model while something moved in
+  them in the last ``region_memory_s``: at most ``max_regions`` per frame, those waiting longest first;
 * for every live track that needs its face measured this frame (edge.track ``Tracker.expected``: it may be
   embedded or liveness-scored) and for a coasting one the last frame missed: a focus pass, a square
   ``refine_context`` times its predicted face through the short-range model (the same view as the detector's refine
@@ -28,7 +29,7 @@ invocations per frame of a scene with people.
 
 A person entering moves, so the gate opens on the first frame they are in (the first frame of a camera counts as
 all motion). The plan is a pure function; `SceneDetector` holds one camera's state (gate, clock of the last
-whole-frame pass, the turn of the region rotation) and `Scenes` one per camera for the pipeline.
+whole-frame pass, the sweep) and `Scenes` one per camera for the pipeline.
 """
 
 from __future__ import annotations
@@ -145,21 +146,19 @@ def focus_rect(box: Box, context: float) -> Rect:
 
 
 def plan(
-    config: DetectorConfig,
     whole: Sequence[Pass],
-    size: Tuple[int, int],
     motion: Optional[Sequence[Rect]],
     predictions: Sequence[Box],
-    door: Optional[Rect],
     whole_due: bool,
-    turn: int,
+    context: float,
     coasting: Sequence[Box] = (),
+    regions: Sequence[Rect] = (),
 ) -> List[Pass]:
-    """The passes of one frame. ``whole``: the detector's whole-frame passes; ``predictions``: tracked faces to
-    measure (a focus pass each); ``motion``: what the gate saw move (None: no gate, as if the frame moved with no
-    region known); ``whole_due``: the idle whole-frame pass is due; ``turn``: counts frames, for taking regions in
-    turns; ``coasting``: tracked faces the whole-frame pass follows (a focus pass each only when it does not run)."""
-    width, height = size
+    """The passes of one frame. ``whole``: the detector's whole-frame passes; ``motion``: what the gate saw move
+    (None: no gate, as if the frame moved with no region known); ``predictions``: tracked faces to measure (a focus
+    pass each, ``context`` times the face); ``whole_due``: the idle whole-frame pass is due; ``coasting``: tracked
+    faces the whole-frame pass follows (a focus pass each only when it does not run); ``regions``: what the sweep
+    chose to look at close to native scale this frame (`Sweep.choose`)."""
     moved = motion is None or bool(motion)
     passes: List[Pass] = []
     if moved or whole_due:
@@ -167,21 +166,71 @@ def plan(
         passes.extend(Pass("full", (b.x, b.y, b.x + b.w, b.y + b.h), coasting=True) for b in coasting)
     else:
         predictions = [*predictions, *coasting]
-    passes.extend(Pass("short", focus_rect(box, config.refine_context), focus=True) for box in predictions)
-    if not moved or not config.max_regions or not config.region_size or max(width, height) < 1.5 * config.region_size:
-        return passes
-    regions: List[Rect] = []
-    if door is not None:
-        regions.extend(cover(door, config.region_size, width, height))
-    frame_area = float(width * height)
-    for rect in motion or ():
-        if (rect[2] - rect[0]) * (rect[3] - rect[1]) <= GLOBAL_CHANGE * frame_area:
-            regions.extend(cover(rect, config.region_size, width, height))
-    if len(regions) > config.max_regions:
-        first = (turn * config.max_regions) % len(regions)
-        regions = [regions[(first + i) % len(regions)] for i in range(config.max_regions)]
+    passes.extend(Pass("short", focus_rect(box, context), focus=True) for box in predictions)
     passes.extend(Pass("full", rect, verify=True) for rect in regions)
     return passes
+
+
+def grid(width: int, height: int, size: int, overlap: float = 0.3) -> List[Rect]:
+    """Squares of ``size`` pixels covering the frame, row by row, neighbours sharing ``overlap`` of a side (a face
+    up to that wide lies whole in one of them)."""
+
+    def starts(extent: int) -> List[float]:
+        if extent <= size:
+            return [0.0]
+        count = math.ceil((extent - size) / (size * (1.0 - overlap))) + 1
+        return [(extent - size) * i / (count - 1) for i in range(count)]
+
+    w, h = float(min(size, width)), float(min(size, height))
+    return [(x, y, x + w, y + h) for y in starts(height) for x in starts(width)]
+
+
+def _touches(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class Sweep:
+    """Which squares of a large frame to look at close to native scale, frame by frame (pure but for its memory).
+
+    The frame is covered by a fixed grid of overlapping squares (`grid`), plus the squares over the camera's door
+    region. Each remembers when something last moved in it and when it was last looked at. A square is due while
+    something moved in it within ``memory_s`` (a door square: while anything moved anywhere); each frame the
+    ``count`` due squares left unlooked the longest are chosen, one moving now counting ``memory_s`` staler than it
+    is. So a person entering is looked at on the first frames they move in; a face that stays still where people
+    move (an audience, a queue, someone waiting at the door) is looked at every few frames until a track holds it
+    (a focus pass follows it then); a scene where nothing moved for ``memory_s`` costs nothing. A change of most of
+    the view (`GLOBAL_CHANGE`: lighting, the camera moved) makes no square due by itself: the whole-frame pass
+    covers it."""
+
+    def __init__(self, squares: Sequence[Rect], door: Sequence[Rect], memory_s: float) -> None:
+        self.squares: List[Rect] = [*squares, *door]
+        self.is_door = np.array([False] * len(squares) + [True] * len(door), bool)
+        self.memory_s = memory_s
+        self.moved_at = np.full(len(self.squares), -math.inf)
+        self.looked_at = np.full(len(self.squares), -math.inf)
+        self._last = -math.inf
+
+    def choose(self, motion: Optional[Sequence[Rect]], mono: float, count: int, area: float) -> List[Rect]:
+        """Up to ``count`` squares for this frame. ``motion``: the gate's moving regions (None: no gate, everything
+        counts as moving); ``area``: the frame's, for telling a change of the whole view."""
+        if mono < self._last:  # time ran backwards (a file looped): forget
+            self.moved_at[:] = -math.inf
+            self.looked_at[:] = -math.inf
+        self._last = mono
+        if motion is None:
+            moving = np.ones(len(self.squares), bool)
+        else:
+            local = [r for r in motion if (r[2] - r[0]) * (r[3] - r[1]) <= GLOBAL_CHANGE * area]
+            moving = np.array([any(_touches(square, r) for r in local) for square in self.squares], bool)
+            moving |= self.is_door & bool(motion)
+        self.moved_at[moving] = mono
+        due = np.flatnonzero(mono - self.moved_at <= self.memory_s)
+        if not len(due) or count <= 0:
+            return []
+        staleness = mono - self.looked_at[due]
+        chosen = due[np.argsort(-staleness, kind="stable")[:count]]
+        self.looked_at[chosen] = mono
+        return [self.squares[i] for i in sorted(chosen)]
 
 
 def tracked_whole(whole: Sequence[Pass]) -> List[Pass]:
@@ -201,7 +250,8 @@ class SceneDetector:
         self.door = door
         self.gate = MotionGate(config.motion_width, config.motion_threshold, config.motion_cells)
         self._last_whole = -math.inf
-        self._turn = 0
+        self._sweep: Optional[Tuple[Tuple[int, int], Optional[Sweep]]] = None
+        """The sweep of the frame size last seen (None for a frame too small for regions)."""
         self._coasting: List[Rect] = []
         """The coasting faces of the last frame whose small faces were kept as found (`coarse`)."""
         self._small = 0.0
@@ -223,9 +273,10 @@ class SceneDetector:
         motion = self.gate.moving(image) if self.config.motion_gate else None
         whole = [Pass(kind, rect) for kind, rect in self.detector.passes(width, height)]  # type: ignore[arg-type]
         due = mono - self._last_whole >= self.config.idle_interval_s or mono < self._last_whole
-        door = door_rect(self.door, width, height)
-        passes = plan(self.config, whole, (width, height), motion, predictions, door, due, self._turn, coasting)
-        self._turn += 1
+        sweep = self.sweep(width, height)
+        regions = sweep.choose(motion, mono, self.config.max_regions, float(width * height)) if sweep else []
+        context = self.config.refine_context
+        passes = plan(whole, motion, predictions, due, context, coasting, regions)
         self._coasting = [look.rect for look in passes if look.coasting]
         self._small = self.config.refine_below * max(width, height)
         if not passes:
@@ -233,6 +284,19 @@ class SceneDetector:
         if any(look in whole for look in passes):
             self._last_whole = mono
         return self.detector.detect_in(image, passes)
+
+    def sweep(self, width: int, height: int) -> Optional[Sweep]:
+        """The region sweep for frames of this size: None when regions are off or the frame is small enough that the
+        whole-frame pass sees it at nearly their scale (longer side under 1.5 ``region_size``)."""
+        if self._sweep is None or self._sweep[0] != (width, height):
+            size = self.config.region_size
+            made = None
+            if size and self.config.max_regions and max(width, height) >= 1.5 * size:
+                door = door_rect(self.door, width, height)
+                squares = cover(door, size, width, height) if door is not None else []
+                made = Sweep(grid(width, height, size), squares, self.config.region_memory_s)
+            self._sweep = ((width, height), made)
+        return self._sweep[1]
 
     def coarse(self, detection: Detection) -> bool:
         """Whether this face of the last frame was left as the whole-frame pass measured it (small, over a

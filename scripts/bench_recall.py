@@ -219,15 +219,23 @@ def reference(
     return out
 
 
-def make_detector(repo: Path, fps: float) -> Tuple[Any, Callable[[], Callable[[np.ndarray], List[Any]]]]:
+def make_detector(
+    repo: Path, fps: float, overrides: Sequence[str] = ()
+) -> Tuple[Any, Callable[[], Callable[[np.ndarray], List[Any]]]]:
     """The tree's FaceDetector and a factory of per-clip detect functions: with edge.scene, a fresh scene detector
     and tracker per clip, each frame `fps` later than the one before (as the pipeline runs them); else
-    FaceDetector.detect."""
+    FaceDetector.detect. ``overrides``: detector settings ``key=value`` (YAML values) over the defaults."""
     sys.path.insert(0, str(repo))
+    from dataclasses import replace
+
+    import yaml
+
     from edge.config import Config
 
+    settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in overrides)}
+    config = replace(Config().detector, **settings)
     detect_mod = importlib.import_module("edge.detect")
-    detector = detect_mod.FaceDetector(Config().detector)
+    detector = detect_mod.FaceDetector(config)
     try:
         scene_mod = importlib.import_module("edge.scene")
     except ImportError:
@@ -235,7 +243,7 @@ def make_detector(repo: Path, fps: float) -> Tuple[Any, Callable[[], Callable[[n
     from edge.track import Tracker, TrackerConfig
 
     def factory() -> Callable[[np.ndarray], List[Any]]:
-        scene = scene_mod.SceneDetector(detector, Config().detector)
+        scene = scene_mod.SceneDetector(detector, config)
         tracker = Tracker(TrackerConfig(), "bench")
         clock = iter(range(1 << 30))
         at = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -413,12 +421,17 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=3, help="take every step-th frame of the 30 fps clips")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge-bench-cache"))
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--only", action="append", help="run only this clip (repeatable; dogs.jpg always runs)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a detector setting over the default"
+    )
     args = parser.parse_args()
     if not args.yunet.is_file():
         sys.exit("bench_recall: YuNet's .onnx not found: pass --yunet or set EDGE_YUNET (see this script's help)")
-    detector, factory = make_detector(args.repo.resolve(), 30.0 / args.step)
+    detector, factory = make_detector(args.repo.resolve(), 30.0 / args.step, args.set)
     results: Dict[str, Any] = {"repo": str(args.repo), "step": args.step, "load": os.getloadavg()}
-    print(f"detector of {args.repo}; every {args.step}th frame; load average {os.getloadavg()[0]:.1f}")
+    settings = f"; settings {' '.join(args.set)}" if args.set else ""
+    print(f"detector of {args.repo}; every {args.step}th frame{settings}; load average {os.getloadavg()[0]:.1f}")
     fps = 30.0 / args.step
     counts = count_invocations(detector)
     before = dict(counts)
@@ -435,6 +448,8 @@ def main() -> None:
         return out
 
     for name, frames in clips(args.data, args.step, pasted).items():
+        if args.only and name not in args.only:
+            continue
         refs = reference(name, frames, args.yunet, args.step, args.cache)
         row = run_clip(factory(), frames(), refs, truth if name == "entering 1080p" else None)
         results[name] = row

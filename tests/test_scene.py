@@ -4,7 +4,7 @@ detector, that a person entering a still scene is found on the first frame they 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import cv2
 import numpy as np
@@ -12,7 +12,7 @@ import pytest
 
 from edge.detect import DetectorConfig, FaceDetector, Pass
 from edge.faces import Box, Detection
-from edge.scene import MotionGate, SceneDetector, cover, plan
+from edge.scene import MotionGate, SceneDetector, Sweep, cover, grid, plan
 
 HD = (1920, 1080)
 WHOLE = [Pass("short", (0.0, 0.0, 1920.0, 1080.0)), Pass("full", (0.0, 0.0, 1920.0, 1080.0))]
@@ -44,24 +44,21 @@ def test_motion_gate_ignores_sensor_noise_and_finds_what_moved() -> None:
 
 
 def test_a_still_frame_with_nothing_tracked_gets_no_pass_until_the_idle_pass_is_due() -> None:
-    config = DetectorConfig()
-    assert plan(config, WHOLE, HD, [], [], None, whole_due=False, turn=0) == []
-    assert plan(config, WHOLE, HD, [], [], None, whole_due=True, turn=0) == WHOLE
+    assert plan(WHOLE, [], [], whole_due=False, context=3.0) == []
+    assert plan(WHOLE, [], [], whole_due=True, context=3.0) == WHOLE
 
 
 def test_a_live_track_gets_a_focus_pass_around_its_predicted_face_even_when_nothing_moves() -> None:
-    config = DetectorConfig(refine_context=3.0)
-    passes = plan(config, WHOLE, HD, [], [Box(100, 200, 60, 60)], None, whole_due=False, turn=0)
+    passes = plan(WHOLE, [], [Box(100, 200, 60, 60)], whole_due=False, context=3.0)
     assert passes == [Pass("short", (40.0, 140.0, 220.0, 320.0), focus=True)]
 
 
 def test_while_tracks_are_live_the_whole_frame_pass_is_the_full_range_one_alone() -> None:
     """The focus passes hold the tracked faces; the full-range model finds a new face of any size the short-range
     one would. With nothing tracked, both run."""
-    config = DetectorConfig(refine_context=3.0)
     moved = [(0.0, 0.0, 1920.0, 1080.0)]
-    assert plan(config, WHOLE, HD, moved, [], None, whole_due=False, turn=0) == WHOLE
-    passes = plan(config, WHOLE, HD, moved, [Box(100, 200, 60, 60)], None, whole_due=False, turn=0)
+    assert plan(WHOLE, moved, [], whole_due=False, context=3.0) == WHOLE
+    passes = plan(WHOLE, moved, [Box(100, 200, 60, 60)], whole_due=False, context=3.0)
     assert passes == [WHOLE[1], Pass("short", (40.0, 140.0, 220.0, 320.0), focus=True)]
 
 
@@ -69,15 +66,14 @@ def test_a_coasting_track_gets_no_focus_pass_while_the_whole_frame_pass_runs() -
     """A decided track with nothing due (Tracker.expected's `coasting`) is followed by the whole-frame pass: no focus
     pass, only a marker that keeps its small face from being refined; a track to measure gets its focus pass. When
     no whole-frame pass runs (nothing moved), the coasting track is looked for with a focus pass too."""
-    config = DetectorConfig(refine_context=3.0)
     moved = [(0.0, 0.0, 1920.0, 1080.0)]
     due, coasting = Box(100, 200, 60, 60), Box(1000, 200, 60, 60)
-    passes = plan(config, WHOLE, HD, moved, [], None, False, 0, coasting=[coasting])
+    passes = plan(WHOLE, moved, [], False, 3.0, coasting=[coasting])
     assert passes == [WHOLE[1], Pass("full", (1000.0, 200.0, 1060.0, 260.0), coasting=True)]
     assert not any(p.focus for p in passes)
-    passes = plan(config, WHOLE, HD, moved, [due], None, False, 0, coasting=[coasting])
+    passes = plan(WHOLE, moved, [due], False, 3.0, coasting=[coasting])
     assert [p.rect for p in passes if p.focus] == [(40.0, 140.0, 220.0, 320.0)]
-    still = plan(config, WHOLE, HD, [], [due], None, False, 0, coasting=[coasting])
+    still = plan(WHOLE, [], [due], False, 3.0, coasting=[coasting])
     assert still == [
         Pass("short", (40.0, 140.0, 220.0, 320.0), focus=True),
         Pass("short", (940.0, 140.0, 1120.0, 320.0), focus=True),
@@ -99,45 +95,77 @@ def test_a_small_face_over_a_coasting_track_is_coarse_for_the_pipeline(monkeypat
         assert not scene.coarse(Detection(Box(60, 60, 300, 300), 0.9, kp))  # large: never refined anyway
 
 
-def test_motion_in_a_large_frame_gets_the_whole_pass_and_native_scale_regions_around_it() -> None:
-    config = DetectorConfig(region_size=512)
-    person = (1500.0, 600.0, 1600.0, 1000.0)  # a 100x400 moving region, bottom right
-    passes = plan(config, WHOLE, HD, [person], [], None, whole_due=False, turn=0)
-    assert passes[:2] == WHOLE
-    regions = passes[2:]
-    assert regions and all(p.model == "full" and p.verify for p in regions)
-    for p in regions:
-        x0, y0, x1, y1 = p.rect
-        assert x1 - x0 <= 512 and y1 - y0 <= 512 and x0 >= 0 and y0 >= 0 and x1 <= 1920 and y1 <= 1080
-        assert x0 <= person[0] and x1 >= person[2] and y0 <= person[1]  # the person's top (the head) is inside
+def test_the_grid_covers_the_frame_with_overlapping_squares_a_face_fits_in() -> None:
+    squares = grid(1920, 1080, 512)
+    assert len(squares) == 5 * 3
+    for x0, y0, x1, y1 in squares:
+        assert 0 <= x0 < x1 <= 1920 and 0 <= y0 < y1 <= 1080 and x1 - x0 == 512 and y1 - y0 == 512
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # any face up to 0.3 of a side lies whole in some square
+        side = float(rng.uniform(20, 0.3 * 512))
+        x, y = float(rng.uniform(0, 1920 - side)), float(rng.uniform(0, 1080 - side))
+        assert any(a <= x and b <= y and x + side <= c and y + side <= d for a, b, c, d in squares)
+    assert grid(1280, 720, 512) and grid(400, 300, 512) == [(0.0, 0.0, 400.0, 300.0)]
 
 
-def test_small_frames_and_whole_view_changes_get_no_regions() -> None:
-    config = DetectorConfig(region_size=512)
-    small = [Pass("full", (0.0, 0.0, 640.0, 360.0))]
-    assert plan(config, small, (640, 360), [(10.0, 10.0, 100.0, 100.0)], [], None, False, 0) == small
-    everything = [(0.0, 0.0, 1900.0, 1000.0)]  # lighting changed: the whole-frame pass covers it
-    assert plan(config, WHOLE, HD, everything, [], None, False, 0) == WHOLE
+def sweep_of(squares: List[tuple], memory_s: float = 3.0, door: Sequence[tuple] = ()) -> Sweep:
+    return Sweep(squares, door, memory_s)
 
 
-def test_regions_beyond_the_budget_are_taken_in_turns() -> None:
-    config = DetectorConfig(region_size=512, max_regions=2)
-    moving = [(x, 100.0, x + 40.0, 140.0) for x in (100.0, 700.0, 1300.0)]  # three small things far apart
-    seen: List[tuple] = []
-    for turn in range(3):
-        regions = plan(config, WHOLE, HD, moving, [], None, False, turn)[2:]
-        assert len(regions) == 2
-        seen.extend(p.rect for p in regions)
-    assert len(set(seen)) == 3
+def test_the_sweep_looks_where_something_moves_first_then_keeps_looking_while_it_is_remembered() -> None:
+    squares = grid(1920, 1080, 512)
+    sweep = sweep_of(squares)
+    area = 1920.0 * 1080.0
+    assert sweep.choose([], 0.0, 2, area) == []  # nothing ever moved: nothing to look at
+    person = (1500.0, 600.0, 1600.0, 1000.0)
+    moving = [s for s in squares if s[0] < person[2] and person[0] < s[2] and s[1] < person[3] and person[1] < s[3]]
+    assert len(moving) >= 2
+    first = sweep.choose([person], 0.1, 2, area)
+    assert len(first) == 2 and set(first) <= set(moving)
+    # nothing moves any more: the squares it moved in are looked at in turns while remembered, then no more
+    seen = set(first)
+    for step in range(2, 20):
+        chosen = sweep.choose([], step / 10, 2, area)
+        assert set(chosen) <= set(moving)
+        seen |= set(chosen)
+    assert seen == set(moving)
+    assert sweep.choose([], 3.2, 2, area) == []
 
 
-def test_the_door_region_is_looked_at_whenever_something_moves() -> None:
-    config = DetectorConfig(region_size=512)
-    door = (1200.0, 100.0, 1600.0, 700.0)
-    passes = plan(config, WHOLE, HD, [(0.0, 0.0, 1900.0, 1000.0)], [], door, False, 0)
-    regions = [p.rect for p in passes[2:]]
-    assert regions == cover(door, 512, 1920, 1080)
-    assert plan(config, WHOLE, HD, [], [], door, False, 0) == []  # nothing moved: no pass at all
+def test_new_motion_is_looked_at_first_and_squares_still_moving_take_turns_with_those_remembered() -> None:
+    squares = grid(1920, 1080, 512)
+    sweep = sweep_of(squares)
+    area = 1920.0 * 1080.0
+    left, right = (100.0, 100.0, 140.0, 140.0), (1800.0, 900.0, 1840.0, 940.0)
+    sweep.choose([left], 0.0, 1, area)
+    (chosen,) = sweep.choose([right], 0.1, 1, area)
+    assert chosen[0] > 1000  # the new motion, not the square looked at a frame ago (and only remembered now)
+    (chosen,) = sweep.choose([right], 0.2, 1, area)
+    assert chosen[0] < 600  # the left one, remembered, has waited longest: a moving square cannot starve it
+
+
+def test_a_change_of_the_whole_view_makes_no_square_due_and_a_door_square_is_due_whenever_anything_moves() -> None:
+    door = cover((1200.0, 100.0, 1600.0, 700.0), 512, 1920, 1080)
+    sweep = sweep_of(grid(1920, 1080, 512), door=door)
+    area = 1920.0 * 1080.0
+    assert sweep.choose([(0.0, 0.0, 1900.0, 1000.0)], 0.0, 4, area) == door  # lighting: only the door
+    assert sweep.choose([], 5.0, 4, area) == []  # long still: nothing
+    assert sweep.choose([(10.0, 10.0, 20.0, 20.0)], 5.1, 1, area) in ([door[0]], [grid(1920, 1080, 512)[0]])
+
+
+def test_time_running_backwards_restarts_the_sweep() -> None:
+    sweep = sweep_of(grid(1920, 1080, 512))
+    area = 1920.0 * 1080.0
+    assert sweep.choose([(10.0, 10.0, 20.0, 20.0)], 100.0, 1, area)
+    assert sweep.choose([], 1.0, 1, area) == []  # a looped file: what moved "at 100 s" is forgotten
+
+
+def test_small_frames_and_regions_off_get_no_sweep() -> None:
+    with FaceDetector(DetectorConfig(region_size=512)) as det:
+        scene = SceneDetector(det, det.config)
+        assert scene.sweep(640, 360) is None and scene.sweep(1280, 720) is not None
+        assert SceneDetector(det, DetectorConfig(region_size=0)).sweep(1920, 1080) is None
+        assert SceneDetector(det, DetectorConfig(region_size=512, max_regions=0)).sweep(1920, 1080) is None
 
 
 def test_cover_keeps_regions_inside_the_frame_and_within_the_size() -> None:

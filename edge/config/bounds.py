@@ -74,6 +74,7 @@ BOUNDS: Dict[str, Bounds] = {
     "DetectorConfig.focus_min_score": (0.0, 1.0),
     "DetectorConfig.region_size": (0, 100_000),
     "DetectorConfig.max_regions": (0, 64),
+    "DetectorConfig.region_memory_s": (0, 3600),
     "DetectorConfig.motion_width": (16, 4096),
     "DetectorConfig.motion_threshold": (0.0, 255.0),
     "DetectorConfig.motion_cells": (1, 100_000),
