@@ -4,6 +4,7 @@ runs it: one per-camera scene detector (edge.scene, when the tree has it; else F
 fed the clip's frames in order at --step (3 = 10 fps from a 30 fps clip, the box's max_fps).
 
     .venv/bin/python scripts/bench_recall.py [--data ../shared/data] [--yunet PATH] [--repo DIR] [--json OUT]
+        [--clip VIDEO ...] [--only CLIP ...] [--set DETECTOR_KEY=VALUE ...]
 
 Clips (frames made in memory from the shared data; nothing is written but a cache of YuNet's boxes):
 
@@ -16,7 +17,12 @@ Clips (frames made in memory from the shared data; nothing is written but a cach
   after another while its people are tracked: every ``ENTER_EVERY`` frames a new face of 80-160 px appears at a
   random place (soft-edged paste), drifts as a walker would for ``ENTER_FRAMES`` frames and leaves: the case of a
   person coming into view while others are already tracked (its first-detection time);
-* negatives 768x432: people seen from behind (no face; YuNet finds none at 0.9): every detection is a false face.
+* negatives 768x432: people seen from behind (no face; YuNet finds none at 0.9): every detection is a false face;
+* each --clip VIDEO (a held-out clip): as it is, and shrunk into the same 1080p corner (to 448 px wide, as the
+  Hamilton clip is there), named by file, size and a digest of the file.
+
+--only runs only the named clips; --set overrides a detector setting (e.g. --set region_size=0 for the detector
+without the region sweep).
 
 A reference face (YuNet >= 0.9, longer side >= 48 px) is found when a detection overlaps it with IoU >= 0.3. A
 detection overlapping no YuNet face at score 0.6 (which finds more, some false) is counted as a false face.
@@ -98,6 +104,43 @@ Pasted = List[List[Tuple[int, int, int, int]]]
 """Per frame of the entering clip: (photo index, side, x, y) of each face pasted in it."""
 
 
+def in_corner(frames: Iterator[np.ndarray], negatives: Path, scale: float) -> Iterator[np.ndarray]:
+    """Each frame shrunk by ``scale`` into the bottom-right corner of a 1920x1080 frame whose rest is a still scene
+    (the negative clip's first frame, scaled) with sensor-like noise (sigma 2, per frame)."""
+    cap = cv2.VideoCapture(str(negatives))
+    ok, still = cap.read()
+    cap.release()
+    assert ok, negatives
+    scene = cv2.resize(still, (1920, 1080), interpolation=cv2.INTER_LINEAR).astype(np.int16)
+    rng = np.random.default_rng(7)
+    for frame in frames:
+        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        noisy = scene + rng.normal(0.0, 2.0, scene.shape[:2])[:, :, None].astype(np.int16)
+        out = np.clip(noisy, 0, 255).astype(np.uint8)
+        h, w = small.shape[:2]
+        out[1080 - 32 - h : 1080 - 32, 1920 - 32 - w : 1920 - 32] = small
+        yield out
+
+
+def held_out(data: Path, path: Path, step: int) -> Dict[str, Callable[[], Iterator[np.ndarray]]]:
+    """A clip given with --clip: as it is, and shrunk into a 1080p corner as the Hamilton clip is (to the width the
+    Hamilton clip has there, 448 px)."""
+    cap = cv2.VideoCapture(str(path))
+    ok, first = cap.read()
+    cap.release()
+    if not ok:
+        sys.exit(f"bench_recall: cannot read a frame of {path}")
+    scale = CORNER_SCALE * 640 / first.shape[1]
+    negatives = data / "negatives" / "one-by-one-person-detection.mp4"
+    with path.open("rb") as f:
+        digest = hashlib.sha256(f.read(1 << 20) + str(path.stat().st_size).encode()).hexdigest()[:8]
+    tag = f"{path.stem} {first.shape[1]}x{first.shape[0]} [{digest}]"
+    return {
+        tag: lambda: read_clip(path, step),
+        f"{path.stem} corner 1080p [{digest}]": lambda: in_corner(read_clip(path, step), negatives, scale),
+    }
+
+
 def clips(data: Path, step: int, pasted: Optional[Pasted] = None) -> Dict[str, Callable[[], Iterator[np.ndarray]]]:
     hamilton = data / "hamilton" / "short_hamilton_clip.mp4"
     negatives = data / "negatives" / "one-by-one-person-detection.mp4"
@@ -110,19 +153,7 @@ def clips(data: Path, step: int, pasted: Optional[Pasted] = None) -> Dict[str, C
             yield cv2.resize(frame, (1920, 1080), interpolation=cv2.INTER_LINEAR)
 
     def corner() -> Iterator[np.ndarray]:
-        cap = cv2.VideoCapture(str(negatives))
-        ok, still = cap.read()
-        cap.release()
-        assert ok, negatives
-        scene = cv2.resize(still, (1920, 1080), interpolation=cv2.INTER_LINEAR).astype(np.int16)
-        rng = np.random.default_rng(7)
-        for frame in read_clip(hamilton, step):
-            small = cv2.resize(frame, None, fx=CORNER_SCALE, fy=CORNER_SCALE, interpolation=cv2.INTER_AREA)
-            noisy = scene + rng.normal(0.0, 2.0, scene.shape[:2])[:, :, None].astype(np.int16)
-            out = np.clip(noisy, 0, 255).astype(np.uint8)
-            h, w = small.shape[:2]
-            out[1080 - 32 - h : 1080 - 32, 1920 - 32 - w : 1920 - 32] = small
-            yield out
+        yield from in_corner(read_clip(hamilton, step), negatives, CORNER_SCALE)
 
     def entering() -> Iterator[np.ndarray]:
         photos = entering_photos(data)
@@ -198,7 +229,7 @@ def reference(
     """YuNet's faces per frame at score 0.6: (N, 15) x0 y0 x1 y1 score and its five landmarks (right eye, left
     eye, nose tip, right and left mouth corners: x y each), cached by clip, step and model."""
     digest = hashlib.sha256(yunet.read_bytes()).hexdigest()[:12]
-    path = cache / f"{name.replace(' ', '_')}-step{step}-{digest}-landmarks.npz"
+    path = cache / f"{name.replace(' ', '_').replace('/', '_')}-step{step}-{digest}-landmarks.npz"
     if path.is_file():
         stored = np.load(path)
         return [stored[f"f{i}"] for i in range(len(stored.files))]
@@ -421,7 +452,16 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=3, help="take every step-th frame of the 30 fps clips")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge-bench-cache"))
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--only", action="append", help="run only this clip (repeatable; dogs.jpg always runs)")
+    parser.add_argument(
+        "--only", action="append", help="run only clips whose name starts so (repeatable; dogs.jpg always runs)"
+    )
+    parser.add_argument(
+        "--clip",
+        action="append",
+        type=Path,
+        default=[],
+        help="also measure this video (repeatable): as it is and shrunk into a 1080p corner",
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a detector setting over the default"
     )
@@ -447,8 +487,11 @@ def main() -> None:
                 out.append(photo * (side / 200.0) + np.array([left, top], np.float32))
         return out
 
-    for name, frames in clips(args.data, args.step, pasted).items():
-        if args.only and name not in args.only:
+    every = clips(args.data, args.step, pasted)
+    for extra in args.clip:
+        every.update(held_out(args.data, extra.resolve(), args.step))
+    for name, frames in every.items():
+        if args.only and not any(name.startswith(only) for only in args.only):
             continue
         refs = reference(name, frames, args.yunet, args.step, args.cache)
         row = run_clip(factory(), frames(), refs, truth if name == "entering 1080p" else None)
