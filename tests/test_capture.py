@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -29,6 +29,8 @@ from edge.capture import (
     FrameBuffer,
     RateLimiter,
     RawFrame,
+    Stamp,
+    Timeline,
     redact,
 )
 from edge.capture.cameras import CameraSet
@@ -649,3 +651,287 @@ def test_a_late_pipeline_loses_frames_evenly_across_cameras_and_counts_them() ->
         late = source.stats().frames_late
         assert late + taken[source.camera_id] + (1 if source.slot.take() is not None else 0) == source.seq
         assert late > 0
+
+
+# ------------------------------------------------------------------------------------------------ pacing on the stream's PTS
+
+Sample = Tuple[float, Optional[float]]
+JITTER = [0.0, -0.012, 0.018, -0.02, 0.004, 0.015, -0.018, 0.0, 0.009, -0.007]
+
+
+def pace(samples: Sequence[Sample], max_fps: float = 10.0) -> List[int]:
+    """Which of the (arrival, PTS) samples a live camera delivers under max_fps: its Timeline and RateLimiter, wired
+    as LiveCamera wires them."""
+    timeline, limiter = Timeline(), RateLimiter(max_fps)
+    admitted = []
+    for i, (mono, pts) in enumerate(samples):
+        stamp = timeline.place(mono, pts)
+        if limiter.admit(stamp.t, restart=stamp.restart):
+            admitted.append(i)
+    return admitted
+
+
+def connect_burst(burst: int = 27, steady: int = 50, fps: float = 10.0) -> List[Sample]:
+    """An RTSP camera as OpenCV's FFmpeg open delivers it (recorded shape: bench_live, 4 cameras): the `burst` frames
+    its probing read ahead, 0-5 ms apart, then one frame per interval (jittered) at the live edge; PTS rise by one
+    interval each throughout."""
+    gaps = [0.002, 0.0, 0.005, 0.001, 0.003]
+    step = 1.0 / fps
+    samples: List[Sample] = []
+    mono = 100.0
+    for i in range(burst):
+        mono += gaps[i % len(gaps)]
+        samples.append((mono, 7.0 + i * step))
+    for k in range(1, steady + 1):
+        samples.append((mono + k * step + JITTER[k % 10] * step * 10, 7.0 + (burst - 1 + k) * step))
+    return samples
+
+
+def without_pts(samples: Sequence[Sample], pts: Optional[float] = None) -> List[Sample]:
+    return [(mono, pts) for mono, _ in samples]
+
+
+def test_a_connect_burst_with_steady_pts_at_cap_10_loses_no_frame() -> None:
+    samples = connect_burst()
+    assert pace(samples) == list(range(len(samples)))
+
+
+def test_the_same_burst_without_pts_is_paced_by_arrival_as_before() -> None:
+    """Without timestamps the burst's frames look 0-5 ms apart: only its first is due, the rest are skipped (the
+    camera cannot tell them from a stream far above max_fps); the live stream after it loses none."""
+    samples = without_pts(connect_burst())
+    admitted = pace(samples)
+    assert admitted[:1] == [0] and all(i >= 27 for i in admitted[1:])
+    assert admitted[1:] == list(range(27, len(samples)))
+    assert pace(without_pts(connect_burst(), pts=0.0)) == admitted  # OpenCV's "no timestamp" is 0
+
+
+def test_a_30fps_stream_is_thinned_to_10_by_its_pts_even_in_a_burst() -> None:
+    """Every third frame; the first on arrival time (one PTS says nothing yet), the second starts the PTS grid."""
+    samples = connect_burst(burst=60, steady=150, fps=30.0)
+    assert pace(samples) == [0] + list(range(1, len(samples), 3))
+    ntsc = [(mono, 7.0 + i * 1001 / 30000) for i, (mono, _) in enumerate(samples)]
+    assert pace(ntsc) == [0] + list(range(1, len(samples), 3))
+
+
+def test_a_pts_jump_back_or_forward_restarts_pacing_and_loses_nothing() -> None:
+    """A looped stream (PTS back to 0) or a camera that reset its clock (PTS far ahead): a new timeline, paced
+    afresh, nothing starved."""
+    first = connect_burst(steady=40)
+    end = first[-1][0]
+    looped = first + [(end + k * 0.1, (k - 1) * 0.1) for k in range(1, 40)]
+    leaped = first + [(end + k * 0.1, 5000.0 + k * 0.1) for k in range(1, 40)]
+    for samples in (looped, leaped):
+        assert pace(samples) == list(range(len(samples)))
+        timeline = Timeline()
+        stamps = [timeline.place(mono, pts) for mono, pts in samples]
+        assert [i for i, s in enumerate(stamps) if s.restart] == [1, len(first), len(first) + 1]
+        assert stamps[-1].on_pts
+    thirty = connect_burst(burst=30, steady=90, fps=30.0)
+    end = thirty[-1][0]
+    thirty += [(end + k / 30, 0.5 + k / 30) for k in range(1, 91)]  # 3 s more after a jump back
+    # every third frame, and one more each time the grid restarts (on arrival for one frame, then on the new PTS)
+    assert pace(thirty) == [0, *range(1, 120, 3), 120, *range(121, 210, 3)]
+
+
+def steady(count: int, fps: float, start: float = 100.0) -> List[float]:
+    return [start + i / fps + JITTER[i % 10] / fps for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    "name, pts",
+    [
+        ("missing", lambda i: None),
+        ("zero", lambda i: 0.0),
+        ("constant", lambda i: 12.5),
+        ("not finite", lambda i: float("nan")),
+        ("milliseconds read as seconds", lambda i: i * 100.0),
+        ("random", lambda i: random.Random(i).uniform(0.0, 3.0)),
+        ("decode order", lambda i: (i + (2 if i % 3 == 1 else -1 if i % 3 != 0 else 0)) * 0.1),
+    ],
+)
+def test_a_stream_whose_pts_cannot_be_trusted_is_paced_by_arrival(name: str, pts: object) -> None:
+    """A 10 fps camera at max_fps 10 delivers every frame, a 30 fps one is thinned to 10, whatever its PTS say."""
+    stamp_of = pts  # type: ignore[assignment]
+    ten = [(mono, stamp_of(i)) for i, mono in enumerate(steady(100, 10.0))]  # type: ignore[operator]
+    assert pace(ten) == list(range(100)), name
+    thirty = [(mono, stamp_of(i)) for i, mono in enumerate(steady(300, 30.0))]  # type: ignore[operator]
+    assert 95 <= len(pace(thirty)) <= 105, name
+
+
+def test_pts_far_slower_than_arrival_stop_being_trusted_within_the_rate_window() -> None:
+    """PTS in the wrong unit (seconds read as milliseconds) look steady but would starve the camera; once a rate
+    window of arrival shows them 1000 times too slow, the camera is paced by arrival and delivers every frame."""
+    samples = [(mono, i * 0.0001) for i, mono in enumerate(steady(150, 10.0))]
+    admitted = pace(samples)
+    settled = int(Timeline.RATE_WINDOW_S * 10) + 1
+    assert [i for i in admitted if i >= settled] == list(range(settled, 150))
+    timeline = Timeline()
+    assert not [timeline.place(mono, pts) for mono, pts in samples][-1].on_pts
+
+
+def test_lag_reads_a_burst_as_live_and_counts_the_time_a_reader_was_held() -> None:
+    timeline = Timeline()
+    samples = connect_burst(steady=5)
+    burst = [timeline.place(mono, pts) for mono, pts in samples]
+    assert all(s.lag == pytest.approx(0.0, abs=0.05) for s in burst[1:])  # its age is not known: live
+    assert burst[-1].patience(1.5) == pytest.approx(1.5, abs=0.05)
+    mono, pts = samples[-1][0], samples[-1][1] or 0.0
+    held: List[Stamp] = []
+    for _ in range(8):  # the reader waits 0.3 s per frame for a slow pipeline: 0.2 s more behind each time
+        mono, pts = mono + 0.3, pts + 0.1
+        held.append(timeline.place(mono, pts))
+    before = burst[-1].lag or 0.0
+    assert [(s.lag or 0.0) - before for s in held] == pytest.approx([0.2 * k for k in range(1, 9)])
+    assert held[-1].patience(1.5) == 0.0 and held[2].patience(1.5) == pytest.approx(0.9 - before)
+    assert Stamp(0.0, False, False).patience(1.5) == 0.0  # no PTS, no lag known: never wait
+
+
+def test_the_live_edge_follows_a_slow_camera_clock_only_while_the_buffer_is_empty() -> None:
+    samples = [(100.0 + i * 0.1, i * 0.1 * (1 - 5e-4)) for i in range(6000)]  # 10 min, camera clock 500 ppm slow
+    idle, busy = Timeline(), Timeline()
+    last_idle = [idle.place(mono, pts, idle=True) for mono, pts in samples][-1]
+    last_busy = [busy.place(mono, pts, idle=False) for mono, pts in samples][-1]
+    assert last_idle.lag is not None and last_idle.lag < 0.01
+    assert last_busy.lag == pytest.approx(0.3, abs=0.01)  # waiting for a pipeline is never forgotten
+
+
+def test_max_lag_s_is_checked_when_the_config_loads() -> None:
+    assert CameraConfig(id="door", url="rtsp://cam/1").max_lag_s == 1.5
+    assert CameraConfig(id="door", url="rtsp://cam/1", max_lag_s=0.0).max_lag_s == 0.0
+    for bad in (-0.1, 3.5):
+        with pytest.raises(ValueError, match="max_lag_s"):
+            CameraConfig(id="door", url="rtsp://cam/1", max_lag_s=bad)
+
+
+# ------------------------------------------------------------------------------------------------ waiting for room
+
+
+def test_a_full_buffer_waits_for_the_pipeline_then_drops_the_oldest() -> None:
+    buffer = FrameBuffer(1)
+    buffer.put(frame(0))
+    timer = threading.Timer(0.1, buffer.take)
+    timer.start()
+    started = time.monotonic()
+    buffer.put(frame(1), wait=5.0)  # taken after 0.1 s: room, nothing lost
+    assert 0.05 <= time.monotonic() - started < 2.0 and buffer.dropped == 0
+    started = time.monotonic()
+    buffer.put(frame(2), wait=0.05)  # nobody takes: after the wait the oldest goes, counted
+    assert time.monotonic() - started >= 0.05 and buffer.dropped == 1
+    stop = threading.Event()
+    threading.Timer(0.1, lambda: (stop.set(), buffer.wake())).start()
+    started = time.monotonic()
+    buffer.put(frame(3), wait=30.0, stop=stop)  # a stopping camera does not wait out its patience
+    assert time.monotonic() - started < 2.0 and buffer.dropped == 2
+    taken = buffer.take()
+    assert taken is not None and taken.seq == 3
+    timer.join()
+
+
+class LiveReader:
+    """A fake RTSP stream in real time: the first `burst` frames at once (what an open read ahead), then one every
+    `interval` seconds; PTS rise by `interval`; None after `frames` frames."""
+
+    def __init__(self, burst: int = 1, interval: float = 0.1, frames: int = 10**6, pts: bool = True) -> None:
+        self.burst, self.interval, self.frames, self.pts = burst, interval, frames, pts
+        self.start: Optional[float] = None
+        self.count = 0
+
+    def read(self) -> Optional[RawFrame]:
+        if self.start is None:
+            self.start = time.monotonic()
+        if self.count >= self.frames:
+            return None
+        due = self.start + max(0, self.count - self.burst + 1) * self.interval
+        time.sleep(max(0.0, due - time.monotonic()))
+        image = np.full((4, 4, 3), self.count % 256, np.uint8)
+        pts = self.count * self.interval if self.pts else None
+        self.count += 1
+        return RawFrame(image, pts)
+
+    def release(self) -> None:
+        pass
+
+
+def once(reader: LiveReader):  # type: ignore[no-untyped-def]
+    opened: List[int] = []
+
+    def opener(_config: CameraConfig) -> LiveReader:
+        if opened:
+            raise CaptureError("gone")
+        opened.append(1)
+        return reader
+
+    return opener
+
+
+def fake_live(**kwargs: object) -> CameraConfig:
+    return CameraConfig("fake", "rtsp://fake/x", backoff=BackoffConfig(initial_s=30.0, max_s=30.0), **kwargs)  # type: ignore[arg-type]
+
+
+def consume(camera: LiveCamera, until: float, every: float) -> List[Frame]:
+    """A pipeline that takes `every` seconds per frame, until `until` (monotonic) or the camera gives no more."""
+    got: List[Frame] = []
+    while time.monotonic() < until:
+        taken = camera.next_frame(0.3)
+        if taken is None:
+            if camera.state is CameraState.RECONNECTING:
+                break
+            continue
+        got.append(taken)
+        time.sleep(every)
+    return got
+
+
+def exact(stats: CameraStats, buffered: int) -> bool:
+    read = stats.frames_delivered + stats.frames_late + stats.frames_skipped + buffered
+    return stats.frames_read == read and stats.frames_dropped == stats.frames_late + stats.frames_skipped
+
+
+@pytest.mark.parametrize("max_lag_s, pts", [(1.5, True), (0.0, True), (1.5, False)])
+def test_a_connect_burst_reaches_a_busy_pipeline_when_the_camera_waits(max_lag_s: float, pts: bool) -> None:
+    """27 frames at once, then 10 fps, to a pipeline taking 25 ms a frame: waiting for room delivers every one;
+    without waiting (max_lag_s 0) the 3-frame buffer overflows; without PTS the burst is skipped by max_fps."""
+    reader = LiveReader(burst=27, frames=37, pts=pts)
+    with LiveCamera(fake_live(max_lag_s=max_lag_s), opener=once(reader)) as camera:
+        got = consume(camera, time.monotonic() + 10.0, every=0.025)
+        assert wait_until(lambda: camera.state is CameraState.RECONNECTING, 5.0)
+        got += [f for f in iter(lambda: camera.next_frame(0.0), None)]
+        stats = camera.stats()
+    assert stats.frames_read == 37 and exact(stats, buffered=0), stats
+    if max_lag_s and pts:
+        assert [f.seq for f in got] == list(range(37)) and stats.frames_dropped == 0, stats
+    elif pts:
+        assert stats.frames_late >= 10 and stats.frames_skipped == 0, stats
+    else:
+        assert stats.frames_skipped >= 20, stats
+
+
+def test_a_pipeline_that_stays_slow_holds_the_camera_at_most_max_lag_s_behind() -> None:
+    """A 100 fps stream, a pipeline that takes nothing for a second: the camera waits, then, held 0.3 s behind
+    live, drops the oldest frames (counted late) instead of falling further behind."""
+    reader = LiveReader(interval=0.01)
+    with LiveCamera(fake_live(max_fps=0.0, max_lag_s=0.3), opener=once(reader)) as camera:
+        assert wait_until(lambda: camera.stats().frames_read >= 3, 5.0)
+        time.sleep(1.0)
+        taken = camera.next_frame(0.0)
+        now = time.monotonic()
+        stats = camera.stats()
+    assert taken is not None and reader.start is not None and taken.source_pts is not None
+    behind = (now - reader.start) - taken.source_pts
+    assert 0.2 <= behind <= 0.3 + 0.25, behind  # waited, but never more than max_lag_s (and the buffer's 3 frames)
+    assert stats.frames_late >= 30, stats
+    assert stats.frames_read < (now - reader.start) / 0.01 - 15, stats  # held back: not reading at the live edge
+
+
+def test_close_returns_at_once_while_the_camera_waits_for_room() -> None:
+    reader = LiveReader(burst=1000)  # a backlog that never ends: the camera always waits for room
+    camera = LiveCamera(fake_live(buffer_frames=1, max_lag_s=3.0), opener=once(reader)).start()
+    assert wait_until(lambda: camera.stats().frames_read >= 1 and reader.count >= 2, 5.0)
+    time.sleep(0.1)
+    started = time.monotonic()
+    camera.close(timeout=5.0)
+    assert time.monotonic() - started < 1.0
+    assert camera.state is CameraState.STOPPED and camera._thread is not None and not camera._thread.is_alive()
+    left = [f for f in iter(lambda: camera.next_frame(0.0), None)]
+    assert len(left) == 1 and exact(camera.stats(), buffered=0), camera.stats()

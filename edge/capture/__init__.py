@@ -2,9 +2,12 @@
 
 Each source yields `Frame`s stamped once, at the source. Two kinds share one small interface (`FrameSource`):
 
-* `LiveCamera` (RTSP, USB; edge/capture/live.py): one thread per camera reads continuously and keeps only the
-  frames it read in a small mailbox (`FrameBuffer`, `buffer_frames` deep, oldest taken first); a frame pushed out
-  before the pipeline takes it is counted as late. Each frame is stamped once from an injected `Clock`. Failures are states, not crashes: an open
+* `LiveCamera` (RTSP, USB; edge/capture/live.py): one thread per camera reads continuously, paces the frames to
+  `max_fps` on the stream's own timestamps when they can be trusted (`Timeline`, `RateLimiter`) and puts the due ones
+  in a small mailbox (`FrameBuffer`, `buffer_frames` deep, oldest taken first). When the mailbox is full the thread
+  waits for the pipeline while the stream is less than `max_lag_s` behind live (the rest of a burst waits undecoded in
+  FFmpeg's and the network's buffers), else the oldest frame is pushed out, counted as late. Each frame is stamped
+  once from an injected `Clock`. Failures are states, not crashes: an open
   failure, a read failure or a stall (no frame within `read_timeout_s`) turns the camera RECONNECTING; it releases
   the stream, backs off (exponential, capped, with jitter) and reopens by itself. One log line per state change.
 * `FileSource` (recorded video; edge/capture/file.py): a pull iterator on the file's own timeline, no thread.
@@ -20,6 +23,7 @@ seconds for live sources and media seconds for files, `Frame.source_pts` is the 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -42,6 +46,9 @@ _ANY_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):/")
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 """Network streams a camera url may name: RTSP (kind rtsp) and HTTP(S) streams FFmpeg reads (kind file)."""
 _EPSILON = 1e-6
+MAX_LAG_LIMIT_S = 3.0
+"""The largest max_lag_s: a camera held back longer within Timeline.RATE_WINDOW_S would look as if its timestamps ran
+slow, and be paced by arrival."""
 
 
 class CaptureError(EdgeError):
@@ -97,8 +104,14 @@ class CameraConfig:
     open_timeout_s: float = 10.0
     """Give up opening the stream after this long."""
     buffer_frames: int = 3
-    """Frames read but not yet taken that a live camera keeps (oldest taken first; when full the oldest is dropped
-    and counted as late): absorbs a burst of frames a busy box's decoder delivers at once; 1 = only the newest."""
+    """Frames read but not yet taken that a live camera keeps, oldest taken first; 1 = only the newest. When it is
+    full the camera waits for the pipeline (see max_lag_s), then drops the oldest, counted as late."""
+    max_lag_s: float = 1.5
+    """How far behind the live stream a live camera may fall while it waits for the pipeline to take a frame from its
+    full buffer, in seconds (judged by the stream's own timestamps). Waiting absorbs a burst (the seconds of stream an
+    RTSP open reads before it returns, a decoder catching up) without decoding it ahead: the rest waits undecoded in
+    FFmpeg's and the network's buffers. Past it, or for a stream without usable timestamps, the oldest buffered frame
+    is dropped at once, so a pipeline that stays too slow never holds a camera further behind. 0 = never wait."""
     read_timeout_s: float = 5.0
     """A live stream that delivers no frame for this long is a stall: reconnect. Enforced by the FFmpeg backend
     (CAP_PROP_READ_TIMEOUT_MSEC); with a GStreamer pipeline set the timeouts in it (rtspsrc timeout/tcp-timeout)."""
@@ -138,6 +151,8 @@ class CameraConfig:
             raise ValueError(f"max_fps must be >= 0 (0 = no cap), got {self.max_fps}")
         if isinstance(self.buffer_frames, bool) or not 1 <= self.buffer_frames <= 100:
             raise ValueError(f"buffer_frames must be within 1..100, got {self.buffer_frames}")
+        if not 0.0 <= self.max_lag_s <= MAX_LAG_LIMIT_S:
+            raise ValueError(f"max_lag_s must be within 0..{MAX_LAG_LIMIT_S:g} seconds, got {self.max_lag_s}")
         if self.open_timeout_s <= 0:
             raise ValueError(f"open_timeout_s must be > 0, got {self.open_timeout_s}")
         if self.read_timeout_s <= 0:
@@ -235,7 +250,8 @@ class CameraStats:
     frames_dropped: int = 0
     """Read but never delivered: pushed out of the buffer (live) or skipped by max_fps (the sum of the two below)."""
     frames_late: int = 0
-    """Pushed out of the full buffer before the pipeline took them: frames lost because the pipeline was late."""
+    """Pushed out of the full buffer before the pipeline took them (the camera waits for room only while less than
+    max_lag_s behind live): frames lost because the pipeline was late."""
     frames_skipped: int = 0
     """Skipped on purpose: read before they were due under max_fps."""
     reconnects: int = 0
@@ -344,11 +360,12 @@ class RateLimiter:
         self._last: Optional[float] = None
         self._interval: Optional[float] = None
 
-    def admit(self, t: float) -> bool:
+    def admit(self, t: float, restart: bool = False) -> bool:
+        """Whether the frame at `t` is due; `restart`: `t` is on a new timeline (the caller switched), start afresh."""
         if self.period == 0.0:
             return True
-        last, self._last = self._last, t
-        if last is not None and t < last:  # the timeline restarted
+        last, self._last = (None if restart else self._last), t
+        if restart or (last is not None and t < last):  # the timeline restarted
             self._due = self._interval = None
         elif last is not None:
             gap = t - last
@@ -365,11 +382,125 @@ class RateLimiter:
         return True
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """Where one live frame sits on the timeline its camera is paced by (see `Timeline`)."""
+
+    t: float
+    """Seconds on that timeline: the frame's PTS while the stream's timestamps are trusted, else its arrival (mono)."""
+    on_pts: bool
+    """True when `t` is the PTS."""
+    restart: bool
+    """The timeline changed at this frame (the PTS became trusted, stopped being, or jumped): pacing starts afresh."""
+    lag: Optional[float] = None
+    """Seconds this frame is behind the stream's live edge, judged by the PTS; None when the PTS cannot tell."""
+
+    def patience(self, max_lag_s: float) -> float:
+        """How long the capture thread may wait for room in a full buffer before it drops the oldest frame: what is
+        left of `max_lag_s` after the frame's lag; nothing when the lag is unknown."""
+        return 0.0 if self.lag is None else max(0.0, max_lag_s - self.lag)
+
+
+class Timeline:
+    """Chooses, frame by frame, the timeline a live camera is paced by: the stream's own timestamps (PTS) while they
+    are trustworthy, else arrival time; and judges how far behind live each frame is.
+
+    Arrival time misleads in a burst: OpenCV's FFmpeg open reads seconds of an RTSP stream while it probes it, and
+    the first reads return those frames within milliseconds, as if the stream ran far above max_fps; their PTS still
+    rise one frame interval each. So the PTS are trusted while they rise steadily: a run of MIN_RUN or more strictly
+    rising PTS, no step running more than JUMP_S ahead of arrival, and, once the run spans RATE_WINDOW_S of arrival,
+    advancing over that window within RATE_FACTOR of arrival's rate (generous: a connect burst runs ahead, a camera
+    held back by a slow pipeline falls behind). A PTS that is missing, not finite, repeated, goes back or jumps ends
+    the run: a reconnected or looped stream starts a new one, a constant or garbage PTS never builds one and the camera
+    is paced by arrival. A trusted run that ends within SHORT_RUN frames (timestamps that flap, such as decode-order
+    ones) puts the camera on probation: a run is then trusted only once it has spanned RATE_WINDOW_S.
+
+    Lag: the frame's offset (arrival - PTS) above the smallest offset of its run, the live edge. In a connect burst the
+    offset only falls, so the burst reads as live (its age is not known then). The edge may rise by DRIFT seconds per
+    second (a camera clock slower than the box's), but only on frames that arrived while the buffer was empty (`idle`):
+    time spent waiting for a slow pipeline is never forgotten.
+    """
+
+    MIN_RUN = 2
+    """Rising PTS in a row before they are trusted (a single timestamp says nothing)."""
+    JUMP_S = 1.0
+    """A PTS step this much longer than its arrival step is a jump (a new timeline), not a frame interval."""
+    RATE_WINDOW_S = 5.0
+    """Arrival seconds over which the PTS rate is compared with arrival's."""
+    RATE_FACTOR = 4.0
+    """PTS advancing more than this many times faster or slower than arrival are not the stream's clock."""
+    SHORT_RUN = 10
+    """A trusted run that ends within this many frames is flapping, not a stream that restarted."""
+    DRIFT = 1e-3
+    """How fast the live edge may rise, seconds per second (1000 ppm: any camera clock, with room to spare)."""
+
+    def __init__(self) -> None:
+        self._run: Deque[Tuple[float, float]] = deque()  # (mono, pts) of the run, trimmed to span RATE_WINDOW_S
+        self._count = 0  # frames in the run
+        self._probation = False
+        self._trusted = False
+        self._started = False
+        self._edge = 0.0  # the run's smallest offset (arrival - PTS)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the last frame was placed on its PTS."""
+        return self._trusted
+
+    def place(self, mono: float, pts: Optional[float], idle: bool = False) -> Stamp:
+        """Place one frame: its arrival (monotonic seconds), its PTS (seconds, if any), whether the buffer was empty."""
+        if pts is None or not math.isfinite(pts):
+            self._end_run()
+        else:
+            self._follow(mono, pts, idle)
+        trusted = self._judge()
+        restart = self._started and trusted != self._trusted
+        self._started, self._trusted = True, trusted
+        if not trusted or pts is None:
+            return Stamp(mono, False, restart)
+        return Stamp(pts, True, restart, lag=(mono - pts) - self._edge)
+
+    def _follow(self, mono: float, pts: float, idle: bool) -> None:
+        if self._run:
+            last_mono, last_pts = self._run[-1]
+            if not 0.0 < pts - last_pts <= (mono - last_mono) + self.JUMP_S:
+                self._end_run()
+        offset = mono - pts
+        if not self._run:
+            self._edge = offset
+        else:
+            leak = self.DRIFT * (mono - self._run[-1][0]) if idle else 0.0
+            self._edge = min(offset, self._edge + leak)
+        self._run.append((mono, pts))
+        self._count += 1
+        while len(self._run) > 2 and mono - self._run[1][0] >= self.RATE_WINDOW_S:
+            self._run.popleft()
+
+    def _end_run(self) -> None:
+        if not self._run:
+            return
+        if self._trusted and self._count < self.SHORT_RUN:
+            self._probation = True
+        self._run.clear()
+        self._count = 0
+
+    def _judge(self) -> bool:
+        if self._count < self.MIN_RUN:
+            return False
+        (mono0, pts0), (mono1, pts1) = self._run[0], self._run[-1]
+        span = mono1 - mono0
+        if span < self.RATE_WINDOW_S:
+            return not self._probation
+        plausible = 1.0 / self.RATE_FACTOR <= (pts1 - pts0) / span <= self.RATE_FACTOR
+        if plausible:
+            self._probation = False
+        return plausible
+
+
 class FrameBuffer:
-    """A camera's mailbox of frames read but not yet taken: at most ``depth`` of them, oldest taken first; when it
-    is full, `put` drops the oldest (counted in `dropped`: the pipeline was late). Depth 1 keeps only the newest
-    frame. A few frames of depth absorb a burst (a stream whose decoder fell behind for a moment on a busy box
-    delivers several frames at once) without holding a slow pipeline more than ``depth`` frames behind."""
+    """A camera's mailbox of frames read but not yet taken: at most ``depth`` of them, oldest taken first. When it is
+    full, `put` may first wait for the pipeline to take one (a bounded `wait`, cut short by `stop`/`wake`), then drops
+    the oldest (counted in `dropped`: the pipeline was late). Depth 1 keeps only the newest frame."""
 
     def __init__(self, depth: int = 1) -> None:
         if depth < 1:
@@ -379,8 +510,17 @@ class FrameBuffer:
         self._frames: Deque[Frame] = deque()
         self.dropped = 0
 
-    def put(self, frame: Frame) -> None:
+    def put(self, frame: Frame, wait: float = 0.0, stop: Optional[threading.Event] = None) -> None:
+        """Add a frame; when the buffer is full, wait up to `wait` seconds (real time) for room unless `stop` is set,
+        then drop the oldest."""
         with self._cond:
+            if len(self._frames) >= self.depth and wait > 0:
+                deadline = time.monotonic() + wait  # real time, only for waiting
+                while len(self._frames) >= self.depth and not (stop is not None and stop.is_set()):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
             self._frames.append(frame)
             while len(self._frames) > self.depth:
                 self._frames.popleft()
@@ -392,4 +532,17 @@ class FrameBuffer:
         with self._cond:
             if not self._frames and timeout > 0:
                 self._cond.wait(timeout)
-            return self._frames.popleft() if self._frames else None
+            if not self._frames:
+                return None
+            frame = self._frames.popleft()
+            self._cond.notify_all()  # a capture thread may be waiting for room
+            return frame
+
+    def wake(self) -> None:
+        """End any wait now (a stopping camera: `put` then sees its stop event)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._frames)

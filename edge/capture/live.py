@@ -1,4 +1,4 @@
-"""Live cameras (RTSP, USB): opening a stream with OpenCV, and the capture thread that buffers its last few frames.
+"""Live cameras (RTSP, USB): opening a stream with OpenCV, and the capture thread that paces and buffers its frames.
 
 See edge/capture/__init__.py for the shared types and the states a camera goes through.
 """
@@ -34,6 +34,7 @@ from edge.capture import (
     RawFrame,
     Reader,
     SystemClock,
+    Timeline,
     redact,
 )
 
@@ -223,7 +224,6 @@ def opencv_has_gstreamer() -> bool:
     return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
 
 
-
 # ----------------------------------------------------------------------------------------------- frozen streams
 
 
@@ -268,7 +268,9 @@ def same_image(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 class LiveCamera:
-    """A live camera: a thread reads continuously into a small buffer (oldest first); the pipeline takes frames from it.
+    """A live camera: a thread reads continuously, keeps the frames due under max_fps (paced on the stream's own
+    timestamps when they are trustworthy: `Timeline`) in a small buffer (oldest first), waiting for room while the
+    stream is less than max_lag_s behind live; the pipeline takes frames from it.
 
     Use as a context manager (starts the thread, closes on exit), or call `start()` and `close()`.
     """
@@ -289,7 +291,6 @@ class LiveCamera:
         self._wake = wake
         self._stop = threading.Event()
         self._buffer = FrameBuffer(config.buffer_frames)
-        self._limiter = RateLimiter(config.max_fps)
         self._backoff = Backoff(config.backoff)
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
@@ -310,16 +311,13 @@ class LiveCamera:
         return self.next_frame(0.0)
 
     def next_frame(self, timeout: float) -> Optional[Frame]:
-        """The oldest buffered frame not yet delivered and due under max_fps, waiting up to `timeout` seconds."""
+        """The oldest buffered frame not yet delivered (all were due under max_fps), waiting up to `timeout` seconds."""
         deadline = time.monotonic() + max(0.0, timeout)  # real time, only for waiting
         while True:
             frame = self._buffer.take(max(0.0, deadline - time.monotonic()))
             if frame is not None:
-                if self._limiter.admit(frame.mono):
-                    self._update(frames_delivered=self._stats.frames_delivered + 1)
-                    return frame
-                with self._lock:
-                    self._skipped += 1  # read, but arrived before it was due under max_fps
+                self._update(frames_delivered=self._stats.frames_delivered + 1)
+                return frame
             if self.finished or time.monotonic() >= deadline:
                 return None
 
@@ -344,12 +342,13 @@ class LiveCamera:
             return replace(self._stats, frames_dropped=late + skipped, frames_late=late, frames_skipped=skipped)
 
     def stop(self) -> None:
-        """Ask the thread to end (does not wait); `close` waits."""
+        """Ask the thread to end (does not wait; a wait for room in the buffer ends at once); `close` waits."""
         self._stop.set()
+        self._buffer.wake()
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Stop the thread and wait for it, at most `timeout` (default read_timeout_s + open_timeout_s)."""
-        self._stop.set()
+        self.stop()
         thread = self._thread
         if thread is not None:
             thread.join(self.config.read_timeout_s + self.config.open_timeout_s if timeout is None else timeout)
@@ -393,6 +392,7 @@ class LiveCamera:
 
     def _pump(self, reader: Reader) -> str:
         watch = FreezeWatch(self._freeze)
+        timeline, limiter = Timeline(), RateLimiter(self.config.max_fps)  # a new stream, a new timeline
         while not self._stop.is_set():
             try:
                 raw = reader.read()
@@ -406,15 +406,24 @@ class LiveCamera:
                     f"frozen: the same image for {self._freeze.frames}+ reads and {self._freeze.after_s:g}+ s "
                     "(did the camera change its resolution?)"
                 )
-            frame = Frame(self.camera_id, self._seq, raw.image, self._clock.wall(), mono, raw.pts)
+            stamp = timeline.place(mono, raw.pts, idle=not self._buffer)
+            if limiter.admit(stamp.t, restart=stamp.restart):
+                frame = Frame(self.camera_id, self._seq, raw.image, self._clock.wall(), mono, raw.pts)
+                self._buffer.put(frame, wait=stamp.patience(self.config.max_lag_s), stop=self._stop)
+                self._count_read(skipped=False)
+                if self._wake is not None:
+                    self._wake.set()
+            else:
+                self._count_read(skipped=True)  # read before it was due under max_fps
             self._seq += 1
-            self._buffer.put(frame)
-            self._update(frames_read=self._stats.frames_read + 1)
             if self._stats.state is not CameraState.ONLINE:
                 self._online()
-            if self._wake is not None:
-                self._wake.set()
         return "stopped"
+
+    def _count_read(self, skipped: bool) -> None:
+        with self._lock:
+            self._skipped += skipped
+            self._stats = replace(self._stats, frames_read=self._stats.frames_read + 1)
 
     def _online(self) -> None:
         after = self._stats.failures

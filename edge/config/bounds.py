@@ -38,6 +38,7 @@ BOUNDS: Dict[str, Bounds] = {
     "CameraConfig.max_fps": (0.0, 1000.0),
     "CameraConfig.open_timeout_s": (0.1, 3600.0),
     "CameraConfig.buffer_frames": (1, 100),
+    "CameraConfig.max_lag_s": (0.0, 3.0),
     "CameraConfig.read_timeout_s": (0.1, 3600.0),
     "CameraConfig.line": (0.0, 1.0),
     "CameraConfig.door": (0.0, 1.0),
