@@ -113,8 +113,9 @@ class DetectorConfig:
         model (a grid over the frame, neighbours overlapping by 30%, plus squares over the camera's door region),
         where something moved in the last ``region_memory_s``: a 48 px face is ~18 px of the model's 192 px input
         in a 512 px square, where the whole frame shrunk to it makes a 1080p frame's 48 px face 5 px. Frames whose
-        longer side is under 1.5 times this get none (the whole-frame pass sees them at nearly that scale); 0
-        disables them. A face only these passes found must be found again by the refine view (``Pass.verify``).
+        longer side is under twice this get none (the whole-frame pass sees them at more than half that scale; on
+        the 768x432 negative clip the squares added backs of heads the refine view confirmed, one of them an
+        unknown_face event); 0 disables them. A face only these passes found must be found again by the refine view (``Pass.verify``).
         512 with 2 per frame: recall of faces >= 48 px vs YuNet on the Hamilton clip shrunk into a 1080p corner
         0.765 -> 1.0, on LFW faces entering a 1080p scene 0.72 -> 0.94 (scripts/bench_recall.py; issue 9's note).
     max_regions: most such squares looked at per frame, those waiting longest first (in turns).

@@ -287,11 +287,11 @@ class SceneDetector:
 
     def sweep(self, width: int, height: int) -> Optional[Sweep]:
         """The region sweep for frames of this size: None when regions are off or the frame is small enough that the
-        whole-frame pass sees it at nearly their scale (longer side under 1.5 ``region_size``)."""
+        whole-frame pass sees it at more than half their scale (longer side under twice ``region_size``)."""
         if self._sweep is None or self._sweep[0] != (width, height):
             size = self.config.region_size
             made = None
-            if size and self.config.max_regions and max(width, height) >= 1.5 * size:
+            if size and self.config.max_regions and max(width, height) >= 2 * size:
                 door = door_rect(self.door, width, height)
                 squares = cover(door, size, width, height) if door is not None else []
                 made = Sweep(grid(width, height, size), squares, self.config.region_memory_s)

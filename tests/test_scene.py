@@ -163,7 +163,7 @@ def test_time_running_backwards_restarts_the_sweep() -> None:
 def test_small_frames_and_regions_off_get_no_sweep() -> None:
     with FaceDetector(DetectorConfig(region_size=512)) as det:
         scene = SceneDetector(det, det.config)
-        assert scene.sweep(640, 360) is None and scene.sweep(1280, 720) is not None
+        assert scene.sweep(640, 360) is None and scene.sweep(768, 432) is None and scene.sweep(1280, 720) is not None
         assert SceneDetector(det, DetectorConfig(region_size=0)).sweep(1920, 1080) is None
         assert SceneDetector(det, DetectorConfig(region_size=512, max_regions=0)).sweep(1920, 1080) is None
 
