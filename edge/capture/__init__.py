@@ -413,7 +413,9 @@ class Timeline:
     held back by a slow pipeline falls behind). A PTS that is missing, not finite, repeated, goes back or jumps ends
     the run: a reconnected or looped stream starts a new one, a constant or garbage PTS never builds one and the camera
     is paced by arrival. A trusted run that ends within SHORT_RUN frames (timestamps that flap, such as decode-order
-    ones) puts the camera on probation: a run is then trusted only once it has spanned RATE_WINDOW_S.
+    ones) puts the camera on probation: a run is then trusted only once it has spanned RATE_WINDOW_S. A stream's second
+    run also starts pacing afresh: OpenCV gives the first frame of an RTSP stream the placeholder PTS 0 and the second
+    the real 0, and a connect burst's second frame, a few ms after the first by arrival, would be skipped.
 
     Lag: the frame's offset (arrival - PTS) above the smallest offset of its run, the live edge. In a connect burst the
     offset only falls, so the burst reads as live (its age is not known then). The edge may rise by DRIFT seconds per
@@ -437,6 +439,7 @@ class Timeline:
     def __init__(self) -> None:
         self._run: Deque[Tuple[float, float]] = deque()  # (mono, pts) of the run, trimmed to span RATE_WINDOW_S
         self._count = 0  # frames in the run
+        self._runs = 0  # runs started on this stream
         self._probation = False
         self._trusted = False
         self._started = False
@@ -454,7 +457,7 @@ class Timeline:
         else:
             self._follow(mono, pts, idle)
         trusted = self._judge()
-        restart = self._started and trusted != self._trusted
+        restart = self._started and (trusted != self._trusted or (self._count == 1 and self._runs == 2))
         self._started, self._trusted = True, trusted
         if not trusted or pts is None:
             return Stamp(mono, False, restart)
@@ -468,6 +471,7 @@ class Timeline:
         offset = mono - pts
         if not self._run:
             self._edge = offset
+            self._runs += 1
         else:
             leak = self.DRIFT * (mono - self._run[-1][0]) if idle else 0.0
             self._edge = min(offset, self._edge + leak)
