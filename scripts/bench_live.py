@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Live cameras through the whole pipeline: N RTSP cameras (scripts/rtsp_server.py, real time) at 1280x720 and
-10 fps, the pipeline loop of `edge run` on one thread, for --seconds after a warm-up. Prints per scenario: frames
-read / delivered / processed, the share processed, frames lost because the pipeline was late and skipped by max_fps,
-CPU of the whole process (capture threads' decoding included) in % of one core, and detect ms per frame.
+10 fps, the pipeline loop of `edge run` on one thread, for --seconds of steady state. Prints per scenario: frames
+read / processed, the share processed, frames lost because the pipeline was late, CPU of the whole process (capture
+threads' decoding included) in % of one core, and detect ms per frame; then the connect phase on its own: how long
+until every camera was online, and the frames lost before the measured window.
+
+The measured window starts once the warm-up (--warmup, from start) is over and every camera has been ONLINE for
+--settle seconds: an RTSP open reads seconds of stream ahead and delivers them at once, a burst that belongs to the
+connect figures, not to the steady state.
 
     .venv/bin/python scripts/bench_live.py [--data ../shared/data] [--seconds 40] [--repo DIR] [--json OUT]
 
@@ -88,10 +93,28 @@ def serve(clip: Path) -> Tuple[subprocess.Popen[str], str]:
     return proc, line[-1]
 
 
-def measure(repo: Path, urls: List[str], db: Path, warmup: float, seconds: float) -> Dict[str, Any]:
-    """In this process: the cameras and the pipeline loop; figures over `seconds` after `warmup`."""
+def connect_figures(
+    start: float, online: Dict[str, float], cams: Dict[str, Any], processed: Dict[str, int]
+) -> Dict[str, Any]:
+    """The connect phase, from start to the measured window: when each camera came online, what was lost meanwhile."""
+    return {
+        "online_s": {k: round(t - start, 2) for k, t in online.items()},
+        "all_online_s": round(max(online.values()) - start, 2),
+        "read": sum(c.frames_read for c in cams.values()),
+        "processed": sum(processed.values()),
+        "dropped": sum(c.frames_dropped for c in cams.values()),
+        "late": sum(getattr(c, "frames_late", 0) for c in cams.values()),
+        "skipped": sum(getattr(c, "frames_skipped", 0) for c in cams.values()),
+    }
+
+
+def measure(
+    repo: Path, urls: List[str], db: Path, warmup: float, seconds: float, settle: float = 2.0, connect: float = 60.0
+) -> Dict[str, Any]:
+    """In this process: the cameras and the pipeline loop; figures over `seconds` from when `warmup` is over and
+    every camera has been online for `settle` seconds (none online within `connect` seconds: an error)."""
     sys.path.insert(0, str(repo))
-    from edge.capture import CameraConfig
+    from edge.capture import CameraConfig, CameraState
     from edge.capture.cameras import CameraSet
     from edge.config import Config
     from edge.daemon import build_parts, make_pipeline
@@ -105,16 +128,31 @@ def measure(repo: Path, urls: List[str], db: Path, warmup: float, seconds: float
         camera_set.start()
         start = time.monotonic()
         marks: Dict[str, Any] = {}
+        online: Dict[str, float] = {}  # when each camera was first seen online
         while True:
             now = time.monotonic()
-            if not marks and now - start >= warmup:
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                marks = {
-                    "t": now,
-                    "cpu": usage.ru_utime + usage.ru_stime,
-                    "cams": {c.camera_id: c for c in camera_set.stats()},
-                    "pipe": {k: (v.frames, v.detect_ms) for k, v in pipeline.stats.items()},
-                }
+            if not marks:
+                snapshot = camera_set.stats()
+                for cam in snapshot:
+                    if cam.state is CameraState.ONLINE:
+                        online.setdefault(cam.camera_id, now)
+                    elif cam.state is not CameraState.CONNECTING:  # it failed: its connect is not over
+                        online.pop(cam.camera_id, None)
+                settled = len(online) == len(snapshot) and now - max(online.values()) >= settle
+                if now - start >= warmup and settled:
+                    usage = resource.getrusage(resource.RUSAGE_SELF)
+                    marks = {
+                        "t": now,
+                        "cpu": usage.ru_utime + usage.ru_stime,
+                        "cams": {c.camera_id: c for c in snapshot},
+                        "pipe": {k: (v.frames, v.detect_ms) for k, v in pipeline.stats.items()},
+                    }
+                    processed = {k: v.frames for k, v in pipeline.stats.items()}
+                    marks["connect"] = connect_figures(start, online, marks["cams"], processed)
+                    marks["connect"]["window_s"] = round(now - start, 2)
+                elif now - start >= connect:
+                    states = ", ".join(f"{c.camera_id} {c.state.value} ({c.reason})" for c in snapshot)
+                    raise RuntimeError(f"cameras not all online after {connect:g} s: {states}")
             if marks and now - marks["t"] >= seconds:
                 break
             frame = camera_set.next_frame(timeout=0.2)
@@ -122,7 +160,8 @@ def measure(repo: Path, urls: List[str], db: Path, warmup: float, seconds: float
                 pipeline.process(frame)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - marks["t"]
-        out: Dict[str, Any] = {"cpu_pct": (usage.ru_utime + usage.ru_stime - marks["cpu"]) / wall * 100, "cameras": {}}
+        cpu_pct = (usage.ru_utime + usage.ru_stime - marks["cpu"]) / wall * 100
+        out: Dict[str, Any] = {"cpu_pct": cpu_pct, "cameras": {}, "connect": marks["connect"]}
         for cam in camera_set.stats():
             before = marks["cams"][cam.camera_id]
             frames0, detect0 = marks["pipe"][cam.camera_id]
@@ -134,6 +173,7 @@ def measure(repo: Path, urls: List[str], db: Path, warmup: float, seconds: float
                 "processed": processed,
                 "dropped": cam.frames_dropped - before.frames_dropped,
                 "late": getattr(cam, "frames_late", 0) - getattr(before, "frames_late", 0),
+                "reconnects": cam.reconnects - before.reconnects,
                 "detect_ms": (stats.detect_ms - detect0) / max(processed, 1),
             }
             out["cameras"][cam.camera_id] = row
@@ -151,7 +191,7 @@ def run_scenario(
             servers.append(proc)
             urls.append(url)
         cmd = [sys.executable, __file__, "--child", json.dumps({"repo": str(args.repo), "urls": urls, "db": str(db),
-               "warmup": args.warmup, "seconds": args.seconds})]  # fmt: skip
+               "warmup": args.warmup, "seconds": args.seconds, "settle": args.settle})]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
     finally:
@@ -167,15 +207,19 @@ def main() -> None:
     )
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose edge package is measured")
     parser.add_argument("--seconds", type=float, default=40.0)
-    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=8.0, help="seconds from start before the window may begin")
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds every camera must have been online before")
     parser.add_argument("--only", action="append", choices=list(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--work", type=Path, default=Path("/tmp/edge-bench-live"), help="where the clips are made")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.data, args.repo = args.data.resolve(), args.repo.resolve()  # the enrolment runs in --repo
     if args.child:
         spec = json.loads(args.child)
-        result = measure(Path(spec["repo"]), spec["urls"], Path(spec["db"]), spec["warmup"], spec["seconds"])
+        result = measure(
+            Path(spec["repo"]), spec["urls"], Path(spec["db"]), spec["warmup"], spec["seconds"], spec["settle"]
+        )
         print(json.dumps(result))
         return
     if not shutil.which("ffmpeg"):
@@ -202,9 +246,14 @@ def main() -> None:
                 f"{k} {c['processed']}/{c['read']} (late {c['late']}, detect {c['detect_ms']:.1f} ms)"
                 for k, c in row["cameras"].items()
             )
+            con = row["connect"]
+            online = ", ".join(f"{k} {t:.1f}" for k, t in con["online_s"].items())
             print(
                 f"{name:20s} CPU {row['cpu_pct']:5.1f}% of a core, processed {processed}/{read} "
-                f"= {processed / max(read, 1):.1%}  [{per}]  (load before {load:.1f})",
+                f"= {processed / max(read, 1):.1%}  [{per}]  (load before {load:.1f})\n"
+                f"{'':20s} connect: all online after {con['all_online_s']:.1f} s ({online}); before the window "
+                f"(from {con['window_s']:.1f} s) processed {con['processed']}/{con['read']}, lost {con['dropped']} "
+                f"(late {con['late']}, skipped {con['skipped']})",
                 flush=True,
             )
     if args.json:
