@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Live cameras through the whole pipeline: N RTSP cameras (scripts/rtsp_server.py, real time) at 1280x720 and
 10 fps, the pipeline loop of `edge run` on one thread, for --seconds of steady state. Prints per scenario: frames
-read / processed, the share processed, frames lost because the pipeline was late, CPU of the whole process (capture
-threads' decoding included) in % of one core, and detect ms per frame; then the connect phase on its own: how long
-until every camera was online, and the frames lost before the measured window.
+read / processed and the share processed (frames still buffered at either end of the window make it a few frames
+off), frames lost (late or skipped: exact), those lost because the pipeline was late per camera, CPU of the whole
+process (capture threads' decoding included) in % of one core, and detect ms per frame; then the connect phase on
+its own: how long until every camera was online, and the frames lost before the measured window.
 
 The measured window starts once the warm-up (--warmup, from start) is over and every camera has been ONLINE for
 --settle seconds: an RTSP open reads seconds of stream ahead and delivers them at once, a burst that belongs to the
@@ -242,6 +243,7 @@ def main() -> None:
             cams = row["cameras"].values()
             read = sum(c["read"] for c in cams)
             processed = sum(c["processed"] for c in cams)
+            lost = sum(c["dropped"] for c in cams)
             per = ", ".join(
                 f"{k} {c['processed']}/{c['read']} (late {c['late']}, detect {c['detect_ms']:.1f} ms)"
                 for k, c in row["cameras"].items()
@@ -250,7 +252,7 @@ def main() -> None:
             online = ", ".join(f"{k} {t:.1f}" for k, t in con["online_s"].items())
             print(
                 f"{name:20s} CPU {row['cpu_pct']:5.1f}% of a core, processed {processed}/{read} "
-                f"= {processed / max(read, 1):.1%}  [{per}]  (load before {load:.1f})\n"
+                f"= {processed / max(read, 1):.1%}, lost {lost}  [{per}]  (load before {load:.1f})\n"
                 f"{'':20s} connect: all online after {con['all_online_s']:.1f} s ({online}); before the window "
                 f"(from {con['window_s']:.1f} s) processed {con['processed']}/{con['read']}, lost {con['dropped']} "
                 f"(late {con['late']}, skipped {con['skipped']})",
