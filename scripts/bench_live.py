@@ -11,9 +11,11 @@ The measured window starts once the warm-up (--warmup, from start) is over and e
 connect figures, not to the steady state.
 
     .venv/bin/python scripts/bench_live.py [--data ../shared/data] [--seconds 40] [--repo DIR] [--json OUT]
+        [--clip VIDEO] [--only SCENARIO ...]
 
 Scenarios: "1 empty" (a still scene with sensor-like noise: what a camera with nobody in view costs), "1 people"
-and "4 people" (the Hamilton clip, looped: people in view nearly all the time), "3 people + 1 empty".
+and "4 people" (the Hamilton clip, or --clip VIDEO (a held-out clip), scaled to 1280x720 at 10 fps and looped:
+people in view nearly all the time), "3 people + 1 empty".
 Lin-Manuel Miranda is enrolled, as in bench_pipeline.py. Needs ffmpeg and the system python's gst-rtsp-server
 (scripts/install_system_deps.sh). --repo measures another checkout (a `git worktree` of an older commit).
 CPU numbers depend on what else runs on the machine: the load average is printed with them.
@@ -48,13 +50,14 @@ SCENARIOS: Dict[str, Tuple[int, int]] = {
 """name -> (cameras showing the Hamilton clip, cameras showing the empty scene)."""
 
 
-def make_clips(data: Path, folder: Path) -> Tuple[Path, Path]:
-    """The Hamilton clip at 1280x720, 10 fps, and 30 s of an empty scene (the negative clip's first frame, scaled,
-    with per-frame noise), both H.264 without B-frames."""
-    people, empty = folder / "people_720p10.mp4", folder / "empty_720p10.mp4"
+def make_clips(data: Path, folder: Path, clip: Optional[Path] = None) -> Tuple[Path, Path]:
+    """The people clip (the Hamilton clip, or ``clip``) at 1280x720, 10 fps, and 30 s of an empty scene (the
+    negative clip's first frame, scaled, with per-frame noise), both H.264 without B-frames."""
+    name = "people_720p10.mp4" if clip is None else f"{clip.stem}-{clip.stat().st_size}_720p10.mp4"
+    people, empty = folder / name, folder / "empty_720p10.mp4"
     encode = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-bf", "0", "-g", "20", "-pix_fmt", "yuv420p"]
     if not people.is_file():
-        clip = data / "hamilton" / "short_hamilton_clip.mp4"
+        clip = clip or data / "hamilton" / "short_hamilton_clip.mp4"
         subprocess.run(
             ["ffmpeg", "-loglevel", "error", "-y", "-i", str(clip), "-an", "-vf", "scale=1280:720,fps=10", *encode,
              str(people)],
@@ -213,6 +216,9 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=list(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--work", type=Path, default=Path("/tmp/edge-bench-live"), help="where the clips are made")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--clip", type=Path, help="the people cameras stream this video (scaled to 1280x720, 10 fps; a held-out clip)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data, args.repo = args.data.resolve(), args.repo.resolve()  # the enrolment runs in --repo
@@ -226,7 +232,7 @@ def main() -> None:
     if not shutil.which("ffmpeg"):
         sys.exit("bench_live: ffmpeg not found (scripts/install_system_deps.sh installs it)")
     args.work.mkdir(parents=True, exist_ok=True)
-    clips = make_clips(args.data, args.work)
+    clips = make_clips(args.data, args.work, args.clip.resolve() if args.clip else None)
     results: Dict[str, Any] = {"repo": str(args.repo), "seconds": args.seconds}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "edge.db"
