@@ -119,6 +119,10 @@ class DetectorConfig:
         512 with 2 per frame: recall of faces >= 48 px vs YuNet on the Hamilton clip shrunk into a 1080p corner
         0.765 -> 1.0, on LFW faces entering a 1080p scene 0.72 -> 0.94 (scripts/bench_recall.py; issue 9's note).
     max_regions: most such squares looked at per frame, those waiting longest first (in turns).
+    region_cycle: frames in which every square of a view busy all over is looked at once: ceil(squares / this) per
+        frame, at most ``max_regions``. 8: a 1080p frame's 15 squares take 2 per frame, a 720p frame's 8 take 1
+        (the cost of the sweep follows the frame's area: four 720p cameras with people cost ~85-100% of a core at
+        2 per frame against ~60% without the sweep; issue 9's note).
     region_memory_s: a square stays due this long (seconds of the frames' clock) after something last moved in
         it: a face that keeps still where others move (an audience, a queue) is looked at until a track holds it.
     motion_gate: edge.scene compares each frame with the previous one at low resolution first; a frame with no
@@ -154,6 +158,7 @@ class DetectorConfig:
     region_size: int = 512
     max_regions: int = 2
     region_memory_s: float = 3.0
+    region_cycle: int = 8
     motion_gate: bool = True
     motion_width: int = 160
     motion_threshold: float = 16.0
@@ -182,6 +187,7 @@ class DetectorConfig:
             raise DetectorConfigError(f"region_size: must be 0 (off) or >= 64, got {self.region_size!r}")
         _check_int("max_regions", self.max_regions, 0)
         _check_number("region_memory_s", self.region_memory_s, 0.0, 3600.0, low_open=False, high_open=False)
+        _check_int("region_cycle", self.region_cycle, 1)
         _check_int("motion_width", self.motion_width, 16)
         _check_int("motion_cells", self.motion_cells, 1)
         _check_number("motion_threshold", self.motion_threshold, 0.0, 255.0, low_open=True, high_open=True)

@@ -274,7 +274,7 @@ class SceneDetector:
         whole = [Pass(kind, rect) for kind, rect in self.detector.passes(width, height)]  # type: ignore[arg-type]
         due = mono - self._last_whole >= self.config.idle_interval_s or mono < self._last_whole
         sweep = self.sweep(width, height)
-        regions = sweep.choose(motion, mono, self.config.max_regions, float(width * height)) if sweep else []
+        regions = sweep.choose(motion, mono, self.looks(sweep), float(width * height)) if sweep else []
         context = self.config.refine_context
         passes = plan(whole, motion, predictions, due, context, coasting, regions)
         self._coasting = [look.rect for look in passes if look.coasting]
@@ -284,6 +284,11 @@ class SceneDetector:
         if any(look in whole for look in passes):
             self._last_whole = mono
         return self.detector.detect_in(image, passes)
+
+    def looks(self, sweep: Sweep) -> int:
+        """Squares to look at this frame: enough for every square of a busy view within ``region_cycle`` frames, at
+        most ``max_regions`` (a 720p frame's 8 squares: 1 per frame; a 1080p frame's 15: 2)."""
+        return min(self.config.max_regions, math.ceil(len(sweep.squares) / self.config.region_cycle))
 
     def sweep(self, width: int, height: int) -> Optional[Sweep]:
         """The region sweep for frames of this size: None when regions are off or the frame is small enough that the

@@ -168,6 +168,16 @@ def test_small_frames_and_regions_off_get_no_sweep() -> None:
         assert SceneDetector(det, DetectorConfig(region_size=512, max_regions=0)).sweep(1920, 1080) is None
 
 
+def test_the_sweep_looks_at_as_many_squares_per_frame_as_cover_a_busy_view_in_region_cycle_frames() -> None:
+    with FaceDetector(DetectorConfig(region_size=512, max_regions=2, region_cycle=8)) as det:
+        scene = SceneDetector(det, det.config)
+        hd, full_hd = scene.sweep(1280, 720), scene.sweep(1920, 1080)
+        assert hd is not None and full_hd is not None
+        assert (len(hd.squares), scene.looks(hd)) == (8, 1)
+        assert (len(full_hd.squares), scene.looks(full_hd)) == (15, 2)
+        assert scene.looks(Sweep(grid(3840, 2160, 512), [], 3.0)) == 2  # at most max_regions
+
+
 def test_cover_keeps_regions_inside_the_frame_and_within_the_size() -> None:
     for rect in [(0.0, 0.0, 30.0, 30.0), (1890.0, 1050.0, 1920.0, 1080.0), (0.0, 0.0, 1920.0, 1080.0)]:
         squares = cover(rect, 512, 1920, 1080)

@@ -76,6 +76,7 @@ BOUNDS: Dict[str, Bounds] = {
     "DetectorConfig.region_size": (0, 100_000),
     "DetectorConfig.max_regions": (0, 64),
     "DetectorConfig.region_memory_s": (0, 3600),
+    "DetectorConfig.region_cycle": (1, 1000),
     "DetectorConfig.motion_width": (16, 4096),
     "DetectorConfig.motion_threshold": (0.0, 255.0),
     "DetectorConfig.motion_cells": (1, 100_000),
