@@ -13,6 +13,7 @@ Clips (frames made in memory from the shared data; nothing is written but a cach
 * hamilton corner 1080p: the clip shrunk to 0.7 (faces 35-89 px) in the bottom-right corner of a 1920x1080 frame
   whose rest is a still scene (a frame of the negative clip, scaled) with sensor-like noise (sigma 2, per frame):
   the far-door case;
+* hamilton corner 720p: the same, in a 1280x720 frame (its faces the same 35-89 px): a 720p camera's far door;
 * entering 1080p: the 1920x1080 clip played twice, with LFW faces (View 1 test people, one photo each) appearing one
   after another while its people are tracked: every ``ENTER_EVERY`` frames a new face of 80-160 px appears at a
   random place (soft-edged paste), drifts as a walker would for ``ENTER_FRAMES`` frames and leaves: the case of a
@@ -155,6 +156,10 @@ def clips(data: Path, step: int, pasted: Optional[Pasted] = None) -> Dict[str, C
     def corner() -> Iterator[np.ndarray]:
         yield from in_corner(read_clip(hamilton, step), negatives, CORNER_SCALE)
 
+    def corner_720p() -> Iterator[np.ndarray]:  # the same faces' sizes in a 1280x720 frame
+        for frame in in_corner(read_clip(hamilton, step), negatives, CORNER_SCALE * 1.5):
+            yield cv2.resize(frame, (1280, 720), interpolation=cv2.INTER_AREA)
+
     def entering() -> Iterator[np.ndarray]:
         photos = entering_photos(data)
         rng = np.random.default_rng(11)
@@ -190,6 +195,7 @@ def clips(data: Path, step: int, pasted: Optional[Pasted] = None) -> Dict[str, C
         "hamilton 640x360": native,
         "hamilton 1920x1080": big,
         "hamilton corner 1080p": corner,
+        "hamilton corner 720p": corner_720p,
         "entering 1080p": entering,
         "negatives 768x432": negative,
     }
