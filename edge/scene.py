@@ -195,8 +195,9 @@ class Sweep:
     The frame is covered by a fixed grid of overlapping squares (`grid`), plus the squares over the camera's door
     region. Each remembers when something last moved in it and when it was last looked at. A square is due while
     something moved in it within ``memory_s`` (a door square: while anything moved anywhere); each frame the
-    ``count`` due squares left unlooked the longest are chosen, one moving now counting ``memory_s`` staler than it
-    is. So a person entering is looked at on the first frames they move in; a face that stays still where people
+    ``count`` due squares left unlooked the longest are chosen, in turns. A square where something starts to move
+    after a still while has not been looked at since, so a person entering is looked at on the first frames they
+    move in (no bonus for moving now: a square moving every frame would starve the remembered ones); a face that stays still where people
     move (an audience, a queue, someone waiting at the door) is looked at every few frames until a track holds it
     (a focus pass follows it then); a scene where nothing moved for ``memory_s`` costs nothing. A change of most of
     the view (`GLOBAL_CHANGE`: lighting, the camera moved) makes no square due by itself: the whole-frame pass

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import pytest
@@ -29,6 +29,7 @@ from edge.capture import (
     FrameBuffer,
     RateLimiter,
     RawFrame,
+    Reader,
     Stamp,
     Timeline,
     redact,
@@ -38,6 +39,8 @@ from edge.capture.file import FileSource
 from edge.capture.live import FreezeLimits, FreezeWatch, LiveCamera, open_video
 from edge.config.tree import build
 from edge.errors import ConfigError
+
+R = TypeVar("R", bound=Reader)
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -183,6 +186,19 @@ def test_buffer_frames_is_checked_when_the_config_loads() -> None:
         CameraConfig(id="door", url="rtsp://cam/1", buffer_frames=0)
 
 
+def once(reader: R) -> Callable[[CameraConfig], R]:
+    """An opener that opens `reader` once, then fails (the camera backs off for long)."""
+    opened: List[int] = []
+
+    def opener(_config: CameraConfig) -> R:
+        if opened:
+            raise CaptureError("gone")
+        opened.append(1)
+        return reader
+
+    return opener
+
+
 class ListReader:
     """A fake stream: returns the given images at once, then fails (None)."""
 
@@ -202,14 +218,7 @@ class ListReader:
 
 def test_live_camera_keeps_its_last_frames_drops_older_ones_and_stamps_from_the_clock() -> None:
     reader = ListReader(50)
-    opened: List[int] = []
-
-    def opener(_config: CameraConfig) -> ListReader:
-        if opened:
-            raise CaptureError("gone")
-        opened.append(1)
-        return reader
-
+    opener = once(reader)
     clock = FakeClock(step=0.5)
     config = CameraConfig("fake", "rtsp://fake/x", max_fps=0.0, backoff=BackoffConfig(initial_s=10.0, max_s=10.0))
     with LiveCamera(config, clock=clock, opener=opener) as camera:
@@ -854,19 +863,6 @@ class LiveReader:
 
     def release(self) -> None:
         pass
-
-
-def once(reader: LiveReader) -> Callable[[CameraConfig], LiveReader]:
-    """An opener that opens `reader` once, then fails (the camera backs off for long)."""
-    opened: List[int] = []
-
-    def opener(_config: CameraConfig) -> LiveReader:
-        if opened:
-            raise CaptureError("gone")
-        opened.append(1)
-        return reader
-
-    return opener
 
 
 def fake_live(max_fps: float = 10.0, buffer_frames: int = 3, max_lag_s: float = 1.5) -> CameraConfig:

@@ -225,3 +225,47 @@ def test_a_person_entering_a_still_scene_is_found_on_the_first_frame_they_are_in
     found = in_corner(scene.detect(entering, frames / 10))
     assert len(found) == 2, found  # both faces, ~30-40 px, on the first frame
     assert len(whole) < 2
+
+
+def test_the_sweep_finds_a_small_face_that_keeps_still_beside_people_who_move(data: Path) -> None:
+    """The far-door case of scripts/bench_recall.py: the Hamilton clip shrunk to 0.7 into the corner of a still
+    1080p scene. After the cut at ~7.1 s an audience member's ~55 px face barely moves while the people beside her do:
+    motion alone never frames her, and the whole-frame pass shrinks her to ~5 px. The sweep keeps looking at the
+    squares where things moved and finds her; the detector without it never does."""
+    cap = cv2.VideoCapture(str(data / "negatives" / "one-by-one-person-detection.mp4"))
+    ok, still = cap.read()
+    cap.release()
+    assert ok
+    scene = cv2.resize(still, (1920, 1080))
+    clip = cv2.VideoCapture(str(data / "hamilton" / "short_hamilton_clip.mp4"))
+    frames: List[np.ndarray] = []
+    index = 0
+    while len(frames) < 84:
+        ok, frame = clip.read()
+        if not ok:
+            break
+        if index % 3 == 0:  # 10 fps, as the box's max_fps
+            small = cv2.resize(frame, None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)
+            out = scene.copy()
+            h, w = small.shape[:2]
+            out[1080 - 32 - h : 1080 - 32, 1920 - 32 - w : 1920 - 32] = small
+            frames.append(out)
+        index += 1
+    clip.release()
+    assert len(frames) == 84
+    face = (1468.0, 838.0, 1517.0, 896.0)  # where YuNet (score >= 0.9) finds her in frames 71-83
+
+    def found_her(config: DetectorConfig) -> List[int]:
+        with FaceDetector(config) as detector:
+            scene_detector = SceneDetector(detector, config)
+            hits = []
+            for i, image in enumerate(frames[60:], start=60):
+                for d in scene_detector.detect(image, i / 10.0):
+                    box = (d.box.x, d.box.y, d.box.x + d.box.w, d.box.y + d.box.h)
+                    if box[0] < face[2] and face[0] < box[2] and box[1] < face[3] and face[1] < box[3]:
+                        hits.append(i)
+            return hits
+
+    swept = found_her(DetectorConfig())
+    assert swept and min(swept) <= 74, swept  # within 0.3 s of the cut, with no track to hold her
+    assert found_her(DetectorConfig(region_size=0)) == []

@@ -445,11 +445,6 @@ class Timeline:
         self._started = False
         self._edge = 0.0  # the run's smallest offset (arrival - PTS)
 
-    @property
-    def trusted(self) -> bool:
-        """Whether the last frame was placed on its PTS."""
-        return self._trusted
-
     def place(self, mono: float, pts: Optional[float], idle: bool = False) -> Stamp:
         """Place one frame: its arrival (monotonic seconds), its PTS (seconds, if any), whether the buffer was empty."""
         if pts is None or not math.isfinite(pts):

@@ -95,7 +95,9 @@ class StatusCollector(Collector):
                 "edge_camera_frames_read", "Frames read from the camera", labels=["camera"]
             ),
             "frames_dropped": CounterMetricFamily(
-                "edge_camera_frames_dropped", "Frames read but never processed (pushed out of the buffer, or skipped by max_fps)", labels=["camera"]
+                "edge_camera_frames_dropped",
+                "Frames read but never processed (pushed out of the buffer, or skipped by max_fps)",
+                labels=["camera"],
             ),
             "frames_processed": CounterMetricFamily(
                 "edge_frames_processed", "Frames run through the pipeline", labels=["camera"]
